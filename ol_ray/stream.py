@@ -1,0 +1,377 @@
+"""Stream sources: turn an unbounded stream of rows into bounded windows with a resumable cursor.
+
+A source frames the stream into raw records (`sample_id`, `raw` bytes) and knows its position (`cursor()`), so a
+checkpoint can resume after the last window the learner finished. Parsing, decoding and checking happen later, in the
+validation stage, so that a bad row becomes a quarantine record instead of a crash here.
+
+Sources yield `None` when nothing is available right now (a followed folder with no new file), so that `windows()`
+can close a partial window on time. `windows()` adds the sample budget, the replay rate and the window size.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Literal, NamedTuple, Optional, Protocol, Sequence
+
+import numpy as np
+
+from ol_ray.config import StreamConfig
+
+EXTENSIONS = {".tsv": "tsv", ".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}
+
+
+class SourceError(RuntimeError):
+    """A stream that cannot be read at all (missing file, unreadable header); bad rows are quarantined instead."""
+
+
+@dataclass(frozen=True)
+class RecordFormat:
+    """How validation parses a record's raw bytes."""
+
+    kind: Literal["tsv", "csv", "json"]
+    columns: tuple[str, ...] = ()  # header of a delimited file, in order
+
+
+class Record(NamedTuple):
+    sample_id: str  # stable across runs: "<file name>:<data row number>" unless the data carries ids
+    raw: bytes  # the row as read, undecoded
+    record_format: RecordFormat
+
+
+@dataclass
+class Window:
+    """A bounded slice of the stream: become one ray.data.Dataset."""
+
+    index: int  # 0, 1, 2, ... in stream order
+    records: list[dict[str, Any]]  # {"sample_id": str, "raw": bytes}
+    record_format: RecordFormat
+    cursor: dict[str, Any] = field(default_factory=dict)  # source position after this window's last record
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def to_dataset(self, rows_per_block: int):
+        """This window as a ray.data.Dataset, in blocks of about `rows_per_block` rows so scoring can stream."""
+        import ray.data
+
+        blocks = max(1, -(-len(self.records) // max(1, rows_per_block)))
+        return ray.data.from_items(self.records, override_num_blocks=blocks)
+
+
+class Source(Protocol):
+    def records(self) -> Iterator[Optional[Record]]:
+        """Records in stream order; None when nothing is available right now."""
+
+    def cursor(self) -> dict[str, Any]:
+        """The position after the last record yielded, from which a new source resumes."""
+
+
+def detect_format(path: str, configured: str) -> str:
+    if configured != "auto":
+        return configured
+    ext = os.path.splitext(path)[1].lower()
+    if ext not in EXTENSIONS:
+        raise SourceError(f"cannot tell the format of {path} from its extension; set stream.format "
+                          f"(one of {', '.join(sorted(set(EXTENSIONS.values())))})")
+    return EXTENSIONS[ext]
+
+
+def _strip_newline(line: bytes) -> bytes:
+    return line.rstrip(b"\r\n") if line.endswith(b"\n") else line
+
+
+class FileSource:
+    """One TSV, CSV, JSONL or Parquet file, in file order (resumes from a byte offset) or in a seeded shuffled order."""
+
+    def __init__(self, path: str, cfg: StreamConfig, cursor: Optional[dict[str, Any]] = None):
+        if not os.path.isfile(path):
+            raise SourceError(f"stream file {path} does not exist")
+        self.path = path
+        self.name = os.path.basename(path)
+        self.kind = detect_format(path, cfg.format)
+        self.id_field = cfg.id_field
+        self.shuffle_seed = cfg.shuffle_seed
+        cursor = cursor or {}
+        if cursor.get("file", path) != path:
+            raise SourceError(f"checkpoint cursor is for {cursor['file']}, not {path}")
+        self.row = int(cursor.get("row", 0))  # data rows consumed
+        self.offset = int(cursor.get("offset", -1))  # byte offset of the next line, in file order
+        self.record_format = self._read_format()
+
+    def _read_format(self) -> RecordFormat:
+        if self.kind in ("jsonl", "parquet"):
+            return RecordFormat("json")
+        with open(self.path, "rb") as handle:
+            header = _strip_newline(handle.readline())
+            if self.offset < 0:
+                self.offset = handle.tell()
+        try:
+            text = header.decode("utf-8")
+        except UnicodeDecodeError:
+            raise SourceError(f"the header line of {self.path} is not valid UTF-8") from None
+        import csv
+
+        delimiter = "\t" if self.kind == "tsv" else ","
+        columns = tuple(next(csv.reader([text], delimiter=delimiter, quoting=csv.QUOTE_NONE if self.kind == "tsv"
+                                        else csv.QUOTE_MINIMAL)))
+        if not columns or not any(columns):
+            raise SourceError(f"{self.path} has no header line naming its columns")
+        return RecordFormat(self.kind, columns)
+
+    def cursor(self) -> dict[str, Any]:
+        return {"file": self.path, "row": self.row, "offset": self.offset}
+
+    def records(self) -> Iterator[Optional[Record]]:
+        if self.kind == "parquet":
+            yield from self._parquet_records()
+        elif self.shuffle_seed is None:
+            yield from self._sequential_records()
+        else:
+            yield from self._shuffled_records()
+
+    def _sample_id(self, row_number: int) -> str:
+        return f"{self.name}:{row_number}"
+
+    def _sequential_records(self) -> Iterator[Record]:
+        with open(self.path, "rb") as handle:
+            handle.seek(max(self.offset, 0))
+            while True:
+                line = handle.readline()
+                if not line:
+                    return
+                self.row += 1
+                self.offset = handle.tell()
+                yield Record(self._sample_id(self.row), _strip_newline(line), self.record_format)
+
+    def _line_offsets(self) -> np.ndarray:
+        offsets = []
+        with open(self.path, "rb") as handle:
+            if self.record_format.columns:
+                handle.readline()
+            position = handle.tell()
+            for line in handle:
+                offsets.append(position)
+                position += len(line)
+        return np.asarray(offsets, dtype=np.int64)
+
+    def _shuffled_records(self) -> Iterator[Record]:
+        offsets = self._line_offsets()
+        order = np.random.default_rng(self.shuffle_seed).permutation(len(offsets))
+        with open(self.path, "rb") as handle:
+            while self.row < len(order):
+                line_index = int(order[self.row])
+                handle.seek(int(offsets[line_index]))
+                line = handle.readline()
+                self.row += 1
+                yield Record(self._sample_id(line_index + 1), _strip_newline(line), self.record_format)
+
+    def _parquet_records(self) -> Iterator[Record]:
+        import pyarrow.parquet as pq
+
+        table_rows = 0
+        order = None
+        parquet = pq.ParquetFile(self.path)
+        if self.shuffle_seed is not None:
+            order = np.random.default_rng(self.shuffle_seed).permutation(parquet.metadata.num_rows)
+            table = parquet.read().to_pylist()
+            while self.row < len(order):
+                index = int(order[self.row])
+                self.row += 1
+                yield Record(self._sample_id(index + 1), _json_bytes(table[index]), self.record_format)
+            return
+        for batch in parquet.iter_batches(batch_size=4096):
+            for item in batch.to_pylist():
+                table_rows += 1
+                if table_rows <= self.row:
+                    continue
+                self.row += 1
+                yield Record(self._sample_id(self.row), _json_bytes(item), self.record_format)
+
+
+def _json_bytes(row: dict[str, Any]) -> bytes:
+    return json.dumps(row, ensure_ascii=False, default=str).encode("utf-8")
+
+
+class DirectorySource:
+    """A folder followed for new data files: each file is read once, in order of modification time then name.
+
+    Writers should move finished files in (write elsewhere or to a dotfile / *.tmp name, then rename): files whose
+    names start with "." or end with .tmp or .part are ignored until renamed. Stops after `idle_timeout_s` without a
+    new file (0 = follows forever).
+    """
+
+    def __init__(self, path: str, cfg: StreamConfig, cursor: Optional[dict[str, Any]] = None,
+                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep):
+        if not os.path.isdir(path):
+            raise SourceError(f"stream folder {path} does not exist")
+        self.path = path
+        self.cfg = cfg
+        self.clock = clock
+        self.sleep = sleep
+        cursor = cursor or {}
+        self.done: list[str] = list(cursor.get("done", []))
+        self.current: Optional[FileSource] = None
+        if cursor.get("current"):
+            self.current = FileSource(os.path.join(path, cursor["current"]), cfg, cursor.get("file_cursor"))
+
+    def cursor(self) -> dict[str, Any]:
+        return {
+            "folder": self.path,
+            "done": list(self.done),
+            "current": self.current.name if self.current else None,
+            "file_cursor": self.current.cursor() if self.current else None,
+        }
+
+    def _new_files(self) -> list[str]:
+        seen = set(self.done)
+        names = []
+        for entry in os.scandir(self.path):
+            name = entry.name
+            if name.startswith(".") or name.endswith((".tmp", ".part")) or name in seen or not entry.is_file():
+                continue
+            if os.path.splitext(name)[1].lower() not in EXTENSIONS and self.cfg.format == "auto":
+                continue
+            names.append((entry.stat().st_mtime, name))
+        return [name for _, name in sorted(names)]
+
+    def records(self) -> Iterator[Optional[Record]]:
+        idle_since = self.clock()
+        while True:
+            if self.current is not None:
+                for record in self.current.records():
+                    yield record
+                self.done.append(self.current.name)
+                self.current = None
+                idle_since = self.clock()
+            pending = self._new_files()
+            if pending:
+                self.current = FileSource(os.path.join(self.path, pending[0]), self.cfg)
+                continue
+            if self.cfg.idle_timeout_s and self.clock() - idle_since >= self.cfg.idle_timeout_s:
+                return
+            yield None
+            self.sleep(self.cfg.poll_interval_s)
+
+
+class MemorySource:
+    """Rows held in memory (dicts with the configured text and label fields), for tests and notebooks."""
+
+    def __init__(self, rows: Sequence[dict[str, Any]], cfg: StreamConfig, cursor: Optional[dict[str, Any]] = None,
+                 name: str = "memory"):
+        self.rows = rows
+        self.id_field = cfg.id_field
+        self.name = name
+        self.row = int((cursor or {}).get("row", 0))
+
+    def cursor(self) -> dict[str, Any]:
+        return {"source": self.name, "row": self.row}
+
+    def records(self) -> Iterator[Optional[Record]]:
+        record_format = RecordFormat("json")
+        while self.row < len(self.rows):
+            row = self.rows[self.row]
+            self.row += 1
+            yield Record(f"{self.name}:{self.row}", _json_bytes(row), record_format)
+
+
+class HubSource:
+    """A Hugging Face dataset (hub id or local dataset folder) read through `datasets` in streaming mode."""
+
+    def __init__(self, cfg: StreamConfig, split: str, cursor: Optional[dict[str, Any]] = None):
+        try:
+            import datasets
+        except ImportError:
+            raise SourceError("reading a Hugging Face dataset needs the `datasets` package: pip install 'ol_ray[hub]'") \
+                from None
+        self.name = f"{cfg.hub_dataset}/{split}"
+        self.row = int((cursor or {}).get("row", 0))
+        try:
+            dataset = datasets.load_dataset(cfg.hub_dataset, cfg.hub_config or None, split=split, streaming=True)
+        except Exception as error:  # datasets raises many types; the message is what the user needs
+            raise SourceError(f"cannot open Hugging Face dataset {cfg.hub_dataset!r} split {split!r}: {error}") \
+                from None
+        if cfg.shuffle_seed is not None:
+            dataset = dataset.shuffle(seed=cfg.shuffle_seed, buffer_size=10_000)
+        self.dataset = dataset.skip(self.row) if self.row else dataset
+
+    def cursor(self) -> dict[str, Any]:
+        return {"source": self.name, "row": self.row}
+
+    def records(self) -> Iterator[Optional[Record]]:
+        record_format = RecordFormat("json")
+        for row in self.dataset:
+            self.row += 1
+            yield Record(f"{self.name}:{self.row}", _json_bytes(row), record_format)
+
+
+def make_source(cfg: StreamConfig, cursor: Optional[dict[str, Any]] = None,
+                rows: Optional[Sequence[dict[str, Any]]] = None) -> Source:
+    """The source the config names; a missing file or folder falls back to `hub_dataset` when one is configured."""
+    if cfg.source == "memory":
+        if rows is None:
+            raise SourceError("stream.source=memory needs rows passed in code (run_pipeline(cfg, rows=...))")
+        return MemorySource(rows, cfg, cursor)
+    if cfg.source == "hub" or (cfg.hub_dataset and not os.path.exists(cfg.path)):
+        return HubSource(cfg, cfg.hub_split, cursor)
+    if cfg.source == "directory":
+        return DirectorySource(cfg.path, cfg, cursor)
+    return FileSource(cfg.path, cfg, cursor)
+
+
+def paced(records: Iterator[Optional[Record]], rate: float, clock: Callable[[], float] = time.monotonic,
+          sleep: Callable[[float], None] = time.sleep) -> Iterator[Optional[Record]]:
+    """Release records no faster than `rate` per second (0 = unpaced), as if they arrived live."""
+    if rate <= 0:
+        yield from records
+        return
+    start = clock()
+    released = 0
+    for record in records:
+        if record is not None:
+            due = start + released / rate
+            wait = due - clock()
+            if wait > 0:
+                sleep(wait)
+            released += 1
+        yield record
+
+
+def windows(source: Source, cfg: StreamConfig, first_index: int = 0,
+            clock: Callable[[], float] = time.monotonic,
+            sleep: Callable[[float], None] = time.sleep) -> Iterator[Window]:
+    """Group a source's records into windows of `window_size`, closing early after `max_window_wait_s`, when the
+    record format changes (a new file with other columns), and at the sample budget `max_samples`."""
+    index = first_index
+    batch: list[dict[str, Any]] = []
+    batch_format: Optional[RecordFormat] = None
+    batch_cursor: dict[str, Any] = source.cursor()
+    opened_at = 0.0
+    read = 0
+
+    def close() -> Window:
+        nonlocal index, batch, batch_format
+        window = Window(index, batch, batch_format, batch_cursor)
+        index += 1
+        batch, batch_format = [], None
+        return window
+
+    for record in paced(source.records(), cfg.rate, clock, sleep):
+        if record is not None:
+            if batch and record.record_format != batch_format:
+                yield close()
+            if not batch:
+                opened_at = clock()
+                batch_format = record.record_format
+            batch.append({"sample_id": record.sample_id, "raw": record.raw})
+            batch_cursor = source.cursor()
+            read += 1
+        budget_spent = bool(cfg.max_samples) and read >= cfg.max_samples
+        if batch and (len(batch) >= cfg.window_size or budget_spent or clock() - opened_at >= cfg.max_window_wait_s):
+            yield close()
+        if budget_spent:
+            return
+    if batch:
+        yield close()
