@@ -1,0 +1,171 @@
+"""Validation: parse raw records into (sample_id, text, label) rows, or quarantine them with a reason.
+
+`parse_record` is plain Python; `validate_batch` is the Ray Data stage over a window (`map_batches`), which sends the
+rejected rows to the quarantine sink and passes the good ones on. Nothing is dropped silently: every record read
+either continues or becomes a quarantine record.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import numpy as np
+
+from ol_ray.config import Config
+from ol_ray.stream import RecordFormat
+
+RAW_EXCERPT_CHARS = 500  # how much of a bad row the quarantine keeps
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    """What validation needs to know about the stream's rows."""
+
+    text_field: str
+    label_field: str
+    id_field: str
+    label_names: tuple[str, ...]
+    num_labels: int
+    max_text_chars: int
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> "FieldSpec":
+        s = cfg.stream
+        return cls(s.text_field, s.label_field, s.id_field, s.label_names, cfg.model.num_labels, s.max_text_chars)
+
+
+class RowError(ValueError):
+    """A row that cannot be used: `code` groups it (bad_label, empty_text, ...), the message is the reason."""
+
+    def __init__(self, code: str, reason: str):
+        super().__init__(reason)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class ValidRow:
+    sample_id: str
+    text: str
+    label: int
+    text_truncated: bool
+
+
+def _fields(raw: bytes, record_format: RecordFormat) -> dict[str, Any]:
+    if b"\x00" in raw:
+        raise RowError("nul_bytes", "row contains NUL bytes")
+    try:
+        line = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise RowError("undecodable", f"undecodable bytes: not valid UTF-8 at byte {error.start}") from None
+    if not line.strip():
+        raise RowError("empty_row", "empty row")
+    if record_format.kind == "json":
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise RowError("malformed_json", f"malformed JSON: {error.msg} at column {error.colno}") from None
+        if not isinstance(value, dict):
+            raise RowError("malformed_json", f"JSON row is a {type(value).__name__}, not an object")
+        return value
+    if record_format.kind == "tsv":
+        values = line.split("\t")
+    else:
+        try:
+            values = next(csv.reader([line]))
+        except csv.Error as error:
+            raise RowError("malformed_csv", f"malformed CSV: {error}") from None
+    columns = record_format.columns
+    if len(values) != len(columns):
+        raise RowError("field_count", f"expected {len(columns)} fields ({', '.join(columns)}), got {len(values)}")
+    return dict(zip(columns, values))
+
+
+def _label(value: Any, spec: FieldSpec) -> int:
+    if isinstance(value, bool) or value is None:
+        raise RowError("bad_label", f"label {value!r} is not a class")
+    if isinstance(value, str):
+        text = value.strip()
+        if text in spec.label_names:
+            return spec.label_names.index(text)
+        try:
+            value = int(text)
+        except ValueError:
+            names = f" or one of {', '.join(spec.label_names)}" if spec.label_names else ""
+            raise RowError("bad_label", f"label {text!r} is not an integer{names}") from None
+    if isinstance(value, float):
+        if not math.isfinite(value) or not value.is_integer():
+            raise RowError("bad_label", f"label {value!r} is not an integer")
+        value = int(value)
+    if not isinstance(value, int):
+        raise RowError("bad_label", f"label {value!r} has type {type(value).__name__}, not an integer")
+    if not 0 <= value < spec.num_labels:
+        raise RowError("label_out_of_range", f"label {value} out of range [0, {spec.num_labels})")
+    return value
+
+
+def parse_record(sample_id: str, raw: bytes, record_format: RecordFormat, spec: FieldSpec) -> ValidRow:
+    """One raw record as a valid row; raises RowError with the quarantine reason otherwise."""
+    fields = _fields(raw, record_format)
+    if spec.id_field:
+        value = fields.get(spec.id_field)
+        if value is None or str(value).strip() == "":
+            raise RowError("missing_id", f"missing id field {spec.id_field!r}")
+        sample_id = str(value).strip()
+    if spec.text_field not in fields:
+        raise RowError("missing_text", f"missing text field {spec.text_field!r}")
+    text = fields[spec.text_field]
+    if not isinstance(text, str):
+        raise RowError("bad_text", f"text field {spec.text_field!r} is a {type(text).__name__}, not a string")
+    if not text.strip():
+        raise RowError("empty_text", "empty text")
+    if spec.label_field not in fields:
+        raise RowError("missing_label", f"missing label field {spec.label_field!r}")
+    label = _label(fields[spec.label_field], spec)
+    truncated = len(text) > spec.max_text_chars
+    return ValidRow(sample_id, text[: spec.max_text_chars] if truncated else text, label, truncated)
+
+
+def quarantine_record(sample_id: str, raw: bytes, error: RowError, window: int) -> dict[str, Any]:
+    """What the quarantine file keeps of a rejected row: its id, the reason, where, and an excerpt."""
+    excerpt = raw[: RAW_EXCERPT_CHARS * 4].decode("utf-8", errors="replace")[:RAW_EXCERPT_CHARS]
+    return {"sample_id": sample_id, "code": error.code, "reason": str(error), "window": window, "raw": excerpt}
+
+
+def split_records(sample_ids, raws, record_format: RecordFormat, spec: FieldSpec,
+                  window: int) -> tuple[list[ValidRow], list[dict[str, Any]]]:
+    """Valid rows and quarantine records for a list of raw records (plain Python; no Ray)."""
+    good, bad = [], []
+    for sample_id, raw in zip(sample_ids, raws):
+        raw = bytes(raw)
+        try:
+            good.append(parse_record(str(sample_id), raw, record_format, spec))
+        except RowError as error:
+            bad.append(quarantine_record(str(sample_id), raw, error, window))
+    return good, bad
+
+
+def rows_to_columns(rows: list[ValidRow]) -> dict[str, np.ndarray]:
+    return {
+        "sample_id": np.array([r.sample_id for r in rows], dtype=object),
+        "text": np.array([r.text for r in rows], dtype=object),
+        "label": np.array([r.label for r in rows], dtype=np.int64),
+        "text_truncated": np.array([r.text_truncated for r in rows], dtype=bool),
+    }
+
+
+def validate_batch(batch: dict[str, np.ndarray], record_format: RecordFormat, spec: FieldSpec, window: int,
+                   quarantine: Optional[Any] = None) -> dict[str, np.ndarray]:
+    """Ray Data stage: keep the valid rows, send the others to the quarantine sink actor (and wait for it to take
+    them, so none is lost if this worker dies after returning)."""
+    good, bad = split_records(batch["sample_id"], batch["raw"], record_format, spec, window)
+    if bad:
+        if quarantine is None:
+            raise RuntimeError(f"{len(bad)} bad rows and no quarantine sink to take them")
+        import ray
+
+        ray.get(quarantine.write.remote(bad))
+    return rows_to_columns(good)

@@ -1,0 +1,77 @@
+import json
+
+import numpy as np
+import pytest
+
+from ol_ray.stream import RecordFormat
+from ol_ray.validation import FieldSpec, RowError, parse_record, split_records
+
+TSV = RecordFormat("tsv", ("sentence", "label"))
+CSV = RecordFormat("csv", ("id", "sentence", "label"))
+JSON = RecordFormat("json")
+SPEC = FieldSpec("sentence", "label", "", (), 2, 50)
+
+
+def test_good_rows_parse():
+    row = parse_record("a:1", "a fine film \t1".encode(), TSV, SPEC)
+    assert (row.sample_id, row.text, row.label, row.text_truncated) == ("a:1", "a fine film ", 1, False)
+    row = parse_record("a:2", json.dumps({"sentence": "ok", "label": 0.0}).encode(), JSON, SPEC)
+    assert row.label == 0
+    row = parse_record("a:3", b'7,"quoted, with comma",1', CSV, FieldSpec("sentence", "label", "id", (), 2, 50))
+    assert (row.sample_id, row.text) == ("7", "quoted, with comma")
+
+
+@pytest.mark.parametrize("raw, record_format, code", [
+    (b"only one field", TSV, "field_count"),
+    (b"a\tb\t1", TSV, "field_count"),
+    (b"bad \xff\xfe bytes\t1", TSV, "undecodable"),
+    (b"nul\x00byte\t1", TSV, "nul_bytes"),
+    (b"   \t1", TSV, "empty_text"),
+    (b"", TSV, "empty_row"),
+    (b"text\t2", TSV, "label_out_of_range"),
+    (b"text\t-1", TSV, "label_out_of_range"),
+    (b"text\tpositive", TSV, "bad_label"),
+    (b"text\t", TSV, "bad_label"),
+    (b'{"sentence": "x", "label": 1', JSON, "malformed_json"),
+    (b'["sentence", 1]', JSON, "malformed_json"),
+    (b'{"label": 1}', JSON, "missing_text"),
+    (b'{"sentence": "x"}', JSON, "missing_label"),
+    (b'{"sentence": 5, "label": 1}', JSON, "bad_text"),
+    (b'{"sentence": "x", "label": true}', JSON, "bad_label"),
+    (b'{"sentence": "x", "label": 0.5}', JSON, "bad_label"),
+    (b'{"sentence": "x", "label": [1]}', JSON, "bad_label"),
+])
+def test_bad_rows_raise_with_a_code(raw, record_format, code):
+    with pytest.raises(RowError) as error:
+        parse_record("a:1", raw, record_format, SPEC)
+    assert error.value.code == code
+    assert str(error.value)
+
+
+def test_long_text_is_truncated_and_flagged():
+    row = parse_record("a:1", ("x" * 80 + "\t0").encode(), TSV, SPEC)
+    assert row.text == "x" * 50 and row.text_truncated
+
+
+def test_label_names_map_strings_to_classes():
+    spec = FieldSpec("sentence", "label", "", ("negative", "positive"), 2, 50)
+    assert parse_record("a:1", b"meh\tnegative", TSV, spec).label == 0
+    assert parse_record("a:1", b"yay\tpositive", TSV, spec).label == 1
+    with pytest.raises(RowError, match="negative, positive"):
+        parse_record("a:1", b"hm\tneutral", TSV, spec)
+
+
+def test_missing_id_field():
+    with pytest.raises(RowError) as error:
+        parse_record("a:1", b',text,1', CSV, FieldSpec("sentence", "label", "id", (), 2, 50))
+    assert error.value.code == "missing_id"
+
+
+def test_split_records_keeps_every_row_somewhere():
+    raws = [b"good\t1", b"bad\t9", b"\xff\t1", b"fine\t0"]
+    ids = np.array(["r1", "r2", "r3", "r4"], dtype=object)
+    good, bad = split_records(ids, raws, TSV, SPEC, window=3)
+    assert [r.sample_id for r in good] == ["r1", "r4"]
+    assert [(b["sample_id"], b["code"], b["window"]) for b in bad] == [("r2", "label_out_of_range", 3),
+                                                                      ("r3", "undecodable", 3)]
+    assert "\ufffd" in bad[1]["raw"]  # undecodable bytes are kept as replacement characters
