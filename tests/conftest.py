@@ -1,0 +1,48 @@
+"""Shared fixtures: a tiny BERT built offline, small slices of the real data, and a module-scoped local Ray."""
+
+from __future__ import annotations
+
+import csv
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+from tiny_model import build_tiny_model  # noqa: E402
+
+DATA = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data"))
+SST2_TRAIN = os.path.join(DATA, "sst2", "train.tsv")
+SST2_DEV = os.path.join(DATA, "sst2", "dev.tsv")
+
+
+def read_tsv(path: str, limit: int) -> list[list[str]]:
+    """The first `limit` data rows of a TSV file (SST-2 is read with quoting disabled)."""
+    with open(path, encoding="utf-8", newline="") as handle:
+        reader = csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
+        next(reader)
+        return [row for _, row in zip(range(limit), reader)]
+
+
+@pytest.fixture(scope="session")
+def sst2_rows() -> list[list[str]]:
+    if not os.path.exists(SST2_TRAIN):
+        pytest.skip(f"SST-2 not found at {SST2_TRAIN}")
+    return read_tsv(SST2_TRAIN, 3000)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, sst2_rows) -> str:
+    """A 2-layer, hidden-32 BERT classifier with a word-level tokenizer from SST-2 words; nothing downloaded."""
+    return build_tiny_model(str(tmp_path_factory.mktemp("tiny-bert")), [row[0] for row in sst2_rows])
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    """A local Ray with 2 CPUs and a capped object store, shut down after the module."""
+    import ray
+
+    ray.init(num_cpus=2, object_store_memory=300 * 2**20, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
