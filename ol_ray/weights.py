@@ -1,0 +1,126 @@
+"""Weight publishing: versioned weights in the Ray object store, behind a small store actor.
+
+The learner is busy training most of the time and an actor runs one method at a time, so scorers never ask the
+learner for weights. The learner `ray.put`s its weights once per version and hands the reference to the
+`WeightStore`, a small actor that answers scorers at once. Scorers check the newest version before each batch and
+pull only when it is newer. The store also bounds how far scoring runs ahead of learning (`max_lead` samples), which
+bounds weight staleness, and counts publishes and pulls so a run can show that weights flowed.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from typing import Any
+
+import ray
+from torch import nn
+
+from ol_ray.models import load_numpy_state, state_to_numpy
+
+
+class WeightStore:
+    """Holds the newest published weights (version, object reference) and the scored/consumed sample counts.
+
+    Plain Python; run it as an actor with `ray.remote(num_cpus=0)(WeightStore)`.
+    """
+
+    def __init__(self):
+        self.version = -1
+        self.refs: list[Any] = []  # [ObjectRef], wrapped in a list so Ray passes the reference, not the weights
+        self.polled_since_publish = False
+        self.publishes = 0
+        self.pulls = 0
+        self.samples_scored = 0
+        self.samples_consumed = 0
+        self.published_bytes = 0
+
+    def publish(self, version: int, refs: list[Any], nbytes: int) -> None:
+        if version <= self.version:
+            return
+        self.version, self.refs = version, refs
+        self.polled_since_publish = False
+        self.publishes += 1
+        self.published_bytes += nbytes
+
+    def scored(self, samples: int) -> None:
+        self.samples_scored += samples
+
+    def check(self) -> tuple[int, int]:
+        """A scorer's poll: the newest version and how many scored samples the learner has not taken yet."""
+        self.polled_since_publish = True
+        return self.version, self.samples_scored - self.samples_consumed
+
+    def pull(self) -> tuple[int, list[Any]]:
+        self.pulls += 1
+        return self.version, self.refs
+
+    def consumed(self, samples: int) -> None:
+        self.samples_consumed += samples
+
+    def wanted(self) -> bool:
+        """Whether a scorer has polled since the last publish: publishing otherwise would be wasted work."""
+        return self.polled_since_publish
+
+    def stats(self) -> dict[str, int]:
+        return {
+            "weight_version_published": self.version,
+            "weight_publishes": self.publishes,
+            "weight_pulls": self.pulls,
+            "weight_bytes_published": self.published_bytes,
+            "samples_scored": self.samples_scored,
+        }
+
+
+class WeightClient:
+    """A scorer's side of the store: pull newer weights, and wait while scoring is `max_lead` samples ahead."""
+
+    def __init__(self, store: Any, max_lead: int, poll_s: float = 0.02, max_poll_s: float = 0.25):
+        self.store = store
+        self.max_lead = max_lead
+        self.poll_s = poll_s
+        self.max_poll_s = max_poll_s
+        self.version = -1
+
+    def scored(self, samples: int) -> None:
+        self.store.scored.remote(samples)
+
+    def refresh(self, model: nn.Module, wait: bool = False, upcoming: int = 0) -> None:
+        """Load the newest weights into `model` if newer than ours; with `wait`, block until some exist; block
+        while scoring `upcoming` more samples would put scoring more than max_lead samples ahead of the learner.
+        Waiting polls with exponential backoff, so a scorer held back costs the store and the CPU little."""
+        pause = self.poll_s
+        while True:
+            version, lead = ray.get(self.store.check.remote())
+            if version > self.version:
+                version, refs = ray.get(self.store.pull.remote())
+                with warnings.catch_warnings():  # object-store arrays are read-only; load_state_dict copies them
+                    warnings.simplefilter("ignore", UserWarning)
+                    load_numpy_state(model, ray.get(refs[0]))
+                self.version = version
+            if (wait and self.version < 0) or lead + upcoming > self.max_lead:
+                time.sleep(pause)
+                pause = min(pause * 2, self.max_poll_s)
+                continue
+            return
+
+
+class WeightPublisher:
+    """The learner's side: publish every `every` updates, and only when a scorer has asked since the last time."""
+
+    def __init__(self, store: Any, every: int):
+        self.store = store
+        self.every = every
+        self.version = -1
+
+    def maybe_publish(self, model: nn.Module, version: int, force: bool = False) -> bool:
+        if version <= self.version:
+            return False
+        if not force and (version - self.version < self.every or not ray.get(self.store.wanted.remote())):
+            return False
+        state = state_to_numpy(model)
+        nbytes = sum(value[1].nbytes if isinstance(value, tuple) else value.nbytes for value in state.values())
+        ref = ray.put(state)
+        ray.get(self.store.publish.remote(version, [ref], nbytes))
+        self.version = version
+        return True

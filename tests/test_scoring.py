@@ -1,0 +1,58 @@
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ol_ray.config import ModelConfig
+from ol_ray.models import head_layer, load_model
+from ol_ray.scoring import score_samples
+from ol_ray.tokenization import pad_batch, tokenize_texts
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def scored(tiny_model_dir, sst2_rows):
+    model = load_model(ModelConfig(name_or_path=tiny_model_dir, seed=3))
+    model.eval()
+    texts = [row[0] for row in sst2_rows[:24]]
+    labels = np.array([int(row[1]) for row in sst2_rows[:24]])
+    input_ids, _ = tokenize_texts(texts, tiny_model_dir, 64)
+    stats = score_samples(model, head_layer(model, 2), input_ids, labels, 0, CPU)
+    return model, input_ids, labels, stats
+
+
+def test_statistics_match_the_softmax(scored):
+    model, input_ids, labels, stats = scored
+    with torch.no_grad():
+        probs = F.softmax(model(**pad_batch(input_ids, 0, CPU)).logits, dim=-1).numpy()
+    assert np.allclose(stats["max_prob"], probs.max(axis=1), atol=1e-5)
+    assert np.allclose(stats["margin"], np.abs(probs[:, 0] - probs[:, 1]), atol=1e-5)
+    assert np.allclose(stats["entropy"], -(probs * np.log(probs)).sum(axis=1), atol=1e-5)
+    assert np.allclose(stats["loss"], -np.log(probs[np.arange(len(labels)), labels]), atol=1e-5)
+    assert np.array_equal(stats["predicted"], probs.argmax(axis=1))
+    assert stats["embedding"].shape == (len(labels), model.config.hidden_size)
+
+
+def test_grad_norm_is_the_exact_head_gradient_norm(scored):
+    model, input_ids, labels, stats = scored
+    head = head_layer(model, 2)
+    for i in range(4):
+        model.zero_grad()
+        logits = model(**pad_batch([input_ids[i]], 0, CPU)).logits
+        F.cross_entropy(logits, torch.tensor([labels[i]])).backward()
+        exact = torch.sqrt(head.weight.grad.pow(2).sum() + head.bias.grad.pow(2).sum()).item()
+        assert stats["grad_norm"][i] == pytest.approx(exact, rel=1e-4)
+
+
+def test_micro_batches_give_the_same_statistics(scored):
+    model, input_ids, labels, stats = scored
+    grouped = score_samples(model, head_layer(model, 2), input_ids, labels, 0, CPU, micro_batch_tokens=40)
+    for name in stats:
+        assert np.allclose(grouped[name], stats[name], atol=1e-5), name
+
+
+def test_empty_batch(scored):
+    model = scored[0]
+    out = score_samples(model, head_layer(model, 2), [], np.zeros(0, dtype=np.int64), 0, CPU)
+    assert out["loss"].shape == (0,) and out["embedding"].shape == (0, model.config.hidden_size)
