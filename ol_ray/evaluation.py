@@ -1,0 +1,83 @@
+"""Evaluation on a held-out dev set: tokenized once, batched by length, scored with accuracy, loss and macro-F1."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ol_ray.config import Config
+from ol_ray.models import autocast
+from ol_ray.stream import FileSource, HubSource, SourceError
+from ol_ray.tokenization import pad_batch, tokenize_texts
+from ol_ray.validation import FieldSpec, split_records
+
+
+@dataclass
+class EvalSet:
+    input_ids: list[np.ndarray]  # sorted by length, so each batch pads little
+    labels: np.ndarray
+    rows_rejected: int  # dev rows that failed validation (reported, never evaluated)
+    source: str
+
+
+def load_eval_set(cfg: Config) -> Optional[EvalSet]:
+    """The configured dev set, validated like the stream and tokenized once; None when none is configured."""
+    path = cfg.eval.path
+    if not path:
+        return None
+    if os.path.exists(path):
+        source = FileSource(path, cfg.stream)
+    elif cfg.stream.hub_dataset:
+        source = HubSource(cfg.stream, cfg.eval.hub_split)
+    else:
+        raise SourceError(f"eval.path {path} does not exist")
+    records = [record for record in source.records() if record is not None]
+    if cfg.eval.max_samples:
+        records = records[: cfg.eval.max_samples]
+    good, bad = split_records([r.sample_id for r in records], [r.raw for r in records],
+                              records[0].record_format if records else None, FieldSpec.from_config(cfg), window=-1)
+    if not good:
+        raise SourceError(f"the dev set {path} has no valid rows ({len(bad)} rejected)")
+    input_ids, _ = tokenize_texts([row.text for row in good], cfg.model.name_or_path, cfg.model.max_length)
+    order = np.argsort([len(ids) for ids in input_ids], kind="stable")
+    return EvalSet([input_ids[i] for i in order], np.array([good[i].label for i in order], dtype=np.int64), len(bad),
+                   path if os.path.exists(path) else source.name)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, eval_set: EvalSet, pad_id: int, device: torch.device, batch_size: int,
+             precision: str = "fp32") -> dict[str, float]:
+    """Accuracy, mean cross-entropy and macro-F1 of `model` on the dev set."""
+    was_training = model.training
+    model.eval()
+    predictions, losses = [], []
+    for start in range(0, len(eval_set.labels), batch_size):
+        batch = pad_batch(eval_set.input_ids[start:start + batch_size], pad_id, device)
+        labels = torch.as_tensor(eval_set.labels[start:start + batch_size], device=device)
+        with autocast(device, precision):
+            logits = model(**batch).logits.float()
+        losses.append(F.cross_entropy(logits, labels, reduction="sum").item())
+        predictions.append(logits.argmax(dim=-1).cpu().numpy())
+    model.train(was_training)
+    predicted = np.concatenate(predictions)
+    return {
+        "accuracy": float((predicted == eval_set.labels).mean()),
+        "loss": float(sum(losses) / len(eval_set.labels)),
+        "macro_f1": macro_f1(eval_set.labels, predicted),
+    }
+
+
+def macro_f1(labels: np.ndarray, predicted: np.ndarray) -> float:
+    """Unweighted mean of per-class F1 over the classes present in labels or predictions."""
+    scores = []
+    for cls in np.union1d(labels, predicted):
+        true_pos = np.sum((predicted == cls) & (labels == cls))
+        denominator = np.sum(predicted == cls) + np.sum(labels == cls)
+        scores.append(2 * true_pos / denominator if denominator else 0.0)
+    return float(np.mean(scores))

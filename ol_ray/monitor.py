@@ -1,0 +1,157 @@
+"""Resource monitor: GPU memory, step time, throughput, queue depth and memory, sampled once a second.
+
+Learner, scorers and driver push small reports (`report(role, stats)`, fire-and-forget); a background thread turns
+them into rates once a second, adds GPU memory (NVML for every GPU on the node where pynvml is installed,
+torch.cuda.mem_get_info for the devices this process sees) and keeps a bounded history. Batch policies read
+`snapshot()`. Plain Python; run it as an actor with ray.remote(num_cpus=0)(ResourceMonitor).
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import threading
+import time
+from typing import Any, Optional
+
+import torch
+
+
+def process_rss_mb(pid: Optional[int] = None) -> float:
+    """Resident memory of a process (default: this one) in MiB."""
+    import psutil
+
+    return psutil.Process(pid or os.getpid()).memory_info().rss / 2**20
+
+
+def own_memory(device: torch.device) -> dict[str, float]:
+    """This process's RSS and, on a GPU, its allocated, peak and free device memory (MiB)."""
+    stats = {"rss_mb": process_rss_mb()}
+    if device.type == "cuda":
+        free, total = torch.cuda.mem_get_info(device)
+        stats.update(gpu_allocated_mb=torch.cuda.memory_allocated(device) / 2**20,
+                     gpu_peak_mb=torch.cuda.max_memory_allocated(device) / 2**20,
+                     gpu_free_mb=free / 2**20, gpu_total_mb=total / 2**20)
+    return stats
+
+
+def gpu_memory() -> list[dict[str, float]]:
+    """Used, free and total memory (MiB) of each GPU: all of the node's through NVML when available, else the ones
+    torch sees in this process; empty on a CPU-only machine."""
+    try:
+        import pynvml  # only where installed: the nvidia-ml-py package
+
+        pynvml.nvmlInit()
+        try:
+            readings = []
+            for index in range(pynvml.nvmlDeviceGetCount()):
+                info = pynvml.nvmlDeviceGetMemoryInfo(pynvml.nvmlDeviceGetHandleByIndex(index))
+                readings.append({"index": index, "used_mb": info.used / 2**20, "free_mb": info.free / 2**20,
+                                 "total_mb": info.total / 2**20})
+            return readings
+        finally:
+            pynvml.nvmlShutdown()
+    except Exception:  # pynvml missing, or no NVIDIA driver: fall back to torch
+        pass
+    readings = []
+    if torch.cuda.is_available():
+        for index in range(torch.cuda.device_count()):
+            free, total = torch.cuda.mem_get_info(index)
+            readings.append({"index": index, "used_mb": (total - free) / 2**20, "free_mb": free / 2**20,
+                             "total_mb": total / 2**20})
+    return readings
+
+
+class RateWindow:
+    """Samples per second and mean seconds per call over the last `span_s` seconds of reports."""
+
+    def __init__(self, span_s: float = 10.0):
+        self.span_s = span_s
+        self.events: collections.deque = collections.deque()
+
+    def add(self, now: float, samples: float, seconds: float) -> None:
+        self.events.append((now, samples, seconds))
+
+    def rates(self, now: float) -> dict[str, float]:
+        while self.events and now - self.events[0][0] > self.span_s:
+            self.events.popleft()
+        if not self.events:
+            return {"samples_per_s": 0.0, "busy_s_per_call": 0.0, "busy_fraction": 0.0}
+        samples = sum(e[1] for e in self.events)
+        busy = sum(e[2] for e in self.events)
+        span = max(now - self.events[0][0] + self.events[0][2], 1e-6)
+        return {"samples_per_s": samples / span, "busy_s_per_call": busy / len(self.events),
+                "busy_fraction": min(1.0, busy / span)}
+
+
+class ResourceMonitor:
+    """Collects reports and samples resources once a second; `snapshot()` is what batch policies read."""
+
+    def __init__(self, interval_s: float = 1.0, history: int = 3600, clock=time.time):
+        self.interval_s = interval_s
+        self.clock = clock
+        self.lock = threading.Lock()
+        self.rates = {"learner": RateWindow(), "scorer": RateWindow()}
+        self.latest: dict[str, dict[str, Any]] = {}
+        self.history: collections.deque = collections.deque(maxlen=history)
+        self.current: dict[str, Any] = {"time": clock()}
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="ol-ray-monitor", daemon=True)
+        self.thread.start()
+
+    def report(self, role: str, stats: dict[str, Any]) -> None:
+        """A report from `role` (learner, scorer, driver): samples and seconds feed rates; the rest is kept as is."""
+        now = self.clock()
+        with self.lock:
+            if role in self.rates and "samples" in stats:
+                self.rates[role].add(now, stats["samples"], stats.get("seconds", 0.0))
+            self.latest[role] = {**self.latest.get(role, {}), **stats}
+
+    def sample(self) -> dict[str, Any]:
+        """Take one sample now (the background thread calls this every interval_s)."""
+        now = self.clock()
+        gpus = gpu_memory()
+        with self.lock:
+            learner = self.latest.get("learner", {})
+            driver = self.latest.get("driver", {})
+            current = {
+                "time": now,
+                "learner_step_s": self.rates["learner"].rates(now)["busy_s_per_call"],
+                "learner_samples_per_s": self.rates["learner"].rates(now)["samples_per_s"],
+                "learner_busy_fraction": self.rates["learner"].rates(now)["busy_fraction"],
+                "scorer_samples_per_s": self.rates["scorer"].rates(now)["samples_per_s"],
+                "queue_depth": driver.get("queue_depth", 0),
+                "driver_rss_mb": driver.get("rss_mb", 0.0),
+                "learner_rss_mb": learner.get("rss_mb", 0.0),
+                "monitor_rss_mb": process_rss_mb(),
+                "learner_batch_size": learner.get("batch_size", 0),
+                "learner_updates": learner.get("updates", 0),
+                "gpus": gpus,
+            }
+            for key in ("gpu_allocated_mb", "gpu_peak_mb", "gpu_free_mb", "gpu_total_mb"):
+                if key in learner:
+                    current["learner_" + key] = learner[key]
+            self.current = current
+            self.history.append(current)
+        return current
+
+    def snapshot(self) -> dict[str, Any]:
+        with self.lock:
+            return dict(self.current)
+
+    def get_history(self) -> list[dict[str, Any]]:
+        with self.lock:
+            return list(self.history)
+
+    def stop(self) -> list[dict[str, Any]]:
+        """Stop sampling; returns the history."""
+        self.stopped.set()
+        self.thread.join(timeout=5)
+        return self.get_history()
+
+    def _run(self) -> None:
+        while not self.stopped.wait(self.interval_s):
+            try:
+                self.sample()
+            except Exception:  # a failed reading must not kill the monitor; the next second tries again
+                continue
