@@ -60,7 +60,6 @@ class ScoringConfig:
     num_gpus: float = 0.0  # GPUs per scorer actor; > 0 places scorers on GPU workers
     torch_threads: int = 1  # torch intra-op threads per scorer
     precision: Literal["fp32", "bf16"] = "fp32"  # bf16 autocast for scoring (GPU only; CPU stays fp32)
-    max_lead: int = 256  # samples scorers may run ahead of the learner; bounds weight staleness
     micro_batch_tokens: int = 512  # score in length-sorted micro-batches of at most this many padded tokens; 0 = off
     task_num_cpus: float = 0.25  # logical CPUs per validation and tokenization task
 
@@ -297,9 +296,6 @@ def check(cfg: Config) -> None:
     _require(cfg.selection.strategy in STRATEGIES,
              f"selection.strategy must be one of {', '.join(sorted(STRATEGIES))}; got {cfg.selection.strategy!r}")
     _require(cfg.selection.pool_size >= 1, f"selection.pool_size must be at least 1; got {cfg.selection.pool_size}")
-    _require(sc.max_lead >= cfg.selection.pool_size + sc.batch_size,
-             f"scoring.max_lead ({sc.max_lead}) must be at least selection.pool_size + scoring.batch_size "
-             f"({cfg.selection.pool_size + sc.batch_size}), or the learner could wait for samples the scorers hold back")
     _require(b.policy in POLICIES, f"batching.policy must be one of {', '.join(sorted(POLICIES))}; got {b.policy!r}")
     _require(1 <= b.min_batch_size <= b.batch_size <= b.max_batch_size,
              "batching needs 1 <= min_batch_size <= batch_size <= max_batch_size; got "

@@ -91,14 +91,14 @@ class Scorer:
         self.model = load_model(cfg.model, pretrained=False).to(self.device)
         self.head = head_layer(self.model, cfg.model.num_labels)
         self.pad_id = load_tokenizer(cfg.model.name_or_path).pad_token_id or 0
-        self.weights = WeightClient(weight_store, max_lead=cfg.scoring.max_lead)
+        self.weights = WeightClient(weight_store)
         self.weights.refresh(self.model, wait=True)  # a new or restarted scorer starts from the newest weights
         self.monitor = monitor
         self.scored_counter = _counter("ol_ray_samples_scored", "Samples scored by ol_ray scorers.")
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         size = len(batch["sample_id"])
-        self.weights.refresh(self.model, upcoming=size)
+        self.weights.refresh(self.model)
         started = time.perf_counter()
         stats = score_samples(self.model, self.head, batch["input_ids"], batch["label"], self.pad_id, self.device,
                               self.cfg.scoring.precision, self.cfg.scoring.micro_batch_tokens)

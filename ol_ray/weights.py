@@ -3,8 +3,8 @@
 The learner is busy training most of the time and an actor runs one method at a time, so scorers never ask the
 learner for weights. The learner `ray.put`s its weights once per version and hands the reference to the
 `WeightStore`, a small actor that answers scorers at once. Scorers check the newest version before each batch and
-pull only when it is newer. The store also bounds how far scoring runs ahead of learning (`max_lead` samples), which
-bounds weight staleness, and counts publishes and pulls so a run can show that weights flowed.
+pull only when it is newer. The store also counts samples scored and taken by the learner (how far scoring ran ahead
+is reported as `scoring_lead_max`), and publishes and pulls, so a run can show that weights flowed.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ class WeightStore:
         self.samples_scored = 0
         self.samples_consumed = 0
         self.published_bytes = 0
+        self.lead_max = 0  # most scored samples the learner had not yet taken: how far scoring ran ahead
 
     def publish(self, version: int, refs: list[Any], nbytes: int) -> None:
         if version <= self.version:
@@ -45,11 +46,12 @@ class WeightStore:
 
     def scored(self, samples: int) -> None:
         self.samples_scored += samples
+        self.lead_max = max(self.lead_max, self.samples_scored - self.samples_consumed)
 
-    def check(self) -> tuple[int, int]:
-        """A scorer's poll: the newest version and how many scored samples the learner has not taken yet."""
+    def check(self) -> int:
+        """A scorer's poll before each batch: the newest version."""
         self.polled_since_publish = True
-        return self.version, self.samples_scored - self.samples_consumed
+        return self.version
 
     def pull(self) -> tuple[int, list[Any]]:
         self.pulls += 1
@@ -69,38 +71,33 @@ class WeightStore:
             "weight_pulls": self.pulls,
             "weight_bytes_published": self.published_bytes,
             "samples_scored": self.samples_scored,
+            "scoring_lead_max": self.lead_max,
         }
 
 
 class WeightClient:
-    """A scorer's side of the store: pull newer weights, and wait while scoring is `max_lead` samples ahead."""
+    """A scorer's side of the store: before each batch, pull the newest weights if they are newer than ours."""
 
-    def __init__(self, store: Any, max_lead: int, poll_s: float = 0.02, max_poll_s: float = 0.25):
+    def __init__(self, store: Any, poll_s: float = 0.05):
         self.store = store
-        self.max_lead = max_lead
         self.poll_s = poll_s
-        self.max_poll_s = max_poll_s
         self.version = -1
 
     def scored(self, samples: int) -> None:
         self.store.scored.remote(samples)
 
-    def refresh(self, model: nn.Module, wait: bool = False, upcoming: int = 0) -> None:
-        """Load the newest weights into `model` if newer than ours; with `wait`, block until some exist; block
-        while scoring `upcoming` more samples would put scoring more than max_lead samples ahead of the learner.
-        Waiting polls with exponential backoff, so a scorer held back costs the store and the CPU little."""
-        pause = self.poll_s
+    def refresh(self, model: nn.Module, wait: bool = False) -> None:
+        """Load the newest weights into `model` if newer than ours; with `wait`, block until some exist."""
         while True:
-            version, lead = ray.get(self.store.check.remote())
+            version = ray.get(self.store.check.remote())
             if version > self.version:
                 version, refs = ray.get(self.store.pull.remote())
                 with warnings.catch_warnings():  # object-store arrays are read-only; load_state_dict copies them
                     warnings.simplefilter("ignore", UserWarning)
                     load_numpy_state(model, ray.get(refs[0]))
                 self.version = version
-            if (wait and self.version < 0) or lead + upcoming > self.max_lead:
-                time.sleep(pause)
-                pause = min(pause * 2, self.max_poll_s)
+            if wait and self.version < 0:
+                time.sleep(self.poll_s)
                 continue
             return
 

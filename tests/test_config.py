@@ -43,7 +43,7 @@ def test_yaml_then_dotted_overrides(tmp_path):
     ("learner.max_in_flight=1.5", "learner.max_in_flight"),
     ("batching.min_batch_size=64", "min_batch_size"),
     ("stream.label_names=[a, b, c]", "stream.label_names"),
-    ("scoring.max_lead=8", "scoring.max_lead"),
+    ("scoring.micro_batch_tokens=-1", "scoring.micro_batch_tokens"),
 ])
 def test_bad_values_name_the_key(override, names):
     with pytest.raises(ConfigError, match=names.replace(".", r"\.")):

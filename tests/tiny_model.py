@@ -5,6 +5,8 @@ from __future__ import annotations
 import collections
 import os
 
+import torch
+
 from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -12,6 +14,7 @@ SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 def build_tiny_model(folder: str, texts: list[str], num_labels: int = 2, vocab_size: int = 2000) -> str:
     """Save a tiny BERT and its tokenizer to `folder` (from_pretrained loads it); returns the folder."""
+    torch.manual_seed(0)  # the same tiny model in every session
     os.makedirs(folder, exist_ok=True)
     counts = collections.Counter(word for text in texts for word in text.lower().split())
     words = [word for word, _ in counts.most_common(vocab_size - len(SPECIAL_TOKENS))]
