@@ -74,3 +74,14 @@ def test_file_source_needs_a_path():
 @pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(ROOT, "configs", "*.yaml"))))
 def test_shipped_configs_load(path):
     load_config(path)
+
+
+def test_every_key_is_documented_in_the_readme():
+    import dataclasses
+    import typing
+
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as handle:
+        readme = handle.read()
+    for section in dataclasses.fields(Config):
+        for key in dataclasses.fields(typing.get_type_hints(Config)[section.name]):
+            assert f"`{section.name}.{key.name}`" in readme, f"{section.name}.{key.name} is not in README.md"

@@ -1,0 +1,93 @@
+"""The whole pipeline under a local Ray with 2 CPUs, on a few hundred real SST-2 rows with bad rows mixed in."""
+
+import json
+import os
+
+import pytest
+
+from ol_ray.config import load_config
+from ol_ray.pipeline import run_pipeline
+
+BAD_ROWS = [
+    b"a row with no label field\n",
+    b"too\tmany\tfields\t1\n",
+    b"label out of range \t7\n",
+    b"   \t1\n",
+    b"invalid \xff\xfe utf-8 \t0\n",
+]
+
+
+@pytest.fixture(scope="module")
+def stream_file(tmp_path_factory, sst2_rows):
+    path = tmp_path_factory.mktemp("stream") / "train.tsv"
+    with open(path, "wb") as handle:
+        handle.write(b"sentence\tlabel\n")
+        for i, (text, label) in enumerate(sst2_rows[:400]):
+            handle.write(f"{text}\t{label}\n".encode())
+            if i % 80 == 40:
+                handle.write(BAD_ROWS[i // 80])
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def dev_file(tmp_path_factory, sst2_rows):
+    path = tmp_path_factory.mktemp("dev") / "dev.tsv"
+    path.write_text("sentence\tlabel\n" + "".join(f"{t}\t{y}\n" for t, y in sst2_rows[-300:]))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def run(ray_local, stream_file, dev_file, tiny_model_dir, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("run")
+    cfg = load_config(None, [
+        f"stream.path={stream_file}", "stream.text_field=sentence", "stream.window_size=150",
+        f"model.name_or_path={tiny_model_dir}", "model.max_length=32",
+        "scoring.batch_size=32", "scoring.num_cpus=0.5",
+        "selection.pool_size=24", "batching.batch_size=16",
+        "learner.lr=3e-3", "learner.torch_threads=1", "learner.num_cpus=0.5", "learner.publish_every=2",
+        f"eval.path={dev_file}", "eval.every_updates=10",
+        "checkpoint.every_updates=8", f"output.run_dir={run_dir}", "output.progress=false"])
+    return run_pipeline(cfg), str(run_dir)
+
+
+def test_every_sample_read_is_accounted_for(run):
+    summary, run_dir = run
+    assert summary["samples_read"] == 405
+    assert summary["samples_quarantined"] == 5
+    assert summary["samples_trained"] + summary["samples_not_selected"] + summary["samples_quarantined"] == 405
+    assert summary["accounting_ok"]
+    assert summary["samples_not_selected"] > 0  # pools of 24, batches of 16
+    reasons = [json.loads(line)["code"] for line in open(os.path.join(run_dir, "quarantine.jsonl"))]
+    assert sorted(reasons) == sorted(["field_count", "field_count", "label_out_of_range", "empty_text",
+                                      "undecodable"])
+
+
+def test_weights_were_published_and_pulled(run):
+    summary, _ = run
+    assert summary["weight_publishes"] >= 2
+    assert summary["weight_pulls"] >= 2  # the starting weights, then at least one newer version
+    assert summary["score_version_max"] > 0  # some trained samples were scored by updated weights
+    assert 0 <= summary["staleness_mean"] <= summary["staleness_max"]
+
+
+def test_loss_fell_and_outputs_were_written(run):
+    summary, run_dir = run
+    records = [json.loads(line) for line in open(os.path.join(run_dir, "metrics.jsonl"))]
+    evals = [r for r in records if r["kind"] == "eval"]
+    updates = [r for r in records if r["kind"] == "update"]
+    assert evals[0]["update"] == 0 and evals[-1]["update"] == summary["updates"]
+    assert evals[-1]["dev_loss"] < evals[0]["dev_loss"]
+    assert len(updates) == summary["updates"] and all(r["batch_size"] == 16 for r in updates[:-1])
+    assert {"loss", "lr", "weight_version", "staleness_mean", "samples_per_s", "samples_read"} <= set(updates[0])
+    assert os.path.isfile(os.path.join(summary["checkpoint"], "model", "config.json"))
+    assert os.path.getsize(os.path.join(run_dir, "monitor.jsonl")) > 0
+    with open(os.path.join(run_dir, "summary.json")) as handle:
+        assert json.load(handle)["accounting_ok"]
+
+
+def test_missing_stream_file_fails_before_ray_work(tiny_model_dir, tmp_path):
+    from ol_ray.stream import SourceError
+
+    cfg = load_config(None, [f"stream.path={tmp_path / 'none.tsv'}", f"model.name_or_path={tiny_model_dir}"])
+    with pytest.raises(SourceError, match="does not exist"):
+        run_pipeline(cfg)
