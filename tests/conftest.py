@@ -12,7 +12,20 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 from tiny_model import build_tiny_model  # noqa: E402
 
-DATA = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data"))
+
+
+def find_shared_data() -> str:
+    """`shared/data` beside the project, or beside any folder above it (CI may clone the project one level deeper)."""
+    folder = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    while True:
+        parent = os.path.dirname(folder)
+        candidate = os.path.join(parent, "shared", "data")
+        if os.path.isdir(candidate) or parent == folder:
+            return candidate
+        folder = parent
+
+
+DATA = find_shared_data()
 SST2_TRAIN = os.path.join(DATA, "sst2", "train.tsv")
 SST2_DEV = os.path.join(DATA, "sst2", "dev.tsv")
 
