@@ -84,14 +84,14 @@ class LearnerConfig:
     lr: float = 5e-5  # AdamW learning rate
     weight_decay: float = 0.01  # AdamW weight decay
     warmup_updates: int = 0  # linear learning-rate warmup over this many updates
-    decay_updates: int = 0  # then linear decay to final_lr_fraction * lr over this many updates, then hold; 0 = constant
+    decay_updates: int = 0  # then decay linearly to final_lr_fraction * lr over this many updates; 0 = constant
     final_lr_fraction: float = 0.1  # where the decay ends, as a fraction of lr
     grad_clip: float = 1.0  # clip the gradient norm to this; 0 = no clipping
     num_cpus: float = 1.0  # logical CPUs of the learner actor
     num_gpus: float = 0.0  # GPUs of the learner actor; > 0 trains on the GPU
     torch_threads: int = 2  # torch intra-op threads of the learner
     precision: Literal["fp32", "bf16"] = "fp32"  # bf16 autocast for the update (GPU only; CPU stays fp32)
-    micro_batch_tokens: int = 256  # accumulate each update over length-sorted micro-batches of at most this many padded tokens (same gradient, less padding); 0 = off
+    micro_batch_tokens: int = 256  # update in length-sorted micro-batches of this many padded tokens at most; 0 = off
     publish_every: int = 4  # publish weights every this many updates, when a scorer has asked since the last
     max_in_flight: int = 2  # candidate pools queued at the learner; more only adds staleness
     max_updates: int = 0  # stop after this many updates; 0 = run until the stream ends
@@ -199,7 +199,8 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
     unknown = sorted(set(raw) - set(names))
     if unknown:
         where = prefix + unknown[0]
-        raise ConfigError(f"unknown config key {where!r}; {prefix.rstrip('.') or 'the top level'} takes: {', '.join(names)}")
+        section = prefix.rstrip(".") or "the top level"
+        raise ConfigError(f"unknown config key {where!r}; {section} takes: {', '.join(names)}")
     values = {}
     for name in names:
         if name not in raw:

@@ -27,7 +27,7 @@ import yaml
 from ol_ray.config import Config, to_dict
 from ol_ray.stream import Window, make_source, windows
 
-END = "end"
+START, END = "start", "end"
 
 
 class PipelineError(RuntimeError):
@@ -110,7 +110,8 @@ def scored_window(window: Window, cfg: Config, weight_store: Any, monitor: Any, 
 
 
 class Producer(threading.Thread):
-    """Runs each window's Ray Data execution and queues ("pool", candidates) items and one (END, window) per window.
+    """Runs each window's Ray Data execution and queues, per window, (START, window), ("pool", candidates) items and
+    (END, window); (END, None) ends the stream.
     Stops at a window boundary when asked, so every sample read is handed to the learner."""
 
     def __init__(self, windows_iter: Iterator[Window], cfg: Config, actors: dict[str, Any], depth: int):
@@ -124,6 +125,7 @@ class Producer(threading.Thread):
     def run(self) -> None:
         try:
             for window in self.windows_iter:
+                self.items.put((START, window))
                 dataset = scored_window(window, self.cfg, self.actors["weights"], self.actors["monitor"],
                                         self.actors["quarantine"])
                 for candidates in dataset.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=2):
@@ -212,16 +214,15 @@ def run_pipeline(cfg: Config, rows: Optional[Sequence[dict[str, Any]]] = None) -
     quiet_ray_data()
     started = time.time()
     actors = start_actors(cfg, run_dir)
+    outputs = RunOutputs(run_dir, cfg.stream.max_samples or None, cfg.output.progress)
     try:
         learner = actors["learner"]
-        outputs = RunOutputs(run_dir, cfg.stream.max_samples or None, cfg.output.progress)
         producer = Producer(windows(source, cfg.stream), cfg, actors, depth=4)
         producer.start()  # scorers start while the learner loads and evaluates; they wait for its version 0
         info = ray.get(learner.info.remote())
         windows_done = feed_learner(producer, learner, actors["monitor"], outputs, cfg.learner.max_in_flight)
         records, learner_state = ray.get(learner.finish.remote())
         outputs.write(records)
-        outputs.close()
         summary = summarize(cfg, run_dir, started, info, outputs.samples_read, windows_done, learner_state,
                             ray.get(actors["quarantine"].close.remote()), ray.get(actors["weights"].stats.remote()))
         history = ray.get(actors["monitor"].stop.remote())
@@ -231,6 +232,7 @@ def run_pipeline(cfg: Config, rows: Optional[Sequence[dict[str, Any]]] = None) -
             json.dump(summary, handle, indent=2, default=str)
         return summary
     finally:
+        outputs.close()
         for actor in actors.values():
             ray.kill(actor)
         if started_ray:
@@ -257,12 +259,14 @@ def feed_learner(producer: Producer, learner: Any, monitor: Any, outputs: RunOut
         kind, item = producer.items.get()
         if kind == "error":
             raise PipelineError(f"scoring a window failed: {item}") from item
+        if kind == START:
+            outputs.window_read(len(item))
+            continue
         if kind == END:
             while in_flight:
                 collect_oldest()
             if item is None:
                 return windows_done
-            outputs.window_read(len(item))
             outputs.write(ray.get(learner.end_window.remote(item.index, item.cursor)))
             windows_done += 1
             continue
@@ -293,8 +297,9 @@ def summarize(cfg: Config, run_dir: str, started: float, info: dict[str, Any], s
         "wall_s": wall,
         "trained_samples_per_s": learner["samples_trained"] / wall if wall > 0 else 0.0,
         **weights,
-        **{key: learner[key] for key in ("staleness_mean", "staleness_max", "score_version_max", "text_truncated", "tokens_truncated",
-                                         "learner_utilisation", "first_update_s", "eval_rows_rejected", "cursor")},
+        **{key: learner[key] for key in ("staleness_mean", "staleness_max", "score_version_max", "text_truncated",
+                                         "tokens_truncated", "learner_utilisation", "first_update_s",
+                                         "eval_rows_rejected", "cursor")},
         "learner_device": info["device"],
         "model_parameters": info["parameters"],
         "checkpoint": learner.get("checkpoint_path"),

@@ -97,6 +97,9 @@ class FileSource:
         cursor = cursor or {}
         if cursor.get("file", path) != path:
             raise SourceError(f"checkpoint cursor is for {cursor['file']}, not {path}")
+        if cursor.get("shuffle_seed", self.shuffle_seed) != self.shuffle_seed:
+            raise SourceError(f"checkpoint cursor of {path} is for shuffle seed {cursor['shuffle_seed']}, "
+                              f"not {self.shuffle_seed}")
         self.row = int(cursor.get("row", 0))  # data rows consumed
         self.offset = int(cursor.get("offset", -1))  # byte offset of the next line, in file order
         self.record_format = self._read_format()
@@ -122,6 +125,8 @@ class FileSource:
         return RecordFormat(self.kind, columns)
 
     def cursor(self) -> dict[str, Any]:
+        if self.shuffle_seed is not None or self.kind == "parquet":
+            return {"file": self.path, "row": self.row, "shuffle_seed": self.shuffle_seed}
         return {"file": self.path, "row": self.row, "offset": self.offset}
 
     def records(self) -> Iterator[Optional[Record]]:
@@ -284,8 +289,7 @@ class HubSource:
         try:
             import datasets
         except ImportError:
-            raise SourceError("reading a Hugging Face dataset needs the `datasets` package: pip install 'ol_ray[hub]'") \
-                from None
+            raise SourceError("reading a Hugging Face dataset needs `datasets`: pip install 'ol_ray[hub]'") from None
         self.name = f"{cfg.hub_dataset}/{split}"
         self.row = int((cursor or {}).get("row", 0))
         try:

@@ -53,6 +53,8 @@ def test_shuffled_replay_is_seeded_complete_and_resumable(tmp_path):
     head = [next(iterator).sample_id for _ in range(3)]
     tail = [r.sample_id for r in all_records(FileSource(path, cfg, source.cursor()))]
     assert head + tail == order
+    with pytest.raises(SourceError, match="shuffle seed"):
+        FileSource(path, stream_cfg("stream.shuffle_seed=4"), source.cursor())
 
 
 def test_jsonl_csv_and_parquet_sources(tmp_path):
