@@ -1,24 +1,31 @@
 """Checkpoints: written to a temporary folder and renamed into place, so a crash never leaves half a checkpoint.
 
 Layout of `<run_dir>/checkpoints/step-00000400/`:
-    model/                Hugging Face save_pretrained format (model and tokenizer): from_pretrained loads it
-    training_state.pt     optimizer and learning-rate scheduler state
-    candidates.pkl        scored candidates received but not yet used (none are lost across a restart)
-    state.json            counters, weight version, stream cursor, window index
-`checkpoints/latest` names the newest complete checkpoint.
+    model/                Hugging Face save_pretrained format (safetensors weights and the tokenizer)
+    training_state.pt     optimizer, learning-rate scheduler and torch RNG state: tensors and plain values only,
+                          loaded with torch.load(weights_only=True)
+    candidates.npz/.json  scored candidates received but not yet used (numeric columns / ids and token ids)
+    state.json            counters, ledger, weight version, stream cursor, window index, selection RNG state
+`checkpoints/latest` names the newest complete checkpoint. Nothing is unpickled when loading.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
-import pickle
 import shutil
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
+import numpy as np
 import torch
 
 LATEST = "latest"
+logger = logging.getLogger(__name__)
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be read."""
 
 
 def _write_atomically(path: str, text: str) -> None:
@@ -30,8 +37,30 @@ def _write_atomically(path: str, text: str) -> None:
     os.replace(tmp, path)
 
 
+def save_columns(folder: str, columns: dict[str, np.ndarray]) -> None:
+    """Candidate columns without pickle: fixed-shape numeric columns in an .npz, ids and token ids in JSON."""
+    numeric = {k: v for k, v in columns.items() if v.dtype != object}
+    ragged = {k: [item.tolist() if isinstance(item, np.ndarray) else item for item in v]
+              for k, v in columns.items() if v.dtype == object}
+    np.savez(os.path.join(folder, "candidates.npz"), **numeric)
+    with open(os.path.join(folder, "candidates.json"), "w", encoding="utf-8") as handle:
+        json.dump(ragged, handle)
+
+
+def load_columns(folder: str) -> dict[str, np.ndarray]:
+    """The columns `save_columns` wrote; token-id lists come back as int32 arrays, ids as strings."""
+    with np.load(os.path.join(folder, "candidates.npz"), allow_pickle=False) as numeric:
+        columns = {key: numeric[key] for key in numeric.files}
+    with open(os.path.join(folder, "candidates.json"), encoding="utf-8") as handle:
+        for key, values in json.load(handle).items():
+            column = np.empty(len(values), dtype=object)
+            column[:] = [np.asarray(v, dtype=np.int32) if isinstance(v, list) else v for v in values]
+            columns[key] = column
+    return columns
+
+
 def save_checkpoint(root: str, step: int, model: Any, tokenizer: Any, training_state: dict[str, Any],
-                    candidates: Any, state: dict[str, Any], keep: int) -> str:
+                    candidates: dict[str, np.ndarray], state: dict[str, Any], keep: int) -> str:
     """Write checkpoint `step` under `root` and keep only the `keep` newest; returns its folder."""
     os.makedirs(root, exist_ok=True)
     name = f"step-{step:08d}"
@@ -41,33 +70,51 @@ def save_checkpoint(root: str, step: int, model: Any, tokenizer: Any, training_s
     model.save_pretrained(os.path.join(tmp, "model"))
     tokenizer.save_pretrained(os.path.join(tmp, "model"))
     torch.save(training_state, os.path.join(tmp, "training_state.pt"))
-    with open(os.path.join(tmp, "candidates.pkl"), "wb") as handle:
-        pickle.dump(candidates, handle)
-    _write_atomically(os.path.join(tmp, "state.json"), json.dumps(state, indent=2, default=str))
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)
+    save_columns(tmp, candidates)
+    _write_atomically(os.path.join(tmp, "state.json"), json.dumps(state, indent=1))
+    if os.path.exists(final):  # the same step again: move the old one aside, never delete what `latest` names first
+        aside = os.path.join(root, f".old-{name}")
+        shutil.rmtree(aside, ignore_errors=True)
+        os.replace(final, aside)
+        os.replace(tmp, final)
+        shutil.rmtree(aside, ignore_errors=True)
+    else:
+        os.replace(tmp, final)
     _write_atomically(os.path.join(root, LATEST), name)
     for old in sorted(d for d in os.listdir(root) if d.startswith("step-"))[:-keep]:
         shutil.rmtree(os.path.join(root, old), ignore_errors=True)
     return final
 
 
-def latest_checkpoint(root: str) -> Optional[str]:
-    """The newest complete checkpoint folder under `root`, or None."""
+def checkpoints_newest_first(root: str) -> Iterator[str]:
+    """Complete checkpoint folders under `root`, the one `latest` names first, then the others from newest."""
     try:
         with open(os.path.join(root, LATEST), encoding="utf-8") as handle:
-            name = handle.read().strip()
+            named = handle.read().strip()
     except FileNotFoundError:
-        return None
-    path = os.path.join(root, name)
-    return path if os.path.isfile(os.path.join(path, "state.json")) else None
+        named = ""
+    folders = sorted((d for d in os.listdir(root) if d.startswith("step-")), reverse=True) \
+        if os.path.isdir(root) else []
+    for name in ([named] if named in folders else []) + [d for d in folders if d != named]:
+        yield os.path.join(root, name)
 
 
-def load_checkpoint(path: str) -> tuple[dict[str, Any], dict[str, Any], Any]:
-    """(state, training_state, candidates) of a checkpoint folder; the model loads with from_pretrained(path/model)."""
-    with open(os.path.join(path, "state.json"), encoding="utf-8") as handle:
-        state = json.load(handle)
-    training_state = torch.load(os.path.join(path, "training_state.pt"), weights_only=False)
-    with open(os.path.join(path, "candidates.pkl"), "rb") as handle:
-        candidates = pickle.load(handle)
+def latest_checkpoint(root: str) -> Optional[str]:
+    """The newest checkpoint folder under `root` that has its state file, or None."""
+    for path in checkpoints_newest_first(root):
+        if os.path.isfile(os.path.join(path, "state.json")):
+            return path
+    return None
+
+
+def load_checkpoint(path: str) -> tuple[dict[str, Any], dict[str, Any], dict[str, np.ndarray]]:
+    """(state, training_state, candidates) of a checkpoint folder, loading no pickled objects; raises
+    CheckpointError naming the folder when any part is missing or corrupt. The model loads from `path/model`."""
+    try:
+        with open(os.path.join(path, "state.json"), encoding="utf-8") as handle:
+            state = json.load(handle)
+        training_state = torch.load(os.path.join(path, "training_state.pt"), weights_only=True)
+        candidates = load_columns(path)
+    except Exception as error:  # json, zip, torch and OS errors all mean the same: this checkpoint is unusable
+        raise CheckpointError(f"checkpoint {path} is unreadable: {type(error).__name__}: {error}") from None
     return state, training_state, candidates

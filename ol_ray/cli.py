@@ -1,6 +1,7 @@
 """The `ol-ray` command line: run a configured pipeline.
 
     ol-ray run configs/sst2.yaml learner.lr=3e-5 stream.max_samples=2000
+    ol-ray run --resume runs/sst2-20261128-151100
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ actor applies weighted batched updates and publishes versioned weights back to t
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of `ol-ray`."""
     parser = argparse.ArgumentParser(prog="ol-ray", description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -26,27 +28,53 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run the pipeline a YAML config describes, to the end of its stream or sample budget. Writes "
                     "metrics.jsonl, quarantine.jsonl, monitor.jsonl, checkpoints/ and summary.json to the run "
                     "directory and prints the final dev-set figures.")
-    run.add_argument("config", help="a YAML config, e.g. configs/sst2.yaml")
+    run.add_argument("config", nargs="?", help="a YAML config, e.g. configs/sst2.yaml (not with --resume)")
     run.add_argument("overrides", nargs="*", metavar="section.key=value",
                      help="override config values, e.g. learner.lr=3e-5 stream.max_samples=2000")
+    run.add_argument("--resume", metavar="RUN_DIR",
+                     help="continue a stopped or killed run from its newest checkpoint, with the run's own config "
+                          "(overrides still apply)")
     return parser
 
 
-def run_command(config: str, overrides: Sequence[str]) -> int:
-    cfg = load_config(config, list(overrides))  # bad configs fail here, before Ray starts
+def load_run_config(config: Optional[str], overrides: Sequence[str], resume: Optional[str]):
+    """The config of a new run, or of the run in `resume` (its config.yaml, with its run directory)."""
+    import os
+
+    if resume is None:
+        if config is None:
+            raise ConfigError("give a config file, or --resume RUN_DIR")
+        return load_config(config, list(overrides))
+    if config is not None and "=" in config:  # argparse takes the first override for the config
+        overrides = [config, *overrides]
+    elif config is not None:
+        raise ConfigError("--resume takes the run's own config; give overrides only")
+    saved = os.path.join(resume, "config.yaml")
+    if not os.path.isfile(saved):
+        raise ConfigError(f"--resume {resume}: no config.yaml there, so it is not an ol_ray run directory")
+    return load_config(saved, [*overrides, f"output.run_dir={os.path.abspath(resume)}"])
+
+
+def run_command(config: Optional[str], overrides: Sequence[str], resume: Optional[str] = None) -> int:
+    """`ol-ray run`: load and check the config (before Ray starts), run, print the summary."""
+    cfg = load_run_config(config, overrides, resume)
     from ol_ray.pipeline import run_pipeline
 
-    summary = run_pipeline(cfg)
+    summary = run_pipeline(cfg, resume=resume is not None)
     print_summary(summary)
     return 0 if summary["accounting_ok"] else 1
 
 
 def print_summary(summary: dict) -> None:
+    """The run's figures, a line each."""
     accuracy = summary["dev_accuracy"]
     print(f"run directory: {summary['run_dir']}")
     print(f"samples read {summary['samples_read']}: trained {summary['samples_trained']}, not selected "
-          f"{summary['samples_not_selected']}, quarantined {summary['samples_quarantined']} "
-          f"({'accounted for' if summary['accounting_ok'] else 'ACCOUNTING MISMATCH'})")
+          f"{summary['samples_not_selected']}, quarantined {summary['samples_quarantined']}, skipped as non-finite "
+          f"{summary['samples_nonfinite']} ({'accounted for' if summary['accounting_ok'] else 'ACCOUNTING MISMATCH'})")
+    if summary["learner_restarts"] or summary["restored_from"] or summary["samples_trained_twice"]:
+        print(f"resumed from {summary['restored_from']}, learner restarts {summary['learner_restarts']}, "
+              f"samples trained twice {summary['samples_trained_twice']}")
     print(f"updates {summary['updates']}, weight versions published {summary['weight_publishes']}, pulled "
           f"{summary['weight_pulls']}, mean staleness {summary['staleness_mean']:.2f} updates")
     print(f"wall time {summary['wall_s']:.1f} s, {summary['trained_samples_per_s']:.1f} trained samples/s, "
@@ -56,22 +84,21 @@ def print_summary(summary: dict) -> None:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point of the `ol-ray` command; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 2
-    from ol_ray.models import ModelError
-    from ol_ray.pipeline import PipelineError
-    from ol_ray.stream import SourceError
+    from ol_ray.pipeline import one_line
 
     try:
-        return run_command(args.config, args.overrides)
+        return run_command(args.config, args.overrides, args.resume)
     except ConfigError as error:
         print(f"ol-ray: bad config: {error}", file=sys.stderr)
         return 2
-    except (SourceError, ModelError, PipelineError) as error:
-        print(f"ol-ray: {error}", file=sys.stderr)
+    except Exception as error:  # a run fails once: say why in one line (the log above has the details)
+        print(f"ol-ray: {one_line(error)}", file=sys.stderr)
         return 1
 
 

@@ -50,6 +50,7 @@ class ModelConfig:
     num_labels: int = 2  # classes of the classification head
     max_length: int = 128  # tokens per sample; longer samples are truncated (and counted)
     seed: int = 0  # seeds the new classification head and everything random in the learner
+    trust_remote_code: bool = False  # let transformers run code shipped with the model; only for models you trust
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,7 @@ class ScoringConfig:
     precision: Literal["fp32", "bf16"] = "fp32"  # bf16 autocast for scoring (GPU only; CPU stays fp32)
     micro_batch_tokens: int = 512  # score in length-sorted micro-batches of at most this many padded tokens; 0 = off
     task_num_cpus: float = 0.25  # logical CPUs per validation and tokenization task
+    preserve_order: bool = True  # hand scored samples to the learner in stream order: same config, same run
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,8 @@ class LearnerConfig:
     publish_every: int = 4  # publish weights every this many updates, when a scorer has asked since the last
     max_in_flight: int = 2  # candidate pools queued at the learner; more only adds staleness
     max_updates: int = 0  # stop after this many updates; 0 = run until the stream ends
+    max_restarts: int = 3  # a crashed learner actor restarts from the newest checkpoint at most this many times
+    start_timeout_s: float = 600.0  # give up when the learner has not started after this long (resources pending?)
 
 
 @dataclass(frozen=True)
@@ -109,7 +113,7 @@ class EvalConfig:
 
 @dataclass(frozen=True)
 class CheckpointConfig:
-    every_updates: int = 200  # checkpoint every this many updates, and once at the end; 0 = only at the end
+    every_updates: int = 200  # checkpoint at the first window end after this many updates, and at the end; 0 = at the end
     keep: int = 2  # keep this many newest checkpoints
 
 
@@ -168,7 +172,9 @@ def apply_override(raw: dict[str, Any], override: str) -> None:
     parts = key.strip().split(".")
     node = raw
     for part in parts[:-1]:
-        node = node.setdefault(part, {})
+        if node.get(part) is None:  # absent, or an empty section in the YAML
+            node[part] = {}
+        node = node[part]
         if not isinstance(node, dict):
             raise ConfigError(f"override {override!r}: {part} is not a section")
     try:
@@ -311,7 +317,17 @@ def check(cfg: Config) -> None:
     _require(lr.torch_threads >= 1, f"learner.torch_threads must be at least 1; got {lr.torch_threads}")
     _require(lr.publish_every >= 1, f"learner.publish_every must be at least 1; got {lr.publish_every}")
     _require(lr.max_in_flight >= 1, f"learner.max_in_flight must be at least 1; got {lr.max_in_flight}")
+    _require(lr.max_restarts >= 0, f"learner.max_restarts must not be negative; got {lr.max_restarts}")
+    _require(lr.start_timeout_s > 0, f"learner.start_timeout_s must be positive; got {lr.start_timeout_s}")
     _require(lr.max_updates >= 0, f"learner.max_updates must not be negative; got {lr.max_updates}")
+    _require(cfg.eval.max_samples >= 0, f"eval.max_samples must be 0 (all) or positive; got {cfg.eval.max_samples}")
+    try:
+        cfg.output.run_dir.format(name="x", time="x")
+    except (KeyError, IndexError, ValueError):
+        raise ConfigError(f"output.run_dir may only use the placeholders {{name}} and {{time}}; got "
+                          f"{cfg.output.run_dir!r}") from None
+    _require(cfg.ray.num_cpus is None or cfg.ray.num_cpus >= 1,
+             f"ray.num_cpus must be at least 1; got {cfg.ray.num_cpus}")
     _require(cfg.eval.every_updates >= 1, f"eval.every_updates must be at least 1; got {cfg.eval.every_updates}")
     _require(cfg.eval.batch_size >= 1, f"eval.batch_size must be at least 1; got {cfg.eval.batch_size}")
     _require(cfg.checkpoint.every_updates >= 0, "checkpoint.every_updates must be 0 (only at the end) or positive")

@@ -23,7 +23,6 @@ class EvalSet:
     input_ids: list[np.ndarray]  # sorted by length, so each batch pads little
     labels: np.ndarray
     rows_rejected: int  # dev rows that failed validation (reported, never evaluated)
-    source: str
 
 
 def load_eval_set(cfg: Config) -> Optional[EvalSet]:
@@ -44,10 +43,10 @@ def load_eval_set(cfg: Config) -> Optional[EvalSet]:
                               records[0].record_format if records else None, FieldSpec.from_config(cfg), window=-1)
     if not good:
         raise SourceError(f"the dev set {path} has no valid rows ({len(bad)} rejected)")
-    input_ids, _ = tokenize_texts([row.text for row in good], cfg.model.name_or_path, cfg.model.max_length)
+    input_ids, _ = tokenize_texts([row.text for row in good], cfg.model.name_or_path, cfg.model.max_length,
+                                  cfg.model.trust_remote_code)
     order = np.argsort([len(ids) for ids in input_ids], kind="stable")
-    return EvalSet([input_ids[i] for i in order], np.array([good[i].label for i in order], dtype=np.int64), len(bad),
-                   path if os.path.exists(path) else source.name)
+    return EvalSet([input_ids[i] for i in order], np.array([good[i].label for i in order], dtype=np.int64), len(bad))
 
 
 @torch.no_grad()

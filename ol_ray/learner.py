@@ -10,9 +10,12 @@ resource monitor and Ray's metrics.
 
 from __future__ import annotations
 
+import json
+import logging
 import math
 import os
 import time
+import uuid
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Optional, Sequence
 
@@ -22,14 +25,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from ol_ray.batching import BatchContext, clamp_batch_size, make_policy
-from ol_ray.checkpoint import save_checkpoint
+from ol_ray.checkpoint import checkpoints_newest_first, load_checkpoint, save_checkpoint
 from ol_ray.config import Config
 from ol_ray.evaluation import evaluate, load_eval_set
+from ol_ray.ledger import Ledger
 from ol_ray.models import autocast, device_for, load_model, load_tokenizer
 from ol_ray.selection import make_strategy, pool_length
 from ol_ray.tokenization import length_groups, pad_batch
 
 Columns = dict[str, np.ndarray]
+LEDGER_LOG = "ledger.jsonl"  # which samples each update used, appended per update
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -44,7 +50,8 @@ def weighted_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: Tra
                   micro_batch_tokens: int = 0) -> dict[str, float]:
     """One weighted update: loss = sum_i w_i CE_i / B, B the batch size (not the sum of weights, which would bias
     the estimate and drift the effective learning rate). The gradient is accumulated over length-sorted
-    micro-batches of at most `micro_batch_tokens` padded tokens: the same gradient as one padded batch, less work."""
+    micro-batches of at most `micro_batch_tokens` padded tokens: the same gradient as one padded batch, less work.
+    When the loss or the gradient norm is not finite, no step is taken and `skipped` is True."""
     model.train()
     optimizer.zero_grad(set_to_none=True)
     size = len(batch.labels)
@@ -63,8 +70,13 @@ def weighted_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: Tra
         sample_loss_sum += per_sample.detach().sum()
     params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
     grad_norm = torch.nn.utils.clip_grad_norm_(params, grad_clip if grad_clip > 0 else math.inf)
-    optimizer.step()
-    return {"loss": float(loss_sum), "sample_loss_mean": float(sample_loss_sum) / size, "grad_norm": float(grad_norm)}
+    stats = {"loss": float(loss_sum), "sample_loss_mean": float(sample_loss_sum) / size, "grad_norm": float(grad_norm)}
+    stats["skipped"] = not (math.isfinite(stats["loss"]) and math.isfinite(stats["grad_norm"]))
+    if stats["skipped"]:  # a NaN or infinite loss or gradient: leave model and optimizer untouched
+        optimizer.zero_grad(set_to_none=True)
+    else:
+        optimizer.step()
+    return stats
 
 
 def lr_factor(update: int, warmup: int, decay: int, final_fraction: float) -> float:
@@ -103,60 +115,144 @@ def concat_columns(parts: list[Columns]) -> Columns:
 
 
 def take(columns: Columns, indices: np.ndarray) -> Columns:
+    """The rows at `indices` of every column."""
     return {key: value[indices] for key, value in columns.items()}
 
 
 def split_at(columns: Columns, size: int) -> tuple[Columns, Columns]:
+    """The first `size` rows of every column, and the rest."""
     return ({key: value[:size] for key, value in columns.items()},
             {key: value[size:] for key, value in columns.items()})
+
+
+def _no_op(*args: Any, **kwargs: Any) -> Any:
+    return None
 
 
 class OnlineLearner:
     """Plain-Python learner (no Ray): feed it scored candidates, it trains.
 
-    publish(model, version) is called after every update (the publisher decides whether to really publish);
-    snapshot() returns the resource monitor's latest snapshot for the batch policy; report(stats) hands step
-    statistics to the monitor. All three default to doing nothing, for use without Ray.
+    Callbacks, all doing nothing by default for use without Ray: publish(model, version, force=, reset=) after every
+    update (the publisher decides whether to really publish); snapshot() returns the resource monitor's latest
+    snapshot for the batch policy; report(stats) hands step statistics to the monitor; quarantine(records) takes
+    rejected samples (duplicate ids).
+
+    With a run directory that already holds checkpoints, it restores the newest readable one (falling back to older
+    ones with a warning): model, optimizer, scheduler, RNG states, counters, ledger, buffered candidates and stream
+    cursor; `resume_point()` tells the driver where the stream continues.
     """
 
-    def __init__(self, cfg: Config, run_dir: Optional[str] = None,
-                 publish: Callable[[nn.Module, int, bool], bool] = lambda model, version, force: False,
-                 snapshot: Callable[[], Mapping[str, Any]] = dict,
-                 report: Callable[[dict[str, Any]], None] = lambda stats: None):
+    def __init__(self, cfg: Config, run_dir: Optional[str] = None, publish: Callable[..., Any] = _no_op,
+                 snapshot: Callable[[], Mapping[str, Any]] = dict, report: Callable[..., Any] = _no_op,
+                 quarantine: Callable[..., Any] = _no_op):
         torch.set_num_threads(cfg.learner.torch_threads)
         torch.manual_seed(cfg.model.seed)
         self.cfg = cfg
         self.run_dir = run_dir
-        self.publish, self.snapshot, self.report = publish, snapshot, report
+        if run_dir:
+            os.makedirs(run_dir, exist_ok=True)
+        self.publish, self.snapshot, self.report, self.quarantine = publish, snapshot, report, quarantine
         self.device = device_for(cfg.learner.num_gpus)
-        self.model = load_model(cfg.model, pretrained=True).to(self.device)
-        self.tokenizer = load_tokenizer(cfg.model.name_or_path)
+        self.tokenizer = load_tokenizer(cfg.model.name_or_path, cfg.model.trust_remote_code)
         self.pad_id = self.tokenizer.pad_token_id or 0
-        self.optimizer = make_optimizer(self.model, cfg.learner.lr, cfg.learner.weight_decay, self.device)
-        schedule = cfg.learner
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda update: lr_factor(
-            update, schedule.warmup_updates, schedule.decay_updates, schedule.final_lr_fraction))
         self.strategy = make_strategy(cfg.selection)
         self.policy = make_policy(cfg.batching)
         self.rng = np.random.default_rng(cfg.selection.seed)
         self.eval_set = load_eval_set(cfg)
+        self.ledger = Ledger()
         self.buffer: list[Columns] = []
         self.buffered = 0
         self.updates = 0
-        self.counts = {"received": 0, "trained": 0, "not_selected": 0, "text_truncated": 0, "tokens_truncated": 0}
+        self.counts = {"received": 0, "text_truncated": 0, "tokens_truncated": 0, "nonfinite_updates": 0}
         self.staleness_sum = 0
         self.staleness_max = 0
         self.score_version_max = 0  # the newest weight version any trained sample was scored with
         self.busy_s = 0.0
         self.started = time.time()
         self.first_update_s: Optional[float] = None
-        self.last_eval: dict[str, float] = {}
+        self.last_eval: dict[str, Any] = {}
         self.updates_at_checkpoint = 0
         self.checkpoint_path: Optional[str] = None
-        self.cursor: dict[str, Any] = {}
+        self.restored_from: Optional[str] = None
+        self.changed_since_checkpoint = False
+        self.cursor: Optional[dict[str, Any]] = None
         self.windows_done = 0
-        self.publish(self.model, 0, True)  # version 0: the starting weights, before any scorer runs
-        self.start_records = [self._evaluate()] if self.eval_set is not None and cfg.eval.at_start else []
+        self._build()
+        if self._restore():
+            self.publish(self.model, self.updates, reset=True)  # scorers drop any newer version from before the crash
+            self.start_records: list[dict[str, Any]] = []
+        else:
+            self.publish(self.model, 0, force=True)  # version 0: the starting weights, before any scorer runs
+            self.start_records = [self._evaluate()] if self.eval_set is not None and cfg.eval.at_start else []
+
+    def _build(self, path: Optional[str] = None) -> None:
+        """Model (the configured one, or a checkpoint's), optimizer and learning-rate schedule."""
+        self.model = load_model(self.cfg.model, pretrained=True, path=path).to(self.device)
+        self.optimizer = make_optimizer(self.model, self.cfg.learner.lr, self.cfg.learner.weight_decay, self.device)
+        schedule = self.cfg.learner
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda update: lr_factor(
+            update, schedule.warmup_updates, schedule.decay_updates, schedule.final_lr_fraction))
+
+    # --- resuming ----------------------------------------------------------------------------------------------
+    def _restore(self) -> bool:
+        """Load the newest readable checkpoint of the run directory, if any; older ones stand in for corrupt ones."""
+        if not self.run_dir:
+            return False
+        tried = False
+        for path in checkpoints_newest_first(os.path.join(self.run_dir, "checkpoints")):
+            tried = True
+            try:
+                state, training_state, candidates = load_checkpoint(path)
+                self._build(os.path.join(path, "model"))
+                self.optimizer.load_state_dict(training_state["optimizer"])
+                self.scheduler.load_state_dict(training_state["scheduler"])
+                torch.set_rng_state(training_state["torch_rng"])
+            except Exception as error:  # a corrupt checkpoint: say so, fall back to the one before
+                logger.warning("ol_ray: cannot resume from %s (%s); trying an older checkpoint", path, error)
+                continue
+            self.rng.bit_generator.state = state["selection_rng"]
+            self.updates = self.updates_at_checkpoint = state["updates"]
+            self.counts = state["counts"]
+            self.staleness_sum, self.staleness_max = state["staleness_sum"], state["staleness_max"]
+            self.score_version_max = state["score_version_max"]
+            self.last_eval = state["last_eval"]
+            self.ledger = Ledger.from_json(state["ledger"])
+            self.cursor, self.windows_done = state["cursor"], state["windows_done"]
+            self.buffered = len(candidates.get("sample_id", []))
+            self.buffer = [candidates] if self.buffered else []
+            self.checkpoint_path = self.restored_from = path
+            self._rewind_ledger_log()
+            return True
+        if tried:  # every checkpoint was unreadable: start over from the configured model, and say so
+            logger.warning("ol_ray: no readable checkpoint in %s; starting from the beginning", self.run_dir)
+            self._build()
+            self._rewind_ledger_log()
+        return False
+
+    def _rewind_ledger_log(self) -> None:
+        """Drop ledger-log lines of updates after the checkpoint; their trained ids may be trained again."""
+        path = os.path.join(self.run_dir, LEDGER_LOG)
+        if not os.path.exists(path):
+            return
+        kept = []
+        with open(path, encoding="utf-8") as handle:
+            for line in handle:
+                try:
+                    entry = json.loads(line)
+                except json.JSONDecodeError:  # a line cut short by the crash
+                    continue
+                if entry["update"] <= self.updates:
+                    kept.append(line if line.endswith("\n") else line + "\n")
+                else:
+                    self.ledger.replayed.update(entry.get("trained", []))
+        with open(path + ".tmp", "w", encoding="utf-8") as handle:
+            handle.writelines(kept)
+        os.replace(path + ".tmp", path)
+
+    def resume_point(self) -> dict[str, Any]:
+        """Where the stream continues: the cursor and window index after the last checkpointed window."""
+        return {"cursor": self.cursor, "windows_done": self.windows_done, "updates": self.updates,
+                "samples_read": self.ledger.totals()["read"], "restored_from": self.restored_from}
 
     # --- feeding -----------------------------------------------------------------------------------------------
     @property
@@ -165,16 +261,19 @@ class OnlineLearner:
 
     def add_candidates(self, candidates: Columns) -> list[dict[str, Any]]:
         """Take scored candidates; run an update for every full pool. Returns the metric records produced."""
+        self.changed_since_checkpoint = True
+        candidates = self._drop_duplicates(candidates)
         size = pool_length(candidates)
         self.counts["received"] += size
         self.counts["text_truncated"] += int(np.sum(candidates.get("text_truncated", 0)))
         self.counts["tokens_truncated"] += int(np.sum(candidates.get("tokens_truncated", 0)))
-        if self.done:  # past max_updates: accounted for, not trained
-            self.counts["not_selected"] += size
-            return []
-        self.buffer.append(candidates)
-        self.buffered += size
         records, self.start_records = self.start_records, []
+        if self.done:  # past max_updates: accounted for, not trained
+            self.ledger.record(candidates["window"], "not_selected")
+            return records
+        if size:
+            self.buffer.append(candidates)
+            self.buffered += size
         pool_size = self.cfg.selection.pool_size
         while self.buffered >= pool_size and not self.done:
             pool, rest = split_at(concat_columns(self.buffer), pool_size)
@@ -182,9 +281,26 @@ class OnlineLearner:
             records.extend(self._update(pool))
         return records
 
-    def end_window(self, window_index: int, cursor: dict[str, Any]) -> list[dict[str, Any]]:
-        """Every sample of window `window_index` has been handed over: the stream may resume after `cursor`, so
-        this is where a due checkpoint is consistent (buffered leftovers go into it)."""
+    def _drop_duplicates(self, candidates: Columns) -> Columns:
+        """Samples whose id was seen before go to quarantine (a replayed or repeated row must not train twice)."""
+        keep = np.ones(pool_length(candidates), dtype=bool)
+        for i, sample_id in enumerate(candidates["sample_id"]):
+            if sample_id in self.ledger.seen:
+                keep[i] = False
+            else:
+                self.ledger.seen.add(sample_id)
+        if keep.all():
+            return candidates
+        self.quarantine([{"sample_id": str(sample_id), "code": "duplicate_id", "window": int(window),
+                          "reason": f"sample id {sample_id!r} was already received", "raw": ""}
+                         for sample_id, window in zip(candidates["sample_id"][~keep], candidates["window"][~keep])])
+        return take(candidates, np.flatnonzero(keep))
+
+    def end_window(self, window_index: int, cursor: dict[str, Any], read: int, quarantined: int) -> list[dict]:
+        """Every sample of window `window_index` has been handed over (`read` rows, `quarantined` of them rejected):
+        the stream may resume after `cursor`, so this is where a due checkpoint is consistent."""
+        self.changed_since_checkpoint = True
+        self.ledger.finish_window(window_index, read, quarantined)
         self.cursor = cursor
         self.windows_done = window_index + 1
         every = self.cfg.checkpoint.every_updates
@@ -200,11 +316,12 @@ class OnlineLearner:
             self.buffer, self.buffered = [], 0
             records.extend(self._update(pool, evaluate_now=False))
         elif self.buffered:
-            self.counts["not_selected"] += self.buffered
+            self.ledger.record(concat_columns(self.buffer)["window"], "not_selected")
             self.buffer, self.buffered = [], 0
         if self.eval_set is not None and self.last_eval.get("update") != self.updates:
             records.append(self._evaluate())
-        records.append(self._checkpoint())
+        if self.changed_since_checkpoint or self.checkpoint_path is None:
+            records.append(self._checkpoint())
         return records
 
     # --- the update --------------------------------------------------------------------------------------------
@@ -215,28 +332,40 @@ class OnlineLearner:
         batch_size = clamp_batch_size(self.policy.batch_size(context), self.cfg.batching, pool_size)
         selection = self.strategy.select(pool, batch_size, self.rng)
         chosen = take(pool, selection.indices)
+        rest = np.setdiff1d(np.arange(pool_size), selection.indices)
+        self.ledger.record(pool["window"][rest], "not_selected")
         batch = TrainBatch(chosen["input_ids"], chosen["label"], selection.weights)
         stats = weighted_step(self.model, self.optimizer, batch, self.pad_id, self.device, self.cfg.learner.grad_clip,
                               self.cfg.learner.precision, self.cfg.learner.micro_batch_tokens)
+        step_s = time.perf_counter() - started
+        self.busy_s += step_s
+        trained_ids = [str(i) for i in chosen["sample_id"]]
+        if stats["skipped"]:
+            self.counts["nonfinite_updates"] += 1
+            self.ledger.record(chosen["window"], "nonfinite")
+            self._log_ledger({"update": self.updates, "nonfinite": trained_ids})
+            logger.warning("ol_ray: update skipped: non-finite loss %s or gradient norm %s", stats["loss"],
+                           stats["grad_norm"])
+            return [{"kind": "skipped_update", "update": self.updates, "batch_size": len(trained_ids),
+                     "loss": stats["loss"], "grad_norm": stats["grad_norm"], "time": time.time()}]
         lr = self.scheduler.get_last_lr()[0]
         self.scheduler.step()
         staleness = self.updates - chosen["weight_version"]
         self.updates += 1
-        trained = len(selection.indices)
-        self.counts["trained"] += trained
-        self.counts["not_selected"] += pool_size - trained
+        self.ledger.record(chosen["window"], "trained", trained_ids)
+        self._log_ledger({"update": self.updates, "trained": trained_ids})
         self.score_version_max = max(self.score_version_max, int(chosen["weight_version"].max()))
         self.staleness_sum += int(staleness.sum())
         self.staleness_max = max(self.staleness_max, int(staleness.max()))
-        self.publish(self.model, self.updates, False)
-        step_s = time.perf_counter() - started
-        self.busy_s += step_s
+        self.publish(self.model, self.updates)
         if self.first_update_s is None:
             self.first_update_s = time.time() - self.started
+        trained = len(trained_ids)
         self.report({"samples": trained, "seconds": step_s, "batch_size": trained, "updates": self.updates})
+        totals = self.ledger.totals()
         records = [{
             "kind": "update", "update": self.updates, "samples_received": self.counts["received"],
-            "samples_trained": self.counts["trained"], "samples_not_selected": self.counts["not_selected"],
+            "samples_trained": totals["trained"], "samples_not_selected": totals["not_selected"],
             "pool_size": pool_size, "batch_size": trained, "loss": stats["loss"],
             "sample_loss_mean": stats["sample_loss_mean"], "grad_norm": stats["grad_norm"], "lr": lr,
             "weight_version": self.updates, "staleness_mean": float(staleness.mean()),
@@ -247,45 +376,62 @@ class OnlineLearner:
             records.append(self._evaluate())
         return records
 
+    def _log_ledger(self, entry: dict[str, Any]) -> None:
+        """Append which samples an update used to the run's ledger log (what a resume needs to count replays)."""
+        if self.run_dir:
+            with open(os.path.join(self.run_dir, LEDGER_LOG), "a", encoding="utf-8") as handle:
+                handle.write(json.dumps(entry) + "\n")
+
     def _evaluate(self) -> dict[str, Any]:
         started = time.perf_counter()
         result = evaluate(self.model, self.eval_set, self.pad_id, self.device, self.cfg.eval.batch_size,
                           self.cfg.learner.precision)
         self.busy_s += time.perf_counter() - started
         self.last_eval = {"update": self.updates, **result}
-        return {"kind": "eval", "update": self.updates, "samples_trained": self.counts["trained"],
+        return {"kind": "eval", "update": self.updates, "samples_trained": self.ledger.totals()["trained"],
                 "dev_accuracy": result["accuracy"], "dev_loss": result["loss"], "dev_macro_f1": result["macro_f1"],
                 "eval_s": time.perf_counter() - started, "time": time.time()}
 
     def _checkpoint(self) -> dict[str, Any]:
         started = time.perf_counter()
-        root = os.path.join(self.run_dir, "checkpoints") if self.run_dir else None
-        if root is None:
+        if not self.run_dir:
             return {"kind": "checkpoint", "update": self.updates, "path": None, "time": time.time()}
-        self.checkpoint_path = save_checkpoint(
-            root, self.updates, self.model, self.tokenizer,
-            {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-             "rng": self.rng.bit_generator.state},
-            self.buffer, self.state(), self.cfg.checkpoint.keep)
+        candidates = concat_columns(self.buffer) if self.buffer else {}
+        state = {
+            "updates": self.updates, "counts": self.counts, "staleness_sum": self.staleness_sum,
+            "staleness_max": self.staleness_max, "score_version_max": self.score_version_max,
+            "last_eval": self.last_eval, "ledger": self.ledger.to_json(), "cursor": self.cursor,
+            "windows_done": self.windows_done, "selection_rng": self.rng.bit_generator.state,
+        }
+        training_state = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                          "torch_rng": torch.get_rng_state()}
+        self.checkpoint_path = save_checkpoint(os.path.join(self.run_dir, "checkpoints"), self.updates, self.model,
+                                               self.tokenizer, training_state, candidates, state,
+                                               self.cfg.checkpoint.keep)
         self.updates_at_checkpoint = self.updates
+        self.changed_since_checkpoint = False
         return {"kind": "checkpoint", "update": self.updates, "path": self.checkpoint_path,
                 "checkpoint_s": time.perf_counter() - started, "time": time.time()}
 
     # --- reporting ---------------------------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
-        """Counters and positions: what a checkpoint and the run summary record."""
-        trained = self.counts["trained"]
+        """Counters and positions for the run summary."""
+        totals = self.ledger.totals()
         wall = time.time() - self.started
         return {
             "updates": self.updates,
-            "weight_version": self.updates,
             "samples_received": self.counts["received"],
-            "samples_trained": trained,
-            "samples_not_selected": self.counts["not_selected"],
+            "samples_trained": totals["trained"],
+            "samples_not_selected": totals["not_selected"],
+            "samples_nonfinite": totals["nonfinite"],
+            "samples_trained_twice": totals["trained_twice"],
             "samples_buffered": self.buffered,
+            "nonfinite_updates": self.counts["nonfinite_updates"],
+            "ledger_totals": totals,
+            "ledger_balanced": self.ledger.balanced(),
             "text_truncated": self.counts["text_truncated"],
             "tokens_truncated": self.counts["tokens_truncated"],
-            "staleness_mean": self.staleness_sum / trained if trained else 0.0,
+            "staleness_mean": self.staleness_sum / totals["trained"] if totals["trained"] else 0.0,
             "staleness_max": self.staleness_max,
             "score_version_max": self.score_version_max,
             "learner_busy_s": self.busy_s,
@@ -297,19 +443,24 @@ class OnlineLearner:
             "windows_done": self.windows_done,
             "device": str(self.device),
             "checkpoint_path": self.checkpoint_path,
+            "restored_from": self.restored_from,
         }
 
 
 class LearnerActor:
-    """Ray shell around OnlineLearner. Create with ray.remote(num_cpus=..., num_gpus=...)(LearnerActor)."""
+    """Ray shell around OnlineLearner. Create with ray.remote(num_cpus=..., num_gpus=..., max_restarts=...): a
+    restarted actor runs __init__ again and OnlineLearner restores the run's newest checkpoint."""
 
-    def __init__(self, cfg: Config, run_dir: str, weight_store: Any, monitor: Any):
+    def __init__(self, cfg: Config, run_dir: str, weight_store: Any, monitor: Any, quarantine: Any):
+        import ray
         from ray.util.metrics import Counter, Gauge
 
         from ol_ray.weights import WeightPublisher
 
+        self.incarnation = uuid.uuid4().hex  # a restarted actor is a new incarnation: the driver must replay
         self.publisher = WeightPublisher(weight_store, cfg.learner.publish_every)
         self.monitor = monitor
+        self.weight_store = weight_store
         self.snapshot_ref = monitor.snapshot.remote()
         self.metrics = {
             "trained": Counter("ol_ray_samples_trained", description="Samples used in learner updates."),
@@ -318,9 +469,9 @@ class LearnerActor:
             "batch_size": Gauge("ol_ray_batch_size", description="Batch size of the latest update."),
             "staleness": Gauge("ol_ray_staleness", description="Mean weight staleness of the latest batch."),
         }
-        self.learner = OnlineLearner(cfg, run_dir, publish=self.publisher.maybe_publish,
-                                     snapshot=self._snapshot, report=self._report)
-        self.weight_store = weight_store
+        self.learner = OnlineLearner(cfg, run_dir, publish=self.publisher.maybe_publish, snapshot=self._snapshot,
+                                     report=self._report,
+                                     quarantine=lambda records: ray.get(quarantine.write.remote(records)))
 
     def _snapshot(self) -> Mapping[str, Any]:
         """The monitor's snapshot requested one update ago (ready by now), and a request for the next one."""
@@ -333,7 +484,7 @@ class LearnerActor:
     def _report(self, stats: dict[str, Any]) -> None:
         from ol_ray.monitor import own_memory
 
-        self.monitor.report.remote("learner", {**stats, **own_memory(self.learner.device)})
+        self.monitor.report.remote("learner", {**stats, **own_memory(self.learner.device), "pid": os.getpid()})
 
     def _record(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         for record in records:
@@ -347,18 +498,31 @@ class LearnerActor:
         return records
 
     def info(self) -> dict[str, Any]:
+        """Device, node, size and process of the learner, and where the stream continues."""
         import ray
 
         return {"device": str(self.learner.device), "node_id": ray.get_runtime_context().get_node_id(),
-                "parameters": sum(p.numel() for p in self.learner.model.parameters()), "pid": os.getpid()}
+                "parameters": sum(p.numel() for p in self.learner.model.parameters()), "pid": os.getpid(),
+                "incarnation": self.incarnation, **self.learner.resume_point()}
 
-    def add_candidates(self, candidates: Columns) -> tuple[list[dict[str, Any]], bool]:
+    # Each call names the incarnation the driver is feeding. After a restart (which Ray may complete before the
+    # driver notices), calls meant for the old incarnation return None instead of mixing a stream position the
+    # restored learner has not reached into its state; the driver then replays from the restored checkpoint.
+
+    def add_candidates(self, candidates: Columns, incarnation: str) -> Optional[tuple[list[dict[str, Any]], bool]]:
+        if incarnation != self.incarnation:
+            return None
         self.weight_store.consumed.remote(pool_length(candidates))
         return self._record(self.learner.add_candidates(candidates)), self.learner.done
 
-    def end_window(self, window_index: int, cursor: dict[str, Any]) -> list[dict[str, Any]]:
-        return self.learner.end_window(window_index, cursor)
+    def end_window(self, window_index: int, cursor: dict[str, Any], read: int, quarantined: int,
+                   incarnation: str) -> Optional[list[dict[str, Any]]]:
+        if incarnation != self.incarnation:
+            return None
+        return self.learner.end_window(window_index, cursor, read, quarantined)
 
-    def finish(self) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    def finish(self, incarnation: str) -> Optional[tuple[list[dict[str, Any]], dict[str, Any]]]:
+        if incarnation != self.incarnation:
+            return None
         records = self._record(self.learner.finish())
         return records, self.learner.state()

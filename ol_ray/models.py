@@ -11,9 +11,8 @@ import contextlib
 import functools
 import importlib.util
 import os
-from typing import Any
+from typing import Any, Optional
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -46,36 +45,52 @@ def quiet_transformers() -> None:
 
 
 @functools.lru_cache(maxsize=4)
-def load_tokenizer(name_or_path: str):
+def load_tokenizer(name_or_path: str, trust_remote_code: bool = False):
     """The model's tokenizer, loaded once per process (tokenization tasks reuse their worker's copy)."""
     from transformers import AutoTokenizer
 
     quiet_transformers()
     path = resolve_model_path(name_or_path)
     try:
-        return AutoTokenizer.from_pretrained(path)
+        return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as error:
         raise ModelError(f"cannot load a tokenizer from {path}: {error}") from None
 
 
-def load_model(cfg: ModelConfig, pretrained: bool = True) -> nn.Module:
-    """A sequence classifier with `num_labels` classes. `pretrained=False` builds the architecture only (scorers
-    then load the learner's published weights, so random initialisation would be wasted)."""
+def check_model(cfg: ModelConfig) -> None:
+    """Fail early, in the driver and before Ray starts, when the model's configuration cannot be found or read."""
+    from transformers import AutoConfig
+
+    path = resolve_model_path(cfg.name_or_path)
+    try:
+        AutoConfig.from_pretrained(path, trust_remote_code=cfg.trust_remote_code)
+    except (OSError, ValueError) as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ModelError(f"model.name_or_path={cfg.name_or_path}: cannot read a model configuration from {path} "
+                         f"({first_line})") from None
+
+
+def load_model(cfg: ModelConfig, pretrained: bool = True, path: Optional[str] = None) -> nn.Module:
+    """A sequence classifier with `num_labels` classes, from `path` (default: the configured model). With
+    `pretrained=False` only the architecture is built (scorers then load the learner's published weights, so
+    random initialisation would be wasted work)."""
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
     quiet_transformers()
-    path = resolve_model_path(cfg.name_or_path)
+    path = path or resolve_model_path(cfg.name_or_path)
+    trust = cfg.trust_remote_code
     try:
         if pretrained:
             torch.manual_seed(cfg.seed)  # the new classification head
-            model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=cfg.num_labels)
+            model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=cfg.num_labels,
+                                                                       trust_remote_code=trust)
         else:
-            config = AutoConfig.from_pretrained(path, num_labels=cfg.num_labels)
-            model = AutoModelForSequenceClassification.from_config(config)
+            config = AutoConfig.from_pretrained(path, num_labels=cfg.num_labels, trust_remote_code=trust)
+            model = AutoModelForSequenceClassification.from_config(config, trust_remote_code=trust)
     except (OSError, ValueError) as error:
         raise ModelError(f"cannot load model {cfg.name_or_path} ({path}): {error}") from None
     if model.config.pad_token_id is None:
-        model.config.pad_token_id = load_tokenizer(cfg.name_or_path).pad_token_id
+        model.config.pad_token_id = load_tokenizer(cfg.name_or_path, trust).pad_token_id
     return model
 
 

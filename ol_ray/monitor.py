@@ -2,13 +2,14 @@
 
 Learner, scorers and driver push small reports (`report(role, stats)`, fire-and-forget); a background thread turns
 them into rates once a second, adds GPU memory (NVML for every GPU on the node where pynvml is installed,
-torch.cuda.mem_get_info for the devices this process sees) and keeps a bounded history. Batch policies read
-`snapshot()`. Plain Python; run it as an actor with ray.remote(num_cpus=0)(ResourceMonitor).
+the learner's own device readings otherwise) and keeps a bounded history, writing every snapshot to monitor.jsonl.
+Batch policies read `snapshot()`. Plain Python; run it as an actor with ray.remote(num_cpus=0)(ResourceMonitor).
 """
 
 from __future__ import annotations
 
 import collections
+import json
 import os
 import threading
 import time
@@ -35,31 +36,30 @@ def own_memory(device: torch.device) -> dict[str, float]:
     return stats
 
 
-def gpu_memory() -> list[dict[str, float]]:
-    """Used, free and total memory (MiB) of each GPU: all of the node's through NVML when available, else the ones
-    torch sees in this process; empty on a CPU-only machine."""
-    try:
-        import pynvml  # only where installed: the nvidia-ml-py package
+class NodeGPUs:
+    """Memory of every GPU on this node through NVML (the nvidia-ml-py package), where it is installed.
 
-        pynvml.nvmlInit()
+    NVML reads without creating a CUDA context, so the monitor (an actor without GPUs) costs no GPU memory; the
+    learner reports its own device's allocated and peak memory. Empty where NVML or a GPU is missing."""
+
+    def __init__(self):
         try:
-            readings = []
-            for index in range(pynvml.nvmlDeviceGetCount()):
-                info = pynvml.nvmlDeviceGetMemoryInfo(pynvml.nvmlDeviceGetHandleByIndex(index))
-                readings.append({"index": index, "used_mb": info.used / 2**20, "free_mb": info.free / 2**20,
-                                 "total_mb": info.total / 2**20})
-            return readings
-        finally:
-            pynvml.nvmlShutdown()
-    except Exception:  # pynvml missing, or no NVIDIA driver: fall back to torch
-        pass
-    readings = []
-    if torch.cuda.is_available():
-        for index in range(torch.cuda.device_count()):
-            free, total = torch.cuda.mem_get_info(index)
-            readings.append({"index": index, "used_mb": (total - free) / 2**20, "free_mb": free / 2**20,
-                             "total_mb": total / 2**20})
-    return readings
+            import pynvml
+
+            pynvml.nvmlInit()
+            self.nvml = pynvml
+            self.handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(pynvml.nvmlDeviceGetCount())]
+        except Exception:  # no nvidia-ml-py, or no NVIDIA driver: no readings
+            self.nvml, self.handles = None, []
+
+    def read(self) -> list[dict[str, float]]:
+        readings = []
+        for index, handle in enumerate(self.handles):
+            memory = self.nvml.nvmlDeviceGetMemoryInfo(handle)
+            utilisation = self.nvml.nvmlDeviceGetUtilizationRates(handle)
+            readings.append({"index": index, "used_mb": memory.used / 2**20, "free_mb": memory.free / 2**20,
+                             "total_mb": memory.total / 2**20, "utilisation": utilisation.gpu / 100})
+        return readings
 
 
 class RateWindow:
@@ -87,9 +87,11 @@ class RateWindow:
 class ResourceMonitor:
     """Collects reports and samples resources once a second; `snapshot()` is what batch policies read."""
 
-    def __init__(self, interval_s: float = 1.0, history: int = 3600, clock=time.time):
+    def __init__(self, interval_s: float = 1.0, history: int = 600, clock=time.time, path: Optional[str] = None):
         self.interval_s = interval_s
         self.clock = clock
+        self.gpus = NodeGPUs()
+        self.file = open(path, "a", encoding="utf-8") if path else None  # every snapshot, not only the recent ones
         self.lock = threading.Lock()
         self.rates = {"learner": RateWindow(), "scorer": RateWindow()}
         self.latest: dict[str, dict[str, Any]] = {}
@@ -110,7 +112,7 @@ class ResourceMonitor:
     def sample(self) -> dict[str, Any]:
         """Take one sample now (the background thread calls this every interval_s)."""
         now = self.clock()
-        gpus = gpu_memory()
+        gpus = self.gpus.read()
         with self.lock:
             learner = self.latest.get("learner", {})
             driver = self.latest.get("driver", {})
@@ -126,13 +128,19 @@ class ResourceMonitor:
                 "monitor_rss_mb": process_rss_mb(),
                 "learner_batch_size": learner.get("batch_size", 0),
                 "learner_updates": learner.get("updates", 0),
-                "gpus": gpus,
+                "learner_pid": learner.get("pid"),
+                "scorer_pid": self.latest.get("scorer", {}).get("pid"),
             }
+            if gpus:  # absent, not zero, on a machine without GPUs
+                current["gpus"] = gpus
             for key in ("gpu_allocated_mb", "gpu_peak_mb", "gpu_free_mb", "gpu_total_mb"):
                 if key in learner:
                     current["learner_" + key] = learner[key]
             self.current = current
             self.history.append(current)
+            if self.file is not None:
+                self.file.write(json.dumps(current) + "\n")
+                self.file.flush()
         return current
 
     def snapshot(self) -> dict[str, Any]:
@@ -144,9 +152,13 @@ class ResourceMonitor:
             return list(self.history)
 
     def stop(self) -> list[dict[str, Any]]:
-        """Stop sampling; returns the history."""
+        """Stop sampling and close the file; returns the recent history."""
         self.stopped.set()
         self.thread.join(timeout=5)
+        with self.lock:
+            if self.file is not None:
+                self.file.close()
+                self.file = None
         return self.get_history()
 
     def _run(self) -> None:

@@ -6,8 +6,12 @@
 
 A producer thread runs the Ray Data execution of each window and queues scored candidate blocks; the main thread
 feeds them to the learner with at most `learner.max_in_flight` calls outstanding, so the next window's scorers start
-while the learner still has work. The run directory gets metrics.jsonl, quarantine.jsonl, monitor.jsonl,
-checkpoints/ and summary.json.
+while the learner still has work. The run directory gets metrics.jsonl, quarantine.jsonl, ledger.jsonl,
+monitor.jsonl, checkpoints/ and summary.json.
+
+Crashes: the learner actor restarts (`learner.max_restarts`) and restores the newest checkpoint; the driver then
+drops what was in flight, rewinds the quarantine and metrics to that checkpoint, and replays the stream from its
+cursor. A killed job resumes the same way with `run_pipeline(cfg, resume=True)` (`ol-ray run --resume RUN_DIR`).
 """
 
 from __future__ import annotations
@@ -20,18 +24,33 @@ import os
 import queue
 import threading
 import time
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import yaml
 
 from ol_ray.config import Config, to_dict
-from ol_ray.stream import Window, make_source, windows
+from ol_ray.stream import SourceError, Window, make_source, windows
 
-START, END = "start", "end"
+START, END, ERROR = "start", "end", "error"
+logger = logging.getLogger(__name__)
 
 
 class PipelineError(RuntimeError):
     """The run could not complete; the message says which part failed."""
+
+
+class LearnerLost(RuntimeError):
+    """The learner actor died; Ray restarts it from the newest checkpoint."""
+
+
+def one_line(error: BaseException) -> str:
+    """The line of a (possibly remote, multi-line) error that says what went wrong."""
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    if not lines:
+        return type(error).__name__
+    unindented = [line for line in str(error).strip().splitlines() if line.strip() and not line[0].isspace()]
+    named = [line for line in unindented if "Error" in line.split(":")[0] or "Exception" in line.split(":")[0]]
+    return (named or unindented or lines)[-1]
 
 
 def resolve_paths(cfg: Config, base: Optional[str] = None) -> Config:
@@ -48,19 +67,30 @@ def resolve_paths(cfg: Config, base: Optional[str] = None) -> Config:
     if os.path.exists(os.path.join(base, name_or_path)):
         name_or_path = absolute(name_or_path)
     model = dataclasses.replace(cfg.model, name_or_path=name_or_path)
-    return dataclasses.replace(cfg, stream=stream, eval=evaluation, model=model)
-
-
-def make_run_dir(cfg: Config) -> str:
     run_dir = cfg.output.run_dir.format(name=cfg.output.name, time=time.strftime("%Y%m%d-%H%M%S"))
-    run_dir = os.path.abspath(run_dir)
-    os.makedirs(run_dir, exist_ok=True)
-    return run_dir
+    output = dataclasses.replace(cfg.output, run_dir=absolute(run_dir))
+    return dataclasses.replace(cfg, stream=stream, eval=evaluation, model=model, output=output)
+
+
+def preflight(cfg: Config, rows: Optional[Sequence[dict[str, Any]]], resume: bool) -> None:
+    """Fail before Ray starts, in one sentence, on a missing stream, dev set or model, or a run directory that
+    already holds another run (or, resuming, none)."""
+    from ol_ray.checkpoint import latest_checkpoint
+    from ol_ray.models import check_model
+
+    make_source(cfg.stream, rows=rows)
+    if cfg.eval.path and not os.path.exists(cfg.eval.path) and not cfg.stream.hub_dataset:
+        raise SourceError(f"eval.path {cfg.eval.path} does not exist")
+    check_model(cfg.model)
+    has_checkpoint = latest_checkpoint(os.path.join(cfg.output.run_dir, "checkpoints")) is not None
+    if has_checkpoint and not resume:
+        raise PipelineError(f"{cfg.output.run_dir} already holds a run: resume it with `ol-ray run --resume "
+                            f"{cfg.output.run_dir}`, or set another output.run_dir")
 
 
 def start_ray(cfg: Config) -> bool:
-    """Connect to the configured cluster (or RAY_ADDRESS, as `ray job submit` sets it), else start a local Ray.
-    Returns whether this call started it (and so should shut it down)."""
+    """Connect to the configured cluster (or RAY_ADDRESS, as `ray job submit` sets it), else start a local Ray with
+    its dashboard on loopback. Returns whether this call started Ray (and so should shut it down)."""
     import ray
 
     if ray.is_initialized():
@@ -71,19 +101,47 @@ def start_ray(cfg: Config) -> bool:
     else:
         ray.init(num_cpus=cfg.ray.num_cpus,
                  object_store_memory=cfg.ray.object_store_mb * 2**20 if cfg.ray.object_store_mb else None,
-                 include_dashboard=cfg.ray.include_dashboard, log_to_driver=True)
+                 include_dashboard=cfg.ray.include_dashboard, dashboard_host="127.0.0.1", log_to_driver=True)
     return True
 
 
-def quiet_ray_data() -> None:
-    """Our progress bar and metrics replace Ray Data's per-execution bars and banners."""
+def check_resources(cfg: Config, strict: bool) -> None:
+    """Compare what the learner and scorers ask for with what the cluster has: an error on a Ray this run started
+    (nothing will add resources), a warning on a cluster (an autoscaler may)."""
+    import ray
+
+    have = ray.cluster_resources()
+    wants = {"CPU": max(cfg.learner.num_cpus, cfg.scoring.num_cpus),
+             "GPU": max(cfg.learner.num_gpus, cfg.scoring.num_gpus)}
+    for resource, amount in wants.items():
+        if amount > have.get(resource, 0):
+            message = (f"the learner or scorers ask for {amount:g} {resource} but the Ray cluster has "
+                       f"{have.get(resource, 0):g}; lower learner.num_{resource.lower()}s / "
+                       f"scoring.num_{resource.lower()}s or add nodes")
+            if strict:
+                raise PipelineError(message)
+            logger.warning("ol_ray: %s", message)
+
+
+def quiet_ray_data(cfg: Config) -> Callable[[], None]:
+    """Our progress bar and metrics replace Ray Data's per-execution bars and banners; scored blocks keep stream
+    order when configured. Returns a function that restores the previous settings."""
     import ray.data
 
     context = ray.data.DataContext.get_current()
+    options = context.execution_options
+    saved = (context.enable_progress_bars, context.print_on_execution_start, context.enable_auto_log_stats,
+             options.preserve_order)
     context.enable_progress_bars = False
     context.print_on_execution_start = False
     context.enable_auto_log_stats = False
-    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    options.preserve_order = cfg.scoring.preserve_order
+
+    def restore() -> None:
+        (context.enable_progress_bars, context.print_on_execution_start, context.enable_auto_log_stats,
+         options.preserve_order) = saved
+
+    return restore
 
 
 def scored_window(window: Window, cfg: Config, weight_store: Any, monitor: Any, quarantine: Any):
@@ -102,7 +160,8 @@ def scored_window(window: Window, cfg: Config, weight_store: Any, monitor: Any, 
                    "window": window.index, "quarantine": quarantine})
     dataset = dataset.map_batches(
         tokenize_batch, batch_format="numpy", num_cpus=sc.task_num_cpus,
-        fn_kwargs={"name_or_path": cfg.model.name_or_path, "max_length": cfg.model.max_length})
+        fn_kwargs={"name_or_path": cfg.model.name_or_path, "max_length": cfg.model.max_length,
+                   "trust_remote_code": cfg.model.trust_remote_code})
     return dataset.map_batches(
         Scorer, batch_format="numpy", batch_size=sc.batch_size, num_cpus=sc.num_cpus, num_gpus=sc.num_gpus,
         compute=ActorPoolStrategy(size=sc.num_scorers),
@@ -111,8 +170,8 @@ def scored_window(window: Window, cfg: Config, weight_store: Any, monitor: Any, 
 
 class Producer(threading.Thread):
     """Runs each window's Ray Data execution and queues, per window, (START, window), ("pool", candidates) items and
-    (END, window); (END, None) ends the stream.
-    Stops at a window boundary when asked, so every sample read is handed to the learner."""
+    (END, window); (END, None) ends the stream. Stops at a window boundary when asked, so every sample read is
+    handed to the learner; `cancel()` abandons the current window (after a learner crash it is replayed)."""
 
     def __init__(self, windows_iter: Iterator[Window], cfg: Config, actors: dict[str, Any], depth: int):
         super().__init__(name="ol-ray-producer", daemon=True)
@@ -121,6 +180,7 @@ class Producer(threading.Thread):
         self.actors = actors
         self.items: queue.Queue = queue.Queue(maxsize=depth)
         self.stop_requested = threading.Event()
+        self.cancelled = threading.Event()
 
     def run(self) -> None:
         try:
@@ -128,21 +188,39 @@ class Producer(threading.Thread):
                 self.items.put((START, window))
                 dataset = scored_window(window, self.cfg, self.actors["weights"], self.actors["monitor"],
                                         self.actors["quarantine"])
-                for candidates in dataset.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=2):
-                    self.items.put(("pool", candidates))
+                batches = iter(dataset.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=2))
+                try:
+                    for candidates in batches:
+                        if self.cancelled.is_set():
+                            return
+                        self.items.put(("pool", candidates))
+                finally:
+                    getattr(batches, "close", lambda: None)()  # stop this window's Ray Data execution
+                if self.cancelled.is_set():
+                    return
                 self.items.put((END, window))
                 if self.stop_requested.is_set():
                     break
             self.items.put((END, None))
         except BaseException as error:  # surfaced in the main thread
-            self.items.put(("error", error))
+            self.items.put((ERROR, error))
+
+    def cancel(self) -> None:
+        """Abandon the stream: drain the queue until the thread has stopped."""
+        self.cancelled.set()
+        while self.is_alive():
+            try:
+                self.items.get(timeout=0.1)
+            except queue.Empty:
+                continue
 
 
 class RunOutputs:
     """metrics.jsonl and the console progress bar."""
 
     def __init__(self, run_dir: str, total: Optional[int], progress: bool):
-        self.metrics = open(os.path.join(run_dir, "metrics.jsonl"), "a", encoding="utf-8")
+        self.path = os.path.join(run_dir, "metrics.jsonl")
+        self.metrics = open(self.path, "a", encoding="utf-8")
         self.samples_read = 0
         self.samples_trained = 0
         self.dev_accuracy: Optional[float] = None
@@ -151,6 +229,25 @@ class RunOutputs:
             from tqdm import tqdm
 
             self.bar = tqdm(total=total, unit="sample", desc="read", dynamic_ncols=True)
+
+    def rewind(self, point: dict[str, Any]) -> None:
+        """Continue from where the learner stands (a checkpoint, or the start): keep the records up to its update,
+        note the resume, reset the counters. Nothing to do on a fresh run."""
+        if os.path.getsize(self.path) == 0:
+            return
+        self.metrics.close()
+        with open(self.path, encoding="utf-8") as handle:
+            kept = [line for line in handle if line.endswith("}\n") and json.loads(line)["update"] <= point["updates"]]
+        with open(self.path + ".tmp", "w", encoding="utf-8") as handle:
+            handle.writelines(kept)
+        os.replace(self.path + ".tmp", self.path)
+        self.metrics = open(self.path, "a", encoding="utf-8")
+        self.samples_read = point["samples_read"]
+        self.write([{"kind": "resume", "update": point["updates"], "restored_from": point["restored_from"],
+                     "time": time.time()}])
+        if self.bar is not None:
+            self.bar.n = self.samples_read
+            self.bar.refresh()
 
     def window_read(self, size: int) -> None:
         self.samples_read += size
@@ -178,8 +275,14 @@ class RunOutputs:
             self.bar.close()
 
 
+def learner_actor_name(run_dir: str) -> str:
+    """The learner actor's name, so operators and tests can find it with ray.get_actor."""
+    return f"ol_ray_learner:{run_dir}"
+
+
 def start_actors(cfg: Config, run_dir: str) -> dict[str, Any]:
-    """Weight store, resource monitor and quarantine sink (small, CPU-free, on this node) and the learner."""
+    """Weight store, resource monitor and quarantine sink (small, CPU-free, on this node) and the learner, which
+    restarts up to learner.max_restarts times and restores the newest checkpoint when it does."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -191,43 +294,59 @@ def start_actors(cfg: Config, run_dir: str) -> dict[str, Any]:
     here = NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=False)
     actors: dict[str, Any] = {
         "weights": ray.remote(num_cpus=0)(WeightStore).remote(),
-        "monitor": ray.remote(num_cpus=0)(ResourceMonitor).remote(),
+        "monitor": ray.remote(num_cpus=0)(ResourceMonitor).options(scheduling_strategy=here).remote(
+            path=os.path.join(run_dir, "monitor.jsonl")),
         "quarantine": ray.remote(num_cpus=0)(QuarantineSink).options(scheduling_strategy=here).remote(
             os.path.join(run_dir, "quarantine.jsonl")),
     }
     actors["learner"] = ray.remote(LearnerActor).options(
-        num_cpus=cfg.learner.num_cpus, num_gpus=cfg.learner.num_gpus).remote(
-        cfg, run_dir, actors["weights"], actors["monitor"])
+        num_cpus=cfg.learner.num_cpus, num_gpus=cfg.learner.num_gpus, max_restarts=cfg.learner.max_restarts,
+        name=learner_actor_name(run_dir)).remote(
+        cfg, run_dir, actors["weights"], actors["monitor"], actors["quarantine"])
     return actors
 
 
-def run_pipeline(cfg: Config, rows: Optional[Sequence[dict[str, Any]]] = None) -> dict[str, Any]:
-    """Run the configured pipeline to the end of the stream (or its budget) and return the run summary."""
+def wait_for_learner(learner: Any, cfg: Config) -> dict[str, Any]:
+    """The learner's info once it has started (or restarted and restored its checkpoint)."""
+    import ray
+
+    try:
+        return ray.get(learner.info.remote(), timeout=cfg.learner.start_timeout_s)
+    except ray.exceptions.GetTimeoutError:
+        raise PipelineError(f"the learner actor did not start within {cfg.learner.start_timeout_s:g} s "
+                            f"(learner.num_cpus={cfg.learner.num_cpus:g}, learner.num_gpus={cfg.learner.num_gpus:g}; "
+                            f"the cluster has {ray.cluster_resources()})") from None
+    except ray.exceptions.RayError as error:
+        raise PipelineError(f"the learner actor failed: {one_line(error)}") from None
+
+
+def run_pipeline(cfg: Config, rows: Optional[Sequence[dict[str, Any]]] = None, resume: bool = False) -> dict:
+    """Run the configured pipeline to the end of the stream (or its budget) and return the run summary. With
+    `resume`, continue the run in `output.run_dir` from its newest checkpoint."""
     import ray
 
     cfg = resolve_paths(cfg)
-    source = make_source(cfg.stream, rows=rows)  # a missing file fails here, before Ray starts
-    run_dir = make_run_dir(cfg)
-    with open(os.path.join(run_dir, "config.yaml"), "w", encoding="utf-8") as handle:
-        yaml.safe_dump(to_dict(cfg), handle, sort_keys=False)
+    preflight(cfg, rows, resume)
+    run_dir = cfg.output.run_dir
+    os.makedirs(run_dir, exist_ok=True)
+    if not resume:
+        with open(os.path.join(run_dir, "config.yaml"), "w", encoding="utf-8") as handle:
+            yaml.safe_dump(to_dict(cfg), handle, sort_keys=False)
     started_ray = start_ray(cfg)
-    quiet_ray_data()
+    restore_ray_data = quiet_ray_data(cfg)
     started = time.time()
-    actors = start_actors(cfg, run_dir)
+    actors: dict[str, Any] = {}
     outputs = RunOutputs(run_dir, cfg.stream.max_samples or None, cfg.output.progress)
     try:
-        learner = actors["learner"]
-        producer = Producer(windows(source, cfg.stream), cfg, actors, depth=4)
-        producer.start()  # scorers start while the learner loads and evaluates; they wait for its version 0
-        info = ray.get(learner.info.remote())
-        windows_done = feed_learner(producer, learner, actors["monitor"], outputs, cfg.learner.max_in_flight)
-        records, learner_state = ray.get(learner.finish.remote())
+        check_resources(cfg, strict=started_ray)
+        actors = start_actors(cfg, run_dir)
+        info = wait_for_learner(actors["learner"], cfg)
+        restarts, stream_cursor, info = run_segments(cfg, rows, actors, outputs, info)
+        records, learner_state = ray.get(actors["learner"].finish.remote(info["incarnation"]))
         outputs.write(records)
-        summary = summarize(cfg, run_dir, started, info, outputs.samples_read, windows_done, learner_state,
+        summary = summarize(cfg, started, info, outputs.samples_read, stream_cursor, restarts, learner_state,
                             ray.get(actors["quarantine"].close.remote()), ray.get(actors["weights"].stats.remote()))
-        history = ray.get(actors["monitor"].stop.remote())
-        with open(os.path.join(run_dir, "monitor.jsonl"), "w", encoding="utf-8") as handle:
-            handle.writelines(json.dumps(sample) + "\n" for sample in history)
+        ray.get(actors["monitor"].stop.remote())
         with open(os.path.join(run_dir, "summary.json"), "w", encoding="utf-8") as handle:
             json.dump(summary, handle, indent=2, default=str)
         return summary
@@ -235,30 +354,66 @@ def run_pipeline(cfg: Config, rows: Optional[Sequence[dict[str, Any]]] = None) -
         outputs.close()
         for actor in actors.values():
             ray.kill(actor)
+        restore_ray_data()
         if started_ray:
             ray.shutdown()
 
 
-def feed_learner(producer: Producer, learner: Any, monitor: Any, outputs: RunOutputs, max_in_flight: int) -> int:
+def run_segments(cfg: Config, rows: Optional[Sequence[dict[str, Any]]], actors: dict[str, Any],
+                 outputs: RunOutputs, point: dict[str, Any]) -> tuple[int, dict[str, Any], dict[str, Any]]:
+    """Stream from the learner's resume point to the end; after a learner crash, replay from the checkpoint it
+    restored. Returns the number of learner restarts, the source's final cursor and the learner's latest info."""
+    import ray
+
+    restarts = 0
+    while True:
+        ray.get(actors["quarantine"].rewind.remote(point["windows_done"]))
+        outputs.rewind(point)
+        source = make_source(cfg.stream, cursor=point["cursor"], rows=rows)
+        producer = Producer(windows(source, cfg.stream, first_index=point["windows_done"]), cfg, actors, depth=4)
+        producer.start()  # scorers start while the learner loads and evaluates; they wait for its version 0
+        try:
+            feed_learner(producer, actors, outputs, cfg.learner.max_in_flight, point["incarnation"])
+            return restarts, source.cursor(), point
+        except LearnerLost as lost:
+            producer.cancel()
+            restarts += 1
+            logger.warning("ol_ray: the learner died (%s); it restarts from its newest checkpoint (restart %d of at "
+                           "most %d)", lost, restarts, cfg.learner.max_restarts)
+            point = wait_for_learner(actors["learner"], cfg)
+
+
+def feed_learner(producer: Producer, actors: dict[str, Any], outputs: RunOutputs, max_in_flight: int,
+                 incarnation: str) -> int:
     """Hand queued candidates to the learner, keeping at most `max_in_flight` calls outstanding; returns the
-    number of windows completed."""
+    number of windows completed. Raises LearnerLost when the learner actor died (or restarted)."""
     import ray
 
     from ol_ray.monitor import process_rss_mb
 
+    learner, monitor = actors["learner"], actors["monitor"]
     in_flight: collections.deque = collections.deque()
     windows_done = 0
 
+    def learner_call(ref: Any) -> Any:
+        try:
+            reply = ray.get(ref)
+        except ray.exceptions.RayActorError as error:
+            raise LearnerLost(one_line(error)) from None
+        if reply is None:
+            raise LearnerLost("the learner restarted from its checkpoint")
+        return reply
+
     def collect_oldest() -> None:
-        records, done = ray.get(in_flight.popleft())
+        records, done = learner_call(in_flight.popleft())
         outputs.write(records)
         if done:
             producer.stop_requested.set()
 
     while True:
         kind, item = producer.items.get()
-        if kind == "error":
-            raise PipelineError(f"scoring a window failed: {item}") from item
+        if kind == ERROR:
+            raise PipelineError(f"scoring a window failed: {one_line(item)}") from item
         if kind == START:
             outputs.window_read(len(item))
             continue
@@ -267,30 +422,41 @@ def feed_learner(producer: Producer, learner: Any, monitor: Any, outputs: RunOut
                 collect_oldest()
             if item is None:
                 return windows_done
-            outputs.write(ray.get(learner.end_window.remote(item.index, item.cursor)))
+            quarantined = ray.get(actors["quarantine"].window_count.remote(item.index))
+            outputs.write(learner_call(learner.end_window.remote(item.index, item.cursor, len(item), quarantined,
+                                                                 incarnation)))
             windows_done += 1
             continue
         while len(in_flight) >= max_in_flight:
             collect_oldest()
-        in_flight.append(learner.add_candidates.remote(item))
+        in_flight.append(learner.add_candidates.remote(item, incarnation))
         monitor.report.remote("driver", {"queue_depth": producer.items.qsize() + len(in_flight),
                                          "rss_mb": process_rss_mb()})
 
 
-def summarize(cfg: Config, run_dir: str, started: float, info: dict[str, Any], samples_read: int, windows_done: int,
-              learner: dict[str, Any], quarantine: dict[str, Any], weights: dict[str, Any]) -> dict[str, Any]:
-    """summary.json: the accounting identity, the final evaluation, throughput and where things went."""
+def summarize(cfg: Config, started: float, info: dict[str, Any], samples_read: int, stream_cursor: dict[str, Any],
+              restarts: int, learner: dict[str, Any], quarantine: dict[str, Any],
+              weights: dict[str, Any]) -> dict[str, Any]:
+    """summary.json: the ledger and its identity, the final evaluation, throughput and where things went."""
     wall = time.time() - started
-    accounted = learner["samples_trained"] + learner["samples_not_selected"] + quarantine["samples_quarantined"]
+    totals = learner["ledger_totals"]
+    accounted = totals["quarantined"] + totals["not_selected"] + totals["trained"] + totals["nonfinite"]
     return {
-        "run_dir": run_dir,
+        "run_dir": cfg.output.run_dir,
         "samples_read": samples_read,
         **quarantine,
         "samples_trained": learner["samples_trained"],
         "samples_not_selected": learner["samples_not_selected"],
-        "accounting_ok": accounted == samples_read,
+        "samples_nonfinite": learner["samples_nonfinite"],
+        "samples_trained_twice": learner["samples_trained_twice"],
+        "accounting_ok": (learner["ledger_balanced"] and totals["read"] == samples_read == accounted
+                          and totals["quarantined"] == quarantine["samples_quarantined"]),
+        "ledger": totals,
         "updates": learner["updates"],
-        "windows": windows_done,
+        "nonfinite_updates": learner["nonfinite_updates"],
+        "windows": learner["windows_done"],
+        "learner_restarts": restarts,
+        "restored_from": info.get("restored_from"),
         "dev_accuracy": learner["last_eval"].get("accuracy"),
         "dev_loss": learner["last_eval"].get("loss"),
         "dev_macro_f1": learner["last_eval"].get("macro_f1"),
@@ -300,6 +466,7 @@ def summarize(cfg: Config, run_dir: str, started: float, info: dict[str, Any], s
         **{key: learner[key] for key in ("staleness_mean", "staleness_max", "score_version_max", "text_truncated",
                                          "tokens_truncated", "learner_utilisation", "first_update_s",
                                          "eval_rows_rejected", "cursor")},
+        "files_rejected": stream_cursor.get("rejected", []),
         "learner_device": info["device"],
         "model_parameters": info["parameters"],
         "checkpoint": learner.get("checkpoint_path"),

@@ -8,6 +8,7 @@ before each batch it asks the weight store for the newest version and pulls weig
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any, Sequence
 
@@ -90,7 +91,7 @@ class Scorer:
         self.device = device_for(cfg.scoring.num_gpus)
         self.model = load_model(cfg.model, pretrained=False).to(self.device)
         self.head = head_layer(self.model, cfg.model.num_labels)
-        self.pad_id = load_tokenizer(cfg.model.name_or_path).pad_token_id or 0
+        self.pad_id = load_tokenizer(cfg.model.name_or_path, cfg.model.trust_remote_code).pad_token_id or 0
         self.weights = WeightClient(weight_store)
         self.weights.refresh(self.model, wait=True)  # a new or restarted scorer starts from the newest weights
         self.monitor = monitor
@@ -106,7 +107,7 @@ class Scorer:
         self.weights.scored(size)
         self.scored_counter.inc(size)
         if self.monitor is not None:
-            self.monitor.report.remote("scorer", {"samples": size, "seconds": elapsed})
+            self.monitor.report.remote("scorer", {"samples": size, "seconds": elapsed, "pid": os.getpid()})
         out = dict(batch)
         out.update(stats)
         out["weight_version"] = np.full(size, self.weights.version, dtype=np.int64)

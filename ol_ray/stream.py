@@ -11,6 +11,7 @@ can close a partial window on time. `windows()` adds the sample budget, the repl
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from dataclasses import dataclass, field
@@ -19,6 +20,8 @@ from typing import Any, Callable, Iterator, Literal, NamedTuple, Optional, Proto
 import numpy as np
 
 from ol_ray.config import StreamConfig
+
+logger = logging.getLogger(__name__)
 
 EXTENSIONS = {".tsv": "tsv", ".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}
 
@@ -70,6 +73,7 @@ class Source(Protocol):
 
 
 def detect_format(path: str, configured: str) -> str:
+    """The configured format, or the one the file extension names."""
     if configured != "auto":
         return configured
     ext = os.path.splitext(path)[1].lower()
@@ -92,12 +96,11 @@ class FileSource:
         self.path = path
         self.name = os.path.basename(path)
         self.kind = detect_format(path, cfg.format)
-        self.id_field = cfg.id_field
         self.shuffle_seed = cfg.shuffle_seed
         cursor = cursor or {}
         if cursor.get("file", path) != path:
             raise SourceError(f"checkpoint cursor is for {cursor['file']}, not {path}")
-        if cursor.get("shuffle_seed", self.shuffle_seed) != self.shuffle_seed:
+        if cursor and cursor.get("shuffle_seed") != self.shuffle_seed:
             raise SourceError(f"checkpoint cursor of {path} is for shuffle seed {cursor['shuffle_seed']}, "
                               f"not {self.shuffle_seed}")
         self.row = int(cursor.get("row", 0))  # data rows consumed
@@ -111,6 +114,8 @@ class FileSource:
             header = _strip_newline(handle.readline())
             if self.offset < 0:
                 self.offset = handle.tell()
+        if not header:
+            return RecordFormat(self.kind, ())  # an empty file: no header, no rows
         try:
             text = header.decode("utf-8")
         except UnicodeDecodeError:
@@ -120,16 +125,16 @@ class FileSource:
         delimiter = "\t" if self.kind == "tsv" else ","
         columns = tuple(next(csv.reader([text], delimiter=delimiter, quoting=csv.QUOTE_NONE if self.kind == "tsv"
                                         else csv.QUOTE_MINIMAL)))
-        if not columns or not any(columns):
+        if not any(columns):
             raise SourceError(f"{self.path} has no header line naming its columns")
         return RecordFormat(self.kind, columns)
 
     def cursor(self) -> dict[str, Any]:
-        if self.shuffle_seed is not None or self.kind == "parquet":
-            return {"file": self.path, "row": self.row, "shuffle_seed": self.shuffle_seed}
-        return {"file": self.path, "row": self.row, "offset": self.offset}
+        return {"file": self.path, "row": self.row, "offset": self.offset, "shuffle_seed": self.shuffle_seed}
 
     def records(self) -> Iterator[Optional[Record]]:
+        if self.kind in ("tsv", "csv") and not self.record_format.columns:
+            return
         if self.kind == "parquet":
             yield from self._parquet_records()
         elif self.shuffle_seed is None:
@@ -176,8 +181,6 @@ class FileSource:
     def _parquet_records(self) -> Iterator[Record]:
         import pyarrow.parquet as pq
 
-        table_rows = 0
-        order = None
         parquet = pq.ParquetFile(self.path)
         if self.shuffle_seed is not None:
             order = np.random.default_rng(self.shuffle_seed).permutation(parquet.metadata.num_rows)
@@ -187,13 +190,14 @@ class FileSource:
                 self.row += 1
                 yield Record(self._sample_id(index + 1), _json_bytes(table[index]), self.record_format)
             return
+        position = 0
         for batch in parquet.iter_batches(batch_size=4096):
             for item in batch.to_pylist():
-                table_rows += 1
-                if table_rows <= self.row:
+                position += 1
+                if position <= self.row:  # resuming: skip what an earlier run read
                     continue
-                self.row += 1
-                yield Record(self._sample_id(self.row), _json_bytes(item), self.record_format)
+                self.row = position
+                yield Record(self._sample_id(position), _json_bytes(item), self.record_format)
 
 
 def _json_bytes(row: dict[str, Any]) -> bytes:
@@ -204,8 +208,10 @@ class DirectorySource:
     """A folder followed for new data files: each file is read once, in order of modification time then name.
 
     Writers should move finished files in (write elsewhere or to a dotfile / *.tmp name, then rename): files whose
-    names start with "." or end with .tmp or .part are ignored until renamed. Stops after `idle_timeout_s` without a
-    new file (0 = follows forever).
+    names start with "." or end with .tmp or .part are ignored until renamed. A file that cannot be read (no header,
+    header not UTF-8, not a regular file, deleted before it was opened) is rejected with a reason, logged, kept in the
+    cursor's `rejected` list, and the folder is followed on. Stops after `idle_timeout_s` without a new file
+    (0 = follows forever).
     """
 
     def __init__(self, path: str, cfg: StreamConfig, cursor: Optional[dict[str, Any]] = None,
@@ -218,6 +224,7 @@ class DirectorySource:
         self.sleep = sleep
         cursor = cursor or {}
         self.done: list[str] = list(cursor.get("done", []))
+        self.rejected: list[dict[str, str]] = list(cursor.get("rejected", []))
         self.current: Optional[FileSource] = None
         if cursor.get("current"):
             self.current = FileSource(os.path.join(path, cursor["current"]), cfg, cursor.get("file_cursor"))
@@ -226,21 +233,37 @@ class DirectorySource:
         return {
             "folder": self.path,
             "done": list(self.done),
+            "rejected": list(self.rejected),
             "current": self.current.name if self.current else None,
             "file_cursor": self.current.cursor() if self.current else None,
         }
 
     def _new_files(self) -> list[str]:
-        seen = set(self.done)
+        seen = set(self.done) | {item["file"] for item in self.rejected}
         names = []
         for entry in os.scandir(self.path):
             name = entry.name
-            if name.startswith(".") or name.endswith((".tmp", ".part")) or name in seen or not entry.is_file():
+            if name.startswith(".") or name.endswith((".tmp", ".part")) or name in seen:
                 continue
             if os.path.splitext(name)[1].lower() not in EXTENSIONS and self.cfg.format == "auto":
                 continue
-            names.append((entry.stat().st_mtime, name))
+            try:
+                names.append((entry.stat().st_mtime, name))
+            except FileNotFoundError:  # removed since the listing; nothing of it was read
+                continue
         return [name for _, name in sorted(names)]
+
+    def _open(self, name: str) -> Optional[FileSource]:
+        path = os.path.join(self.path, name)
+        try:
+            if not os.path.isfile(path):
+                raise SourceError("not a regular file" if os.path.exists(path) else "deleted before it was read")
+            return FileSource(path, self.cfg)
+        except (SourceError, OSError) as error:
+            reason = str(error).replace(path, name)
+            self.rejected.append({"file": name, "reason": reason})
+            logger.warning("ol_ray: skipping %s in %s: %s", name, self.path, reason)
+            return None
 
     def records(self) -> Iterator[Optional[Record]]:
         idle_since = self.clock()
@@ -253,7 +276,7 @@ class DirectorySource:
                 idle_since = self.clock()
             pending = self._new_files()
             if pending:
-                self.current = FileSource(os.path.join(self.path, pending[0]), self.cfg)
+                self.current = self._open(pending[0])
                 continue
             if self.cfg.idle_timeout_s and self.clock() - idle_since >= self.cfg.idle_timeout_s:
                 return
@@ -267,7 +290,6 @@ class MemorySource:
     def __init__(self, rows: Sequence[dict[str, Any]], cfg: StreamConfig, cursor: Optional[dict[str, Any]] = None,
                  name: str = "memory"):
         self.rows = rows
-        self.id_field = cfg.id_field
         self.name = name
         self.row = int((cursor or {}).get("row", 0))
 
@@ -280,6 +302,9 @@ class MemorySource:
             row = self.rows[self.row]
             self.row += 1
             yield Record(f"{self.name}:{self.row}", _json_bytes(row), record_format)
+
+
+ROW_KEY = "__ol_ray_row__"
 
 
 class HubSource:
@@ -297,6 +322,8 @@ class HubSource:
         except Exception as error:  # datasets raises many types; the message is what the user needs
             raise SourceError(f"cannot open Hugging Face dataset {cfg.hub_dataset!r} split {split!r}: {error}") \
                 from None
+        # number the rows before any shuffle, so a row keeps its id whatever the replay order
+        dataset = dataset.map(lambda row, index: {ROW_KEY: index + 1}, with_indices=True)
         if cfg.shuffle_seed is not None:
             dataset = dataset.shuffle(seed=cfg.shuffle_seed, buffer_size=10_000)
         self.dataset = dataset.skip(self.row) if self.row else dataset
@@ -308,7 +335,8 @@ class HubSource:
         record_format = RecordFormat("json")
         for row in self.dataset:
             self.row += 1
-            yield Record(f"{self.name}:{self.row}", _json_bytes(row), record_format)
+            number = row.pop(ROW_KEY)
+            yield Record(f"{self.name}:{number}", _json_bytes(row), record_format)
 
 
 def make_source(cfg: StreamConfig, cursor: Optional[dict[str, Any]] = None,
@@ -372,10 +400,13 @@ def windows(source: Source, cfg: StreamConfig, first_index: int = 0,
             batch.append({"sample_id": record.sample_id, "raw": record.raw})
             batch_cursor = source.cursor()
             read += 1
+        else:  # nothing pending at the source: its cursor now also covers files it finished or rejected
+            batch_cursor = source.cursor()
         budget_spent = bool(cfg.max_samples) and read >= cfg.max_samples
         if batch and (len(batch) >= cfg.window_size or budget_spent or clock() - opened_at >= cfg.max_window_wait_s):
             yield close()
         if budget_spent:
             return
     if batch:
+        batch_cursor = source.cursor()  # the stream ended after this window's last record
         yield close()

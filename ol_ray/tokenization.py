@@ -14,9 +14,14 @@ import torch
 from ol_ray.models import load_tokenizer
 
 
-def tokenize_texts(texts: Sequence[str], name_or_path: str, max_length: int) -> tuple[list[np.ndarray], np.ndarray]:
+def tokenize_texts(texts: Sequence[str], name_or_path: str, max_length: int,
+                   trust_remote_code: bool = False) -> tuple[list[np.ndarray], np.ndarray]:
     """Token ids (int32 arrays, with special tokens, cut to `max_length`) and whether each text was cut."""
-    tokenizer = load_tokenizer(name_or_path)
+    tokenizer = load_tokenizer(name_or_path, trust_remote_code)
+    if not tokenizer.is_fast:  # slow tokenizers cannot report overflow: compare with the uncut length
+        full = tokenizer(list(texts), truncation=False, return_attention_mask=False)["input_ids"]
+        cut = tokenizer(list(texts), truncation=True, max_length=max_length, return_attention_mask=False)["input_ids"]
+        return [np.asarray(ids, dtype=np.int32) for ids in cut], np.array([len(f) > len(c) for f, c in zip(full, cut)])
     encoded = tokenizer(list(texts), truncation=True, max_length=max_length, return_overflowing_tokens=True,
                         return_attention_mask=False)
     input_ids: list[np.ndarray] = []
@@ -31,9 +36,10 @@ def tokenize_texts(texts: Sequence[str], name_or_path: str, max_length: int) -> 
     return input_ids, truncated
 
 
-def tokenize_batch(batch: dict[str, np.ndarray], name_or_path: str, max_length: int) -> dict[str, np.ndarray]:
+def tokenize_batch(batch: dict[str, np.ndarray], name_or_path: str, max_length: int,
+                   trust_remote_code: bool = False) -> dict[str, np.ndarray]:
     """Ray Data stage: replace `text` by `input_ids`, and count texts cut at `max_length` in `tokens_truncated`."""
-    input_ids, truncated = tokenize_texts(batch["text"], name_or_path, max_length)
+    input_ids, truncated = tokenize_texts(batch["text"], name_or_path, max_length, trust_remote_code)
     out = {key: value for key, value in batch.items() if key != "text"}
     out["input_ids"] = np.array(input_ids + [None], dtype=object)[:-1]  # keep a 1-d object array of arrays
     out["tokens_truncated"] = truncated

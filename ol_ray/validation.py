@@ -11,7 +11,7 @@ import csv
 import json
 import math
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
@@ -135,7 +135,7 @@ def quarantine_record(sample_id: str, raw: bytes, error: RowError, window: int) 
     return {"sample_id": sample_id, "code": error.code, "reason": str(error), "window": window, "raw": excerpt}
 
 
-def split_records(sample_ids, raws, record_format: RecordFormat, spec: FieldSpec,
+def split_records(sample_ids: Sequence[str], raws: Sequence[bytes], record_format: RecordFormat, spec: FieldSpec,
                   window: int) -> tuple[list[ValidRow], list[dict[str, Any]]]:
     """Valid rows and quarantine records for a list of raw records (plain Python; no Ray)."""
     good, bad = [], []
@@ -148,12 +148,14 @@ def split_records(sample_ids, raws, record_format: RecordFormat, spec: FieldSpec
     return good, bad
 
 
-def rows_to_columns(rows: list[ValidRow]) -> dict[str, np.ndarray]:
+def rows_to_columns(rows: list[ValidRow], window: int) -> dict[str, np.ndarray]:
+    """Valid rows as the columns later stages take, each tagged with its window (for the ledger)."""
     return {
         "sample_id": np.array([r.sample_id for r in rows], dtype=object),
         "text": np.array([r.text for r in rows], dtype=object),
         "label": np.array([r.label for r in rows], dtype=np.int64),
         "text_truncated": np.array([r.text_truncated for r in rows], dtype=bool),
+        "window": np.full(len(rows), window, dtype=np.int64),
     }
 
 
@@ -168,4 +170,4 @@ def validate_batch(batch: dict[str, np.ndarray], record_format: RecordFormat, sp
         import ray
 
         ray.get(quarantine.write.remote(bad))
-    return rows_to_columns(good)
+    return rows_to_columns(good, window)

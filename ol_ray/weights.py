@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 import warnings
-from typing import Any
+from typing import Any, Optional
 
 import ray
 from torch import nn
@@ -20,12 +20,15 @@ from ol_ray.models import load_numpy_state, state_to_numpy
 
 
 class WeightStore:
-    """Holds the newest published weights (version, object reference) and the scored/consumed sample counts.
+    """Holds the newest published weights (generation, version, object reference) and sample counts.
 
-    Plain Python; run it as an actor with `ray.remote(num_cpus=0)(WeightStore)`.
+    `generation` changes when a restarted learner resets the store to the weights of its checkpoint: scorers then pull
+    those, even though their version number is lower than what was published before the crash. Plain Python; run it
+    as an actor with `ray.remote(num_cpus=0)(WeightStore)`.
     """
 
     def __init__(self):
+        self.generation = 0
         self.version = -1
         self.refs: list[Any] = []  # [ObjectRef], wrapped in a list so Ray passes the reference, not the weights
         self.polled_since_publish = False
@@ -36,26 +39,28 @@ class WeightStore:
         self.published_bytes = 0
         self.lead_max = 0  # most scored samples the learner had not yet taken: how far scoring ran ahead
 
-    def publish(self, version: int, refs: list[Any], nbytes: int) -> None:
-        if version <= self.version:
+    def publish(self, version: int, refs: list[Any], nbytes: int, reset: bool = False) -> None:
+        """A new version; with `reset`, replace whatever is held (a learner restored from a checkpoint)."""
+        if reset:
+            self.generation += 1
+        elif version <= self.version:
             return
         self.version, self.refs = version, refs
         self.polled_since_publish = False
         self.publishes += 1
         self.published_bytes += nbytes
 
+    def pull_if_newer(self, generation: int, version: int) -> Optional[tuple[int, int, list[Any]]]:
+        """A scorer's poll before each batch: (generation, version, refs) when they differ from the scorer's."""
+        self.polled_since_publish = True
+        if self.version < 0 or (generation, version) == (self.generation, self.version):
+            return None
+        self.pulls += 1
+        return self.generation, self.version, self.refs
+
     def scored(self, samples: int) -> None:
         self.samples_scored += samples
         self.lead_max = max(self.lead_max, self.samples_scored - self.samples_consumed)
-
-    def check(self) -> int:
-        """A scorer's poll before each batch: the newest version."""
-        self.polled_since_publish = True
-        return self.version
-
-    def pull(self) -> tuple[int, list[Any]]:
-        self.pulls += 1
-        return self.version, self.refs
 
     def consumed(self, samples: int) -> None:
         self.samples_consumed += samples
@@ -67,6 +72,7 @@ class WeightStore:
     def stats(self) -> dict[str, int]:
         return {
             "weight_version_published": self.version,
+            "weight_generation": self.generation,
             "weight_publishes": self.publishes,
             "weight_pulls": self.pulls,
             "weight_bytes_published": self.published_bytes,
@@ -76,26 +82,27 @@ class WeightStore:
 
 
 class WeightClient:
-    """A scorer's side of the store: before each batch, pull the newest weights if they are newer than ours."""
+    """A scorer's side of the store: before each batch, pull the newest weights if they differ from ours."""
 
     def __init__(self, store: Any, poll_s: float = 0.05):
         self.store = store
         self.poll_s = poll_s
+        self.generation = -1
         self.version = -1
 
     def scored(self, samples: int) -> None:
         self.store.scored.remote(samples)
 
     def refresh(self, model: nn.Module, wait: bool = False) -> None:
-        """Load the newest weights into `model` if newer than ours; with `wait`, block until some exist."""
+        """Load the store's weights into `model` if they differ from ours; with `wait`, block until some exist."""
         while True:
-            version = ray.get(self.store.check.remote())
-            if version > self.version:
-                version, refs = ray.get(self.store.pull.remote())
+            newer = ray.get(self.store.pull_if_newer.remote(self.generation, self.version))
+            if newer is not None:
+                generation, version, refs = newer
                 with warnings.catch_warnings():  # object-store arrays are read-only; load_state_dict copies them
                     warnings.simplefilter("ignore", UserWarning)
                     load_numpy_state(model, ray.get(refs[0]))
-                self.version = version
+                self.generation, self.version = generation, version
             if wait and self.version < 0:
                 time.sleep(self.poll_s)
                 continue
@@ -110,14 +117,15 @@ class WeightPublisher:
         self.every = every
         self.version = -1
 
-    def maybe_publish(self, model: nn.Module, version: int, force: bool = False) -> bool:
-        if version <= self.version:
+    def maybe_publish(self, model: nn.Module, version: int, force: bool = False, reset: bool = False) -> bool:
+        """Publish `version` if due (`force`: now; `reset`: now, replacing newer versions after a restore)."""
+        if not reset and version <= self.version:
             return False
-        if not force and (version - self.version < self.every or not ray.get(self.store.wanted.remote())):
+        if not (force or reset) and (version - self.version < self.every or not ray.get(self.store.wanted.remote())):
             return False
         state = state_to_numpy(model)
         nbytes = sum(value[1].nbytes if isinstance(value, tuple) else value.nbytes for value in state.values())
         ref = ray.put(state)
-        ray.get(self.store.publish.remote(version, [ref], nbytes))
+        ray.get(self.store.publish.remote(version, [ref], nbytes, reset))
         self.version = version
         return True

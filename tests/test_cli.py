@@ -52,10 +52,20 @@ def test_job_entry_point_reports_failure_in_one_line(tmp_path):
                              "stream.hub_dataset="],
                             capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert result.returncode == 1
-    assert "does not exist" in result.stderr
+    assert "does not exist" in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
-def test_missing_data_is_one_clear_line(capsys, tmp_path):
-    assert main(["run", os.path.join(ROOT, "configs", "sst2.yaml"), f"stream.path={tmp_path / 'none.tsv'}",
-                 "stream.hub_dataset="]) == 1
-    assert "does not exist" in capsys.readouterr().err
+@pytest.mark.parametrize("override, message", [
+    ("stream.path={tmp}/none.tsv", "does not exist"),
+    ("model.name_or_path={tmp}/no-model", "model.name_or_path"),
+])
+def test_missing_inputs_are_one_clear_line(capsys, tmp_path, override, message):
+    assert main(["run", os.path.join(ROOT, "configs", "sst2.yaml"), "stream.hub_dataset=",
+                 override.format(tmp=tmp_path)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+
+
+def test_resume_needs_a_run_directory(capsys, tmp_path):
+    assert main(["run", "--resume", str(tmp_path)]) == 2
+    assert "not an ol_ray run directory" in capsys.readouterr().err

@@ -44,10 +44,18 @@ def test_yaml_then_dotted_overrides(tmp_path):
     ("batching.min_batch_size=64", "min_batch_size"),
     ("stream.label_names=[a, b, c]", "stream.label_names"),
     ("scoring.micro_batch_tokens=-1", "scoring.micro_batch_tokens"),
+    ("eval.max_samples=-5", "eval.max_samples"),
+    ("output.run_dir=runs/{nme}", "output.run_dir"),
+    ("ray.num_cpus=0", "ray.num_cpus"),
 ])
 def test_bad_values_name_the_key(override, names):
     with pytest.raises(ConfigError, match=names.replace(".", r"\.")):
         load_config(None, ["stream.path=data.tsv", override])
+
+
+def test_override_into_an_empty_section(tmp_path):
+    path = write(tmp_path, "stream:\n  path: a.tsv\neval:\n")
+    assert load_config(path, ["eval.every_updates=7"]).eval.every_updates == 7
 
 
 def test_unknown_key_lists_allowed_keys(tmp_path):

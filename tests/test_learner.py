@@ -1,4 +1,5 @@
 import copy
+import json
 import os
 
 import numpy as np
@@ -76,14 +77,15 @@ def test_lr_schedule():
     assert lr_factor(2 + 4, 2, 10, 0.0) == pytest.approx(0.5)
 
 
-def candidates(tiny_model_dir, rows, start, size, version=0):
+def candidates(tiny_model_dir, rows, start, size, version=0, window=0, ids=None):
     input_ids, _ = tokenize_texts([row[0] for row in rows[start:start + size]], tiny_model_dir, 64)
     packed = np.empty(size, dtype=object)
     packed[:] = input_ids
-    return {"sample_id": np.array([f"s{i}" for i in range(start, start + size)], dtype=object),
+    ids = ids or [f"s{i}" for i in range(start, start + size)]
+    return {"sample_id": np.array(ids, dtype=object),
             "input_ids": packed, "label": np.array([int(row[1]) for row in rows[start:start + size]]),
             "weight_version": np.full(size, version, dtype=np.int64), "text_truncated": np.zeros(size, dtype=bool),
-            "tokens_truncated": np.zeros(size, dtype=bool)}
+            "tokens_truncated": np.zeros(size, dtype=bool), "window": np.full(size, window, dtype=np.int64)}
 
 
 @pytest.fixture
@@ -99,32 +101,120 @@ def learner_cfg(tiny_model_dir, tmp_path, sst2_rows):
 def test_online_learner_accounts_trains_evaluates_and_checkpoints(learner_cfg, tiny_model_dir, sst2_rows, tmp_path):
     published = []
     learner = OnlineLearner(learner_cfg, str(tmp_path / "run"),
-                            publish=lambda model, version, force: published.append((version, force)) or True)
-    assert published == [(0, True)]
-    records = learner.add_candidates(candidates(tiny_model_dir, sst2_rows, 0, 40))
+                            publish=lambda model, version, force=False, reset=False: published.append(version))
+    assert published == [0]
+    records = learner.add_candidates(candidates(tiny_model_dir, sst2_rows, 0, 40, window=0))
     kinds = [r["kind"] for r in records]
     assert kinds[0] == "eval" and records[0]["update"] == 0  # the starting model, evaluated once
     assert kinds.count("update") == 2  # 40 candidates = 2 full pools of 16, 8 buffered
     assert learner.state()["samples_buffered"] == 8
-    assert learner.end_window(0, {"row": 40}) == []  # 2 updates < checkpoint.every_updates
-    records = learner.add_candidates(candidates(tiny_model_dir, sst2_rows, 40, 40, version=2))
+    assert learner.end_window(0, {"row": 41}, read=41, quarantined=1) == []  # 2 updates < every_updates
+    records = learner.add_candidates(candidates(tiny_model_dir, sst2_rows, 40, 40, version=2, window=1))
     assert [r["update"] for r in records if r["kind"] == "update"] == [3, 4, 5]
     assert any(r["kind"] == "eval" and r["update"] == 4 for r in records)
     assert [r["staleness_mean"] for r in records if r["kind"] == "update"][-1] == 2.0  # version 2 used at update 4
-    (checkpoint,) = learner.end_window(1, {"row": 80})
+    (checkpoint,) = learner.end_window(1, {"row": 80}, read=40, quarantined=0)
     assert checkpoint["kind"] == "checkpoint" and os.path.isdir(checkpoint["path"])
-    state, training_state, buffered = load_checkpoint(checkpoint["path"])
-    assert state["cursor"] == {"row": 80} and state["updates"] == 5 and state["samples_buffered"] == 0
-    records = learner.add_candidates(candidates(tiny_model_dir, sst2_rows, 80, 5))
+    state, _, buffered = load_checkpoint(checkpoint["path"])
+    assert state["cursor"] == {"row": 80} and state["updates"] == 5 and len(buffered.get("sample_id", [])) == 0
+    learner.add_candidates(candidates(tiny_model_dir, sst2_rows, 80, 5, window=2))
+    learner.end_window(2, {"row": 85}, read=5, quarantined=0)
     final = learner.finish()
     assert [r["kind"] for r in final] == ["update", "eval", "checkpoint"]
     state = learner.state()
     assert state["samples_received"] == 85
-    assert state["samples_trained"] + state["samples_not_selected"] == 85
     assert state["samples_trained"] == 5 * 8 + 5  # five full pools of 16 give 8 each; the last 5 all train
+    totals = state["ledger_totals"]
+    assert totals["read"] == 86 == totals["quarantined"] + totals["not_selected"] + totals["trained"]
+    assert state["ledger_balanced"] and totals["unresolved"] == 0
     assert state["eval_rows_rejected"] == 1
-    assert [v for v, _ in published] == list(range(0, 7))
+    assert published == list(range(0, 7))
     assert latest_checkpoint(str(tmp_path / "run" / "checkpoints")) == final[-1]["path"]
+    log = [json.loads(line) for line in open(tmp_path / "run" / "ledger.jsonl")]
+    assert [entry["update"] for entry in log] == list(range(1, 7))
+    assert sum(len(entry["trained"]) for entry in log) == 45
+
+
+def test_a_restarted_learner_resumes_from_its_checkpoint(learner_cfg, tiny_model_dir, sst2_rows, tmp_path):
+    run_dir = str(tmp_path / "run")
+    first = OnlineLearner(learner_cfg, run_dir)
+    first.add_candidates(candidates(tiny_model_dir, sst2_rows, 0, 56, window=0))  # 3 updates, 8 buffered
+    first.end_window(0, {"row": 56}, read=56, quarantined=0)  # checkpoint at update 3
+    weights_at_checkpoint = first.model.classifier.weight.detach().clone()
+    first.add_candidates(candidates(tiny_model_dir, sst2_rows, 56, 32, window=1))  # 2 more updates, then a crash
+    trained_after = {i for entry in map(json.loads, open(os.path.join(run_dir, "ledger.jsonl")))
+                     if entry["update"] > 3 for i in entry["trained"]}
+    published = []
+    second = OnlineLearner(learner_cfg, run_dir, publish=lambda model, version, force=False, reset=False:
+                           published.append((version, reset)))
+    point = second.resume_point()
+    assert point["updates"] == 3 and point["windows_done"] == 1 and point["cursor"] == {"row": 56}
+    assert published == [(3, True)]  # scorers must drop the versions published after the checkpoint
+    assert torch.equal(second.model.classifier.weight, weights_at_checkpoint)
+    assert second.state()["samples_buffered"] == 8  # the leftovers came back with the checkpoint
+    second.add_candidates(candidates(tiny_model_dir, sst2_rows, 56, 32, window=1))  # the replayed window
+    second.end_window(1, {"row": 88}, read=32, quarantined=0)
+    second.finish()
+    state = second.state()
+    assert state["ledger_balanced"] and state["ledger_totals"]["read"] == 88
+    assert state["samples_trained"] + state["samples_not_selected"] == 88
+    assert 0 < state["samples_trained_twice"] <= len(trained_after)
+
+
+def test_a_corrupt_newest_checkpoint_falls_back_to_the_one_before(learner_cfg, tiny_model_dir, sst2_rows, tmp_path,
+                                                                  caplog):
+    run_dir = str(tmp_path / "run")
+    first = OnlineLearner(learner_cfg, run_dir)
+    first.add_candidates(candidates(tiny_model_dir, sst2_rows, 0, 48, window=0))
+    first.end_window(0, {"row": 48}, read=48, quarantined=0)
+    first.add_candidates(candidates(tiny_model_dir, sst2_rows, 48, 48, window=1))
+    newest = first.end_window(1, {"row": 96}, read=48, quarantined=0)[0]["path"]
+    with open(os.path.join(newest, "model", "model.safetensors"), "r+b") as handle:
+        handle.truncate(100)
+    second = OnlineLearner(learner_cfg, run_dir)
+    assert second.resume_point()["cursor"] == {"row": 48} and second.resume_point()["updates"] == 3
+    assert "cannot resume from" in caplog.text
+
+
+def test_duplicate_ids_are_quarantined_once_each(learner_cfg, tiny_model_dir, sst2_rows):
+    rejected = []
+    learner = OnlineLearner(learner_cfg, quarantine=rejected.extend)
+    learner.add_candidates(candidates(tiny_model_dir, sst2_rows, 0, 4, ids=["a", "b", "c", "d"]))
+    learner.add_candidates(candidates(tiny_model_dir, sst2_rows, 4, 4, ids=["e", "b", "e", "f"], window=1))
+    assert [(r["sample_id"], r["code"], r["window"]) for r in rejected] == [("b", "duplicate_id", 1),
+                                                                            ("e", "duplicate_id", 1)]
+    assert learner.state()["samples_received"] == 6
+
+
+def test_a_non_finite_update_is_skipped_and_accounted(learner_cfg, tiny_model_dir, sst2_rows):
+    from ol_ray.selection import RandomSelection, Selection
+
+    class PoisonOnce(RandomSelection):  # a batch whose loss turns NaN
+        poisoned = False
+
+        def select(self, pool, batch_size, rng):
+            selection = super().select(pool, batch_size, rng)
+            if not self.poisoned:
+                self.poisoned = True
+                return Selection(selection.indices, np.full(len(selection.indices), np.nan, dtype=np.float32))
+            return selection
+
+    published = []
+    learner = OnlineLearner(learner_cfg, publish=lambda model, version, force=False, reset=False:
+                            published.append(version))
+    learner.strategy = PoisonOnce()
+    before = {k: v.clone() for k, v in learner.model.state_dict().items()}
+    records = learner.add_candidates(candidates(tiny_model_dir, sst2_rows, 0, 16))
+    assert [r["kind"] for r in records][-1] == "skipped_update"
+    assert all(torch.equal(before[k], v) for k, v in learner.model.state_dict().items())  # model untouched
+    assert learner.optimizer.state_dict()["state"] == {}  # optimizer untouched
+    assert learner.updates == 0 and published == [0]  # nothing published
+    learner.add_candidates(candidates(tiny_model_dir, sst2_rows, 16, 16))
+    learner.end_window(0, {}, read=32, quarantined=0)
+    learner.finish()
+    state = learner.state()
+    assert state["nonfinite_updates"] == 1 and state["samples_nonfinite"] == 8 and state["updates"] == 1
+    assert state["ledger_balanced"]
 
 
 def test_learner_fits_a_small_set(learner_cfg, tiny_model_dir, sst2_rows):
@@ -133,8 +223,8 @@ def test_learner_fits_a_small_set(learner_cfg, tiny_model_dir, sst2_rows):
     cfg = dataclasses.replace(learner_cfg, learner=dataclasses.replace(learner_cfg.learner, lr=1e-2))
     learner = OnlineLearner(cfg)
     losses = []
-    pool = candidates(tiny_model_dir, sst2_rows, 0, 16)
-    for _ in range(80):
+    for repeat in range(80):
+        pool = candidates(tiny_model_dir, sst2_rows, 0, 16, ids=[f"r{repeat}-{i}" for i in range(16)])
         records = learner.add_candidates(pool)
         losses += [r["sample_loss_mean"] for r in records if r["kind"] == "update"]
     assert np.mean(losses[-10:]) < 0.5 * np.mean(losses[:5])
@@ -148,9 +238,11 @@ def test_max_updates_stops_training_but_not_accounting(learner_cfg, tiny_model_d
     learner.add_candidates(candidates(tiny_model_dir, sst2_rows, 0, 64))
     assert learner.done and learner.updates == 2
     learner.add_candidates(candidates(tiny_model_dir, sst2_rows, 64, 10))
+    learner.end_window(0, {}, read=74, quarantined=0)
     learner.finish()
     state = learner.state()
     assert state["samples_trained"] == 16 and state["samples_trained"] + state["samples_not_selected"] == 74
+    assert state["ledger_balanced"]
 
 
 def test_concat_columns_keeps_ragged_token_ids(tiny_model_dir, sst2_rows):

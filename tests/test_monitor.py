@@ -1,6 +1,8 @@
+import json
+
 import torch
 
-from ol_ray.monitor import RateWindow, ResourceMonitor, gpu_memory, own_memory
+from ol_ray.monitor import NodeGPUs, RateWindow, ResourceMonitor, own_memory
 
 
 def test_rate_window():
@@ -13,26 +15,32 @@ def test_rate_window():
     assert window.rates(100.0)["samples_per_s"] == 0.0  # old reports age out
 
 
-def test_monitor_snapshot_combines_reports():
+def test_monitor_snapshot_combines_reports_and_writes_every_sample(tmp_path):
     now = [0.0]
-    monitor = ResourceMonitor(interval_s=3600, clock=lambda: now[0])
+    path = tmp_path / "monitor.jsonl"
+    monitor = ResourceMonitor(interval_s=3600, clock=lambda: now[0], path=str(path), history=2)
     try:
-        monitor.report("learner", {"samples": 32, "seconds": 0.5, "batch_size": 32, "rss_mb": 900.0})
+        monitor.report("learner", {"samples": 32, "seconds": 0.5, "batch_size": 32, "rss_mb": 900.0, "pid": 7})
         monitor.report("driver", {"queue_depth": 3, "rss_mb": 400.0})
         now[0] = 1.0
-        monitor.report("scorer", {"samples": 64, "seconds": 0.2})
+        monitor.report("scorer", {"samples": 64, "seconds": 0.2, "pid": 8})
         snapshot = monitor.sample()
         assert snapshot["learner_step_s"] == 0.5 and snapshot["queue_depth"] == 3
         assert snapshot["learner_rss_mb"] == 900.0 and snapshot["monitor_rss_mb"] > 0
+        assert (snapshot["learner_pid"], snapshot["scorer_pid"]) == (7, 8)
         assert snapshot["scorer_samples_per_s"] > 0 and snapshot == monitor.snapshot()
-        assert monitor.get_history() == [snapshot]
+        for _ in range(3):
+            monitor.sample()
     finally:
-        monitor.stop()
+        history = monitor.stop()
+    assert len(history) == 2  # bounded in memory
+    assert len([json.loads(line) for line in path.read_text().splitlines()]) == 4  # all of them on disk
 
 
 def test_memory_readings_on_this_machine():
     assert own_memory(torch.device("cpu"))["rss_mb"] > 10
-    readings = gpu_memory()
-    assert isinstance(readings, list)
     if not torch.cuda.is_available():
-        assert readings == [] or all(r["total_mb"] > 0 for r in readings)
+        assert NodeGPUs().read() == []  # no GPU: GPU fields are absent, not zero
+        monitor = ResourceMonitor(interval_s=3600)
+        assert "gpus" not in monitor.sample()
+        monitor.stop()

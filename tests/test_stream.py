@@ -1,4 +1,5 @@
 import json
+import os
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -119,6 +120,41 @@ def test_directory_source_follows_new_files_until_idle(tmp_path):
     assert source.cursor()["done"] == ["001.tsv", "002.tsv"]
 
 
+def test_directory_source_rejects_unreadable_files_and_goes_on(tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "000-empty.tsv").write_bytes(b"")
+    (folder / "001-badheader.tsv").write_bytes(b"\xff\xfe\tlabel\ntext\t1\n")
+    (folder / "002-folder.tsv").mkdir()
+    write_tsv(folder / "003-good.tsv", ROWS[:2])
+    cfg = stream_cfg("stream.source=directory", "stream.idle_timeout_s=0.01", "stream.poll_interval_s=0.01")
+    source = DirectorySource(str(folder), cfg)
+    assert [r.sample_id for r in all_records(source)] == ["003-good.tsv:1", "003-good.tsv:2"]
+    rejected = {item["file"]: item["reason"] for item in source.cursor()["rejected"]}
+    assert set(rejected) == {"001-badheader.tsv", "002-folder.tsv"}  # an empty file is an empty stream, not an error
+    assert "UTF-8" in rejected["001-badheader.tsv"] and "not a regular file" in rejected["002-folder.tsv"]
+    assert "000-empty.tsv" in source.cursor()["done"]
+
+
+def test_directory_source_survives_a_file_deleted_before_it_is_read(tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    write_tsv(folder / "001.tsv", ROWS[:1])
+    cfg = stream_cfg("stream.source=directory", "stream.idle_timeout_s=0.01", "stream.poll_interval_s=0.01")
+    source = DirectorySource(str(folder), cfg)
+    listed = source._new_files()
+    os.remove(folder / "001.tsv")  # the writer takes it back between the listing and the read
+    assert source._open(listed[0]) is None
+    assert source.cursor()["rejected"] == [{"file": "001.tsv", "reason": "deleted before it was read"}]
+    assert all_records(source) == []
+
+
+def test_empty_file_is_an_empty_stream(tmp_path):
+    empty = tmp_path / "a.tsv"
+    empty.write_bytes(b"")
+    assert all_records(FileSource(str(empty), stream_cfg())) == []
+
+
 def test_directory_cursor_skips_finished_files(tmp_path):
     folder = tmp_path / "in"
     folder.mkdir()
@@ -163,5 +199,10 @@ def test_hub_source_reads_a_local_dataset_folder(tmp_path):
     cfg = stream_cfg("stream.path=" + str(tmp_path / "absent.tsv"), f"stream.hub_dataset={folder}")
     source = make_source(cfg)  # the file is absent, so the hub dataset stands in
     records = all_records(source)
-    assert [json.loads(r.raw)["sentence"] for r in records] == ["good film", "bad film", "fine"]
+    assert [json.loads(r.raw) for r in records][0] == {"sentence": "good film", "label": 1}
+    assert [r.sample_id.rsplit(":", 1)[1] for r in records] == ["1", "2", "3"]
     assert source.cursor()["row"] == 3
+    shuffled = all_records(make_source(stream_cfg(f"stream.hub_dataset={folder}", "stream.source=hub",
+                                                  "stream.shuffle_seed=1")))
+    by_id = {r.sample_id: r.raw for r in shuffled}
+    assert all(by_id[r.sample_id] == r.raw for r in records)  # ids follow rows, not replay positions

@@ -35,8 +35,11 @@ def test_versions_flow_from_publisher_to_client(ray_local, store, tiny_model_dir
     client.refresh(scorer_model)
     assert client.version == 3 and torch.equal(scorer_model.classifier.weight, learner_model.classifier.weight)
     client.refresh(scorer_model)  # nothing newer: no pull
+    assert publisher.maybe_publish(learner_model, 1, reset=True)  # a restored learner: back to version 1
+    client.refresh(scorer_model)
+    assert (client.generation, client.version) == (1, 1)  # pulled although 1 < 3: the restored weights win
     client.scored(40)
     store.consumed.remote(32)
     stats = ray_local.get(store.stats.remote())
-    assert stats["weight_publishes"] == 2 and stats["weight_pulls"] == 3 and stats["weight_bytes_published"] > 0
+    assert stats["weight_publishes"] == 3 and stats["weight_pulls"] == 4 and stats["weight_bytes_published"] > 0
     assert stats["samples_scored"] == 40 and stats["scoring_lead_max"] == 40

@@ -18,11 +18,10 @@ def build_tiny_model(folder: str, texts: list[str], num_labels: int = 2, vocab_s
     os.makedirs(folder, exist_ok=True)
     counts = collections.Counter(word for text in texts for word in text.lower().split())
     words = [word for word, _ in counts.most_common(vocab_size - len(SPECIAL_TOKENS))]
-    vocab_file = os.path.join(folder, "vocab.txt")
-    with open(vocab_file, "w", encoding="utf-8") as handle:
-        handle.write("\n".join(SPECIAL_TOKENS + words) + "\n")
-    tokenizer = BertTokenizerFast(vocab_file=vocab_file, do_lower_case=True)
+    vocab = {token: index for index, token in enumerate(SPECIAL_TOKENS + words)}
+    tokenizer = BertTokenizerFast(vocab=vocab, do_lower_case=True)
     tokenizer.save_pretrained(folder)
+    assert tokenizer("the film")["input_ids"] == [2, vocab["the"], vocab["film"], 3], "the tokenizer lost its vocab"
     config = BertConfig(vocab_size=len(SPECIAL_TOKENS) + len(words), hidden_size=32, num_hidden_layers=2,
                         num_attention_heads=2, intermediate_size=64, max_position_embeddings=128,
                         num_labels=num_labels, pad_token_id=0)

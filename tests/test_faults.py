@@ -1,0 +1,183 @@
+"""Faults injected into real runs: every test ends with a finished run whose ledger balances.
+
+Learner actor killed twice, a scorer process killed, a corpus of every kind of bad input in a followed folder, and a
+whole job killed and resumed from a checkpoint whose newest copy was corrupted.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from ol_ray.config import load_config
+from ol_ray.pipeline import learner_actor_name, run_pipeline
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def records(run_dir, name="metrics.jsonl"):
+    path = os.path.join(run_dir, name)
+    if not os.path.exists(path):
+        return []
+    with open(path, encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.endswith("}\n")]
+
+
+def wait_for(condition, timeout=120, what="condition"):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def in_thread(function, *args, **kwargs):
+    """Run `function` in a thread; returns (thread, box) where box gets "result" or "error"."""
+    box = {}
+
+    def target():
+        try:
+            box["result"] = function(*args, **kwargs)
+        except BaseException as error:  # handed to the test
+            box["error"] = error
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    return thread, box
+
+
+def result_of(thread, box, timeout=300):
+    thread.join(timeout)
+    assert not thread.is_alive(), "the run did not finish"
+    if "error" in box:
+        raise box["error"]
+    return box["result"]
+
+
+def assert_balanced(summary, rows):
+    ledger = summary["ledger"]
+    assert summary["accounting_ok"], ledger
+    assert summary["samples_read"] == ledger["read"] == rows
+    assert ledger["read"] == ledger["quarantined"] + ledger["not_selected"] + ledger["trained"] + ledger["nonfinite"]
+    assert ledger["unresolved"] == 0
+
+
+def write_stream(path, rows, ids=False):
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(("id\t" if ids else "") + "sentence\tlabel\n")
+        for i, (text, label) in enumerate(rows):
+            handle.write((f"g{i}\t" if ids else "") + f"{text}\t{label}\n")
+    return str(path)
+
+
+def small_config(tiny_model_dir, stream, run_dir, *overrides):
+    return load_config(None, [
+        f"stream.path={stream}", "stream.text_field=sentence", "stream.window_size=150", "stream.rate=200",
+        f"model.name_or_path={tiny_model_dir}", "model.max_length=32",
+        "scoring.batch_size=25", "scoring.num_cpus=0.5", "selection.pool_size=20", "batching.batch_size=10",
+        "learner.lr=3e-3", "learner.torch_threads=1", "learner.num_cpus=0.5", "learner.publish_every=2",
+        "checkpoint.every_updates=3", "checkpoint.keep=3", f"output.run_dir={run_dir}", "output.progress=false",
+        *overrides])
+
+
+def test_learner_killed_twice_mid_run(ray_local, tiny_model_dir, sst2_rows, tmp_path):
+    stream = write_stream(tmp_path / "train.tsv", sst2_rows[:700])
+    run_dir = str(tmp_path / "run")
+    thread, box = in_thread(run_pipeline, small_config(tiny_model_dir, stream, run_dir))
+    for kill in range(2):
+        # after a checkpoint and a few more updates, kill the learner actor; Ray restarts it
+        wait_for(lambda: sum(r["kind"] == "checkpoint" for r in records(run_dir)) > kill and
+                 sum(r["kind"] == "update" for r in records(run_dir)) > 8 * (kill + 1), what="progress")
+        ray_local.kill(ray_local.get_actor(learner_actor_name(run_dir)), no_restart=False)
+        wait_for(lambda: sum(r["kind"] == "resume" for r in records(run_dir)) > kill, what="the resume")
+    summary = result_of(thread, box)
+    assert summary["learner_restarts"] == 2
+    assert_balanced(summary, 700)
+    assert summary["samples_trained_twice"] <= 2 * 2 * 150  # at most what followed each checkpoint
+    assert summary["weight_generation"] == 2  # scorers were reset to the restored weights twice
+    assert summary["dev_accuracy"] is None and summary["updates"] > 0
+
+
+def test_bad_inputs_and_a_killed_scorer(ray_local, tiny_model_dir, sst2_rows, tmp_path):
+    folder = tmp_path / "incoming"
+    folder.mkdir()
+    good = [f"g{i}\t{text}\t{label}\n".encode() for i, (text, label) in enumerate(sst2_rows[:400])]
+    bad = [
+        b"g-missing\tonly two fields\n",                      # a missing field
+        b"g-extra\ttoo\tmany\t1\n",                           # an extra field
+        b"g-range\tlabel out of range\t7\n",                  # a label out of range
+        b"g-type\ta label that is a word\tpositive\n",        # a label of the wrong type
+        b"g-empty\t   \t1\n",                                 # whitespace text
+        b"g-utf8\tinvalid \xff\xfe bytes\t0\n",               # invalid UTF-8
+        b"g-nul\tnul\x00byte\t1\n",                           # a NUL byte
+        b"g5\ta second row with an id already used\t1\n",     # a duplicate id
+    ]
+    huge = ("a very long text " * 62_000)[:1_000_000]
+    lines = good[:200] + bad + good[200:] + [f"g-huge\t{huge}\t1\n".encode()]
+    (folder / "001-sst2.tsv").write_bytes(b"id\tsentence\tlabel\n" + b"".join(lines))
+    json_rows = [json.dumps({"id": f"j{i}", "sentence": text, "label": int(label)}) for i, (text, label)
+                 in enumerate(sst2_rows[400:450])]
+    json_bad = ['{"id": "j-broken", "sentence": "no closing brace", "label": 1',
+                json.dumps({"id": "j-num", "sentence": 12345, "label": 1}),
+                json.dumps({"id": "j-half", "sentence": "half a class", "label": 0.5}),
+                json.dumps({"id": "j3", "sentence": "duplicate json id", "label": 0})]
+    (folder / "002-more.jsonl").write_text("\n".join(json_rows + json_bad) + "\n")
+    (folder / "003-empty.tsv").write_bytes(b"")
+    (folder / "004-unreadable.csv").write_bytes(b"\xff\xfe\x00garbage header\n1,2\n")
+    (folder / "005-folder.tsv").mkdir()
+    run_dir = str(tmp_path / "run")
+    cfg = small_config(tiny_model_dir, folder, run_dir, "stream.source=directory", "stream.id_field=id",
+                       "stream.idle_timeout_s=2", "stream.poll_interval_s=0.2")
+    thread, box = in_thread(run_pipeline, cfg)
+    scorer = wait_for(lambda: next((r["scorer_pid"] for r in records(run_dir, "monitor.jsonl")
+                                    if r.get("scorer_pid") and r["learner_updates"] >= 3), None),
+                      what="a scorer at work")
+    os.kill(scorer, signal.SIGKILL)
+    summary = result_of(thread, box)
+    rows = len(lines) + len(json_rows) + len(json_bad)
+    assert_balanced(summary, rows)
+    assert summary["samples_quarantined"] == len(bad) - 1 + len(json_bad) - 1 + 2  # + the 2 duplicate ids
+    assert summary["quarantine_reasons"]["duplicate_id"] == 2
+    assert summary["text_truncated"] == 1  # the 1 MB text was cut, not rejected
+    assert sorted(item["file"] for item in summary["files_rejected"]) == ["004-unreadable.csv", "005-folder.tsv"]
+    scorer_pids = {r["scorer_pid"] for r in records(run_dir, "monitor.jsonl") if r.get("scorer_pid")}
+    assert len(scorer_pids) >= 2  # a new scorer took over (or the next window's)
+
+
+def test_killed_job_resumes_from_the_last_good_checkpoint(tiny_model_dir, sst2_rows, tmp_path):
+    stream = write_stream(tmp_path / "train.tsv", sst2_rows[:800])
+    run_dir = str(tmp_path / "run")
+    config = tmp_path / "run.yaml"
+    cfg_args = [f"stream.path={stream}", "stream.text_field=sentence", "stream.window_size=200", "stream.rate=200",
+                f"model.name_or_path={tiny_model_dir}", "model.max_length=32", "scoring.batch_size=25",
+                "selection.pool_size=20", "batching.batch_size=10", "learner.torch_threads=1",
+                "checkpoint.every_updates=3", "checkpoint.keep=3", f"output.run_dir={run_dir}",
+                "output.progress=false", "ray.include_dashboard=false", "ray.object_store_mb=200", "eval.path="]
+    config.write_text("stream:\n  path: unused.tsv\n")
+    command = [sys.executable, "-m", "ol_ray.cli", "run"]
+    job = subprocess.Popen(command + [str(config), *cfg_args], cwd=ROOT, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: len([d for d in os.listdir(os.path.join(run_dir, "checkpoints")) if d.startswith("step-")])
+                 >= 2 if os.path.isdir(os.path.join(run_dir, "checkpoints")) else False, timeout=240,
+                 what="two checkpoints")
+    finally:
+        job.send_signal(signal.SIGKILL)
+        job.wait()
+    checkpoints = sorted(d for d in os.listdir(os.path.join(run_dir, "checkpoints")) if d.startswith("step-"))
+    with open(os.path.join(run_dir, "checkpoints", checkpoints[-1], "model", "model.safetensors"), "r+b") as handle:
+        handle.truncate(64)  # the newest checkpoint is corrupt: the one before must stand in
+    resumed = subprocess.run(command + ["--resume", run_dir], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "cannot resume from" in resumed.stderr
+    summary = json.load(open(os.path.join(run_dir, "summary.json")))
+    assert summary["restored_from"].endswith(checkpoints[-2])
+    assert_balanced(summary, 800)
+    assert [r["kind"] for r in records(run_dir)].count("resume") == 1
