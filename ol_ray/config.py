@@ -113,7 +113,7 @@ class EvalConfig:
 
 @dataclass(frozen=True)
 class CheckpointConfig:
-    every_updates: int = 200  # checkpoint at the first window end after this many updates, and at the end; 0 = at the end
+    every_updates: int = 200  # checkpoint at the first window end after this many updates, and at the end; 0: end only
     keep: int = 2  # keep this many newest checkpoints
 
 

@@ -381,6 +381,9 @@ def run_segments(cfg: Config, rows: Optional[Sequence[dict[str, Any]]], actors: 
             logger.warning("ol_ray: the learner died (%s); it restarts from its newest checkpoint (restart %d of at "
                            "most %d)", lost, restarts, cfg.learner.max_restarts)
             point = wait_for_learner(actors["learner"], cfg)
+        except BaseException:
+            producer.cancel()  # stop this window's Ray Data execution before the error leaves the run
+            raise
 
 
 def feed_learner(producer: Producer, actors: dict[str, Any], outputs: RunOutputs, max_in_flight: int,

@@ -93,7 +93,8 @@ class Scorer:
         self.head = head_layer(self.model, cfg.model.num_labels)
         self.pad_id = load_tokenizer(cfg.model.name_or_path, cfg.model.trust_remote_code).pad_token_id or 0
         self.weights = WeightClient(weight_store)
-        self.weights.refresh(self.model, wait=True)  # a new or restarted scorer starts from the newest weights
+        # a new or restarted scorer starts from the newest weights
+        self.weights.refresh(self.model, wait=True, timeout_s=cfg.learner.start_timeout_s)
         self.monitor = monitor
         self.scored_counter = _counter("ol_ray_samples_scored", "Samples scored by ol_ray scorers.")
 

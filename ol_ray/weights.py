@@ -93,8 +93,10 @@ class WeightClient:
     def scored(self, samples: int) -> None:
         self.store.scored.remote(samples)
 
-    def refresh(self, model: nn.Module, wait: bool = False) -> None:
-        """Load the store's weights into `model` if they differ from ours; with `wait`, block until some exist."""
+    def refresh(self, model: nn.Module, wait: bool = False, timeout_s: float = 600.0) -> None:
+        """Load the store's weights into `model` if they differ from ours; with `wait`, block until some exist
+        (at most `timeout_s`: a learner that never starts must not leave scorers waiting forever)."""
+        deadline = time.monotonic() + timeout_s
         while True:
             newer = ray.get(self.store.pull_if_newer.remote(self.generation, self.version))
             if newer is not None:
@@ -104,6 +106,8 @@ class WeightClient:
                     load_numpy_state(model, ray.get(refs[0]))
                 self.generation, self.version = generation, version
             if wait and self.version < 0:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"no weights were published within {timeout_s:g} s: has the learner started?")
                 time.sleep(self.poll_s)
                 continue
             return

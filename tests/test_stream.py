@@ -120,14 +120,19 @@ def test_directory_source_follows_new_files_until_idle(tmp_path):
     assert source.cursor()["done"] == ["001.tsv", "002.tsv"]
 
 
-def test_directory_source_rejects_unreadable_files_and_goes_on(tmp_path):
+def followed_folder(tmp_path):
+    """An empty folder to follow, and a config that stops following it almost at once."""
     folder = tmp_path / "in"
     folder.mkdir()
+    return folder, stream_cfg("stream.source=directory", "stream.idle_timeout_s=0.01", "stream.poll_interval_s=0.01")
+
+
+def test_directory_source_rejects_unreadable_files_and_goes_on(tmp_path):
+    folder, cfg = followed_folder(tmp_path)
     (folder / "000-empty.tsv").write_bytes(b"")
     (folder / "001-badheader.tsv").write_bytes(b"\xff\xfe\tlabel\ntext\t1\n")
     (folder / "002-folder.tsv").mkdir()
     write_tsv(folder / "003-good.tsv", ROWS[:2])
-    cfg = stream_cfg("stream.source=directory", "stream.idle_timeout_s=0.01", "stream.poll_interval_s=0.01")
     source = DirectorySource(str(folder), cfg)
     assert [r.sample_id for r in all_records(source)] == ["003-good.tsv:1", "003-good.tsv:2"]
     rejected = {item["file"]: item["reason"] for item in source.cursor()["rejected"]}
@@ -137,10 +142,8 @@ def test_directory_source_rejects_unreadable_files_and_goes_on(tmp_path):
 
 
 def test_directory_source_survives_a_file_deleted_before_it_is_read(tmp_path):
-    folder = tmp_path / "in"
-    folder.mkdir()
+    folder, cfg = followed_folder(tmp_path)
     write_tsv(folder / "001.tsv", ROWS[:1])
-    cfg = stream_cfg("stream.source=directory", "stream.idle_timeout_s=0.01", "stream.poll_interval_s=0.01")
     source = DirectorySource(str(folder), cfg)
     listed = source._new_files()
     os.remove(folder / "001.tsv")  # the writer takes it back between the listing and the read
@@ -156,10 +159,8 @@ def test_empty_file_is_an_empty_stream(tmp_path):
 
 
 def test_directory_cursor_skips_finished_files(tmp_path):
-    folder = tmp_path / "in"
-    folder.mkdir()
+    folder, cfg = followed_folder(tmp_path)
     write_tsv(folder / "001.tsv", ROWS[:3])
-    cfg = stream_cfg("stream.source=directory", "stream.idle_timeout_s=0.01", "stream.poll_interval_s=0.01")
     source = DirectorySource(str(folder), cfg)
     assert len(all_records(source)) == 3
     write_tsv(folder / "002.tsv", ROWS[:2])
