@@ -3,7 +3,8 @@
 A policy is a small object with one method, `batch_size(context) -> int`. The context carries what the learner knows
 when it is about to update: the pool size, its update count, and the resource monitor's latest snapshot (GPU memory,
 step time, throughput, queue depth, RSS). The learner clamps the answer to [min_batch_size, max_batch_size] and to
-the pool. Adding a policy is one small class and one line in POLICIES.
+the pool. Adding a policy is one small class and one line in POLICIES; a policy with state offers
+`state_dict()` / `load_state_dict(state)` (JSON-able) and the learner checkpoints it.
 """
 
 from __future__ import annotations

@@ -129,6 +129,16 @@ def _no_op(*args: Any, **kwargs: Any) -> Any:
     return None
 
 
+def _state_of(component: Any) -> Optional[dict[str, Any]]:
+    """A stateful strategy or policy offers state_dict() (JSON-able); a stateless one has nothing to save."""
+    return component.state_dict() if hasattr(component, "state_dict") else None
+
+
+def _restore_state(component: Any, state: Optional[dict[str, Any]]) -> None:
+    if state is not None and hasattr(component, "load_state_dict"):
+        component.load_state_dict(state)
+
+
 class OnlineLearner:
     """Plain-Python learner (no Ray): feed it scored candidates, it trains.
 
@@ -211,6 +221,8 @@ class OnlineLearner:
                 logger.warning("ol_ray: cannot resume from %s (%s); trying an older checkpoint", path, error)
                 continue
             self.rng.bit_generator.state = state["selection_rng"]
+            _restore_state(self.strategy, state.get("strategy_state"))
+            _restore_state(self.policy, state.get("policy_state"))
             self.updates = self.updates_at_checkpoint = state["updates"]
             self.counts = state["counts"]
             self.staleness_sum, self.staleness_max = state["staleness_sum"], state["staleness_max"]
@@ -334,6 +346,7 @@ class OnlineLearner:
         chosen = take(pool, selection.indices)
         rest = np.setdiff1d(np.arange(pool_size), selection.indices)
         self.ledger.record(pool["window"][rest], "not_selected")
+        not_selected_ids = [str(i) for i in pool["sample_id"][rest]]
         batch = TrainBatch(chosen["input_ids"], chosen["label"], selection.weights)
         stats = weighted_step(self.model, self.optimizer, batch, self.pad_id, self.device, self.cfg.learner.grad_clip,
                               self.cfg.learner.precision, self.cfg.learner.micro_batch_tokens)
@@ -343,7 +356,7 @@ class OnlineLearner:
         if stats["skipped"]:
             self.counts["nonfinite_updates"] += 1
             self.ledger.record(chosen["window"], "nonfinite")
-            self._log_ledger({"update": self.updates, "nonfinite": trained_ids})
+            self._log_ledger({"update": self.updates, "nonfinite": trained_ids, "not_selected": not_selected_ids})
             logger.warning("ol_ray: update skipped: non-finite loss %s or gradient norm %s", stats["loss"],
                            stats["grad_norm"])
             return [{"kind": "skipped_update", "update": self.updates, "batch_size": len(trained_ids),
@@ -353,7 +366,7 @@ class OnlineLearner:
         staleness = self.updates - chosen["weight_version"]
         self.updates += 1
         self.ledger.record(chosen["window"], "trained", trained_ids)
-        self._log_ledger({"update": self.updates, "trained": trained_ids})
+        self._log_ledger({"update": self.updates, "trained": trained_ids, "not_selected": not_selected_ids})
         self.score_version_max = max(self.score_version_max, int(chosen["weight_version"].max()))
         self.staleness_sum += int(staleness.sum())
         self.staleness_max = max(self.staleness_max, int(staleness.max()))
@@ -402,6 +415,7 @@ class OnlineLearner:
             "staleness_max": self.staleness_max, "score_version_max": self.score_version_max,
             "last_eval": self.last_eval, "ledger": self.ledger.to_json(), "cursor": self.cursor,
             "windows_done": self.windows_done, "selection_rng": self.rng.bit_generator.state,
+            "strategy_state": _state_of(self.strategy), "policy_state": _state_of(self.policy),
         }
         training_state = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                           "torch_rng": torch.get_rng_state()}

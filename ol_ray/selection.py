@@ -6,7 +6,9 @@ equal-length numpy columns as the scorer produced them (`loss`, `entropy`, `marg
 weighted loss sum by the batch size (not by the sum of weights), so w_i = 1 / (N p_i) keeps the gradient unbiased
 when sample i was drawn with probability p_i from a pool of N.
 
-Adding a strategy is one small class and one line in STRATEGIES.
+Adding a strategy is one small class and one line in STRATEGIES; a strategy with state (a memory of recent
+selections, a cluster model) offers `state_dict()` / `load_state_dict(state)` (JSON-able) and the learner
+checkpoints it.
 """
 
 from __future__ import annotations

@@ -75,7 +75,7 @@ def _fields(raw: bytes, record_format: RecordFormat) -> dict[str, Any]:
         values = line.split("\t")
     else:
         try:
-            values = next(csv.reader([line]))
+            values = next(csv.reader([line], strict=True))
         except csv.Error as error:
             raise RowError("malformed_csv", f"malformed CSV: {error}") from None
     columns = record_format.columns

@@ -249,3 +249,30 @@ def test_concat_columns_keeps_ragged_token_ids(tiny_model_dir, sst2_rows):
     joined = concat_columns([candidates(tiny_model_dir, sst2_rows, 0, 3), candidates(tiny_model_dir, sst2_rows, 3, 2)])
     assert joined["input_ids"].shape == (5,) and joined["input_ids"].dtype == object
     assert list(joined["sample_id"]) == ["s0", "s1", "s2", "s3", "s4"]
+
+
+def test_a_stateful_policy_travels_with_checkpoints(learner_cfg, tiny_model_dir, sst2_rows, tmp_path):
+    class CountingPolicy:  # a policy with state, as adaptive policies will have
+        def __init__(self):
+            self.calls = 0
+
+        def batch_size(self, context):
+            self.calls += 1
+            return 8
+
+        def state_dict(self):
+            return {"calls": self.calls}
+
+        def load_state_dict(self, state):
+            self.calls = state["calls"]
+
+    run_dir = str(tmp_path / "run")
+    first = OnlineLearner(learner_cfg, run_dir)
+    first.policy = CountingPolicy()
+    first.add_candidates(candidates(tiny_model_dir, sst2_rows, 0, 48))
+    first.end_window(0, {"row": 48}, read=48, quarantined=0)
+    second = OnlineLearner(learner_cfg, run_dir)
+    restored = CountingPolicy()
+    second.policy = restored
+    second._restore()
+    assert restored.calls == 3

@@ -23,6 +23,9 @@ def test_good_rows_parse():
 
 @pytest.mark.parametrize("raw, record_format, code", [
     (b"only one field", TSV, "field_count"),
+    (b'7,"missing the label"', CSV, "field_count"),
+    (b'7,text,1,extra', CSV, "field_count"),
+    (b'7,"unclosed quote,1', CSV, "malformed_csv"),
     (b"a\tb\t1", TSV, "field_count"),
     (b"bad \xff\xfe bytes\t1", TSV, "undecodable"),
     (b"nul\x00byte\t1", TSV, "nul_bytes"),
