@@ -113,7 +113,7 @@ class EvalConfig:
 
 @dataclass(frozen=True)
 class CheckpointConfig:
-    every_updates: int = 200  # checkpoint at the first window end after this many updates, and at the end; 0: end only
+    every_updates: int = 1  # checkpoint at the first window end after this many updates (1: each); 0: at the end
     keep: int = 2  # keep this many newest checkpoints
 
 

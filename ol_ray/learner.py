@@ -35,6 +35,7 @@ from ol_ray.tokenization import length_groups, pad_batch
 
 Columns = dict[str, np.ndarray]
 LEDGER_LOG = "ledger.jsonl"  # which samples each update used, appended per update
+ROLLED_BACK_LOG = "ledger.rolled_back.jsonl"  # ledger-log lines of updates a crash undid
 logger = logging.getLogger(__name__)
 
 
@@ -129,6 +130,20 @@ def _no_op(*args: Any, **kwargs: Any) -> Any:
     return None
 
 
+def _read_jsonl(path: str) -> list[dict[str, Any]]:
+    """The complete JSON lines of a file (a line cut short by a crash is left out); [] when it does not exist."""
+    if not os.path.exists(path):
+        return []
+    entries = []
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            try:
+                entries.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return entries
+
+
 def _state_of(component: Any) -> Optional[dict[str, Any]]:
     """A stateful strategy or policy offers state_dict() (JSON-able); a stateless one has nothing to save."""
     return component.state_dict() if hasattr(component, "state_dict") else None
@@ -192,7 +207,8 @@ class OnlineLearner:
             self.publish(self.model, self.updates, reset=True)  # scorers drop any newer version from before the crash
             self.start_records: list[dict[str, Any]] = []
         else:
-            self.publish(self.model, 0, force=True)  # version 0: the starting weights, before any scorer runs
+            # version 0, the starting weights; a reset, in case this is a restart before the first checkpoint
+            self.publish(self.model, 0, force=True, reset=True)
             self.start_records = [self._evaluate()] if self.eval_set is not None and cfg.eval.at_start else []
 
     def _build(self, path: Optional[str] = None) -> None:
@@ -217,6 +233,8 @@ class OnlineLearner:
                 self.optimizer.load_state_dict(training_state["optimizer"])
                 self.scheduler.load_state_dict(training_state["scheduler"])
                 torch.set_rng_state(training_state["torch_rng"])
+                if "cuda_rng" in training_state and self.device.type == "cuda":
+                    torch.cuda.set_rng_state_all(training_state["cuda_rng"])
             except Exception as error:  # a corrupt checkpoint: say so, fall back to the one before
                 logger.warning("ol_ray: cannot resume from %s (%s); trying an older checkpoint", path, error)
                 continue
@@ -238,28 +256,27 @@ class OnlineLearner:
         if tried:  # every checkpoint was unreadable: start over from the configured model, and say so
             logger.warning("ol_ray: no readable checkpoint in %s; starting from the beginning", self.run_dir)
             self._build()
-            self._rewind_ledger_log()
+        self._rewind_ledger_log()  # a restart before any checkpoint: everything trained so far is replayed
         return False
 
     def _rewind_ledger_log(self) -> None:
-        """Drop ledger-log lines of updates after the checkpoint; their trained ids may be trained again."""
+        """Move ledger-log lines of updates after the checkpoint to ledger.rolled_back.jsonl: their samples are
+        about to be replayed, and those trained again count as trained twice (also across repeated crashes)."""
         path = os.path.join(self.run_dir, LEDGER_LOG)
-        if not os.path.exists(path):
-            return
-        kept = []
-        with open(path, encoding="utf-8") as handle:
-            for line in handle:
-                try:
-                    entry = json.loads(line)
-                except json.JSONDecodeError:  # a line cut short by the crash
-                    continue
-                if entry["update"] <= self.updates:
-                    kept.append(line if line.endswith("\n") else line + "\n")
-                else:
-                    self.ledger.replayed.update(entry.get("trained", []))
-        with open(path + ".tmp", "w", encoding="utf-8") as handle:
-            handle.writelines(kept)
-        os.replace(path + ".tmp", path)
+        rolled_back_path = os.path.join(self.run_dir, ROLLED_BACK_LOG)
+        kept, rolled_back = [], []
+        for entry in _read_jsonl(path):
+            (kept if entry["update"] <= self.updates else rolled_back).append(entry)
+        for entry in rolled_back + _read_jsonl(rolled_back_path):
+            if entry["update"] > self.updates:
+                self.ledger.replayed.update(entry.get("trained", []))
+        if rolled_back:
+            with open(rolled_back_path, "a", encoding="utf-8") as handle:
+                handle.writelines(json.dumps(entry) + "\n" for entry in rolled_back)
+        if os.path.exists(path):
+            with open(path + ".tmp", "w", encoding="utf-8") as handle:
+                handle.writelines(json.dumps(entry) + "\n" for entry in kept)
+            os.replace(path + ".tmp", path)
 
     def resume_point(self) -> dict[str, Any]:
         """Where the stream continues: the cursor and window index after the last checkpointed window."""
@@ -356,10 +373,11 @@ class OnlineLearner:
         if stats["skipped"]:
             self.counts["nonfinite_updates"] += 1
             self.ledger.record(chosen["window"], "nonfinite")
-            self._log_ledger({"update": self.updates, "nonfinite": trained_ids, "not_selected": not_selected_ids})
+            # numbered as the update it would have been, so a rewind to the checkpoint before it drops it
+            self._log_ledger({"update": self.updates + 1, "nonfinite": trained_ids, "not_selected": not_selected_ids})
             logger.warning("ol_ray: update skipped: non-finite loss %s or gradient norm %s", stats["loss"],
                            stats["grad_norm"])
-            return [{"kind": "skipped_update", "update": self.updates, "batch_size": len(trained_ids),
+            return [{"kind": "skipped_update", "update": self.updates + 1, "batch_size": len(trained_ids),
                      "loss": stats["loss"], "grad_norm": stats["grad_norm"], "time": time.time()}]
         lr = self.scheduler.get_last_lr()[0]
         self.scheduler.step()
@@ -419,6 +437,8 @@ class OnlineLearner:
         }
         training_state = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                           "torch_rng": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            training_state["cuda_rng"] = torch.cuda.get_rng_state_all()
         self.checkpoint_path = save_checkpoint(os.path.join(self.run_dir, "checkpoints"), self.updates, self.model,
                                                self.tokenizer, training_state, candidates, state,
                                                self.cfg.checkpoint.keep)
@@ -485,7 +505,7 @@ class LearnerActor:
         }
         self.learner = OnlineLearner(cfg, run_dir, publish=self.publisher.maybe_publish, snapshot=self._snapshot,
                                      report=self._report,
-                                     quarantine=lambda records: ray.get(quarantine.write.remote(records)))
+                                     quarantine=lambda records: ray.get(quarantine.write.remote(records, False)))
 
     def _snapshot(self) -> Mapping[str, Any]:
         """The monitor's snapshot requested one update ago (ready by now), and a request for the next one."""

@@ -74,9 +74,10 @@ class Ledger:
 
     def to_json(self) -> dict[str, Any]:
         return {"windows": {str(k): asdict(v) for k, v in sorted(self.windows.items())},
-                "trained_twice": self.trained_twice, "seen": sorted(self.seen)}
+                "trained_twice": self.trained_twice, "seen": sorted(self.seen), "replayed": sorted(self.replayed)}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "Ledger":
         return cls(windows={int(k): WindowEntry(**v) for k, v in data.get("windows", {}).items()},
-                   trained_twice=int(data.get("trained_twice", 0)), seen=set(data.get("seen", [])))
+                   trained_twice=int(data.get("trained_twice", 0)), seen=set(data.get("seen", [])),
+                   replayed=set(data.get("replayed", [])))

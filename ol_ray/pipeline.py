@@ -24,12 +24,12 @@ import os
 import queue
 import threading
 import time
-from typing import Any, Callable, Iterator, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import yaml
 
 from ol_ray.config import Config, to_dict
-from ol_ray.stream import SourceError, Window, make_source, windows
+from ol_ray.stream import Source, SourceError, Window, make_source, windows
 
 START, END, ERROR = "start", "end", "error"
 logger = logging.getLogger(__name__)
@@ -74,7 +74,7 @@ def resolve_paths(cfg: Config, base: Optional[str] = None) -> Config:
 
 def preflight(cfg: Config, rows: Optional[Sequence[dict[str, Any]]], resume: bool) -> None:
     """Fail before Ray starts, in one sentence, on a missing stream, dev set or model, or a run directory that
-    already holds another run (or, resuming, none)."""
+    already holds another run (resuming one without a checkpoint starts it over)."""
     from ol_ray.checkpoint import latest_checkpoint
     from ol_ray.models import check_model
 
@@ -173,14 +173,15 @@ class Producer(threading.Thread):
     (END, window); (END, None) ends the stream. Stops at a window boundary when asked, so every sample read is
     handed to the learner; `cancel()` abandons the current window (after a learner crash it is replayed)."""
 
-    def __init__(self, windows_iter: Iterator[Window], cfg: Config, actors: dict[str, Any], depth: int):
+    def __init__(self, source: Source, point: dict[str, Any], cfg: Config, actors: dict[str, Any], depth: int):
         super().__init__(name="ol-ray-producer", daemon=True)
-        self.windows_iter = windows_iter
+        self.cancelled = threading.Event()
+        self.windows_iter = windows(source, cfg.stream, first_index=point["windows_done"],
+                                    already_read=point["samples_read"], stop=self.cancelled)
         self.cfg = cfg
         self.actors = actors
         self.items: queue.Queue = queue.Queue(maxsize=depth)
         self.stop_requested = threading.Event()
-        self.cancelled = threading.Event()
 
     def run(self) -> None:
         try:
@@ -205,10 +206,12 @@ class Producer(threading.Thread):
         except BaseException as error:  # surfaced in the main thread
             self.items.put((ERROR, error))
 
-    def cancel(self) -> None:
-        """Abandon the stream: drain the queue until the thread has stopped."""
+    def cancel(self, timeout_s: float = 60.0) -> None:
+        """Abandon the stream: drain the queue until the thread has stopped (it checks at every record, idle poll
+        and scored block; a thread still waiting on Ray Data after `timeout_s` is left to finish on its own)."""
         self.cancelled.set()
-        while self.is_alive():
+        deadline = time.monotonic() + timeout_s
+        while self.is_alive() and time.monotonic() < deadline:
             try:
                 self.items.get(timeout=0.1)
             except queue.Empty:
@@ -231,8 +234,12 @@ class RunOutputs:
             self.bar = tqdm(total=total, unit="sample", desc="read", dynamic_ncols=True)
 
     def rewind(self, point: dict[str, Any]) -> None:
-        """Continue from where the learner stands (a checkpoint, or the start): keep the records up to its update,
-        note the resume, reset the counters. Nothing to do on a fresh run."""
+        """Continue from where the learner stands (a checkpoint, or the start): reset the counters to it, keep the
+        records up to its update and note the resume (no records: a fresh run, nothing to rewrite)."""
+        self.samples_read = point["samples_read"]
+        if self.bar is not None:
+            self.bar.n = self.samples_read
+            self.bar.refresh()
         if os.path.getsize(self.path) == 0:
             return
         self.metrics.close()
@@ -242,12 +249,8 @@ class RunOutputs:
             handle.writelines(kept)
         os.replace(self.path + ".tmp", self.path)
         self.metrics = open(self.path, "a", encoding="utf-8")
-        self.samples_read = point["samples_read"]
         self.write([{"kind": "resume", "update": point["updates"], "restored_from": point["restored_from"],
                      "time": time.time()}])
-        if self.bar is not None:
-            self.bar.n = self.samples_read
-            self.bar.refresh()
 
     def window_read(self, size: int) -> None:
         self.samples_read += size
@@ -341,9 +344,7 @@ def run_pipeline(cfg: Config, rows: Optional[Sequence[dict[str, Any]]] = None, r
         check_resources(cfg, strict=started_ray)
         actors = start_actors(cfg, run_dir)
         info = wait_for_learner(actors["learner"], cfg)
-        restarts, stream_cursor, info = run_segments(cfg, rows, actors, outputs, info)
-        records, learner_state = ray.get(actors["learner"].finish.remote(info["incarnation"]))
-        outputs.write(records)
+        restarts, stream_cursor, learner_state = run_segments(cfg, rows, actors, outputs, info)
         summary = summarize(cfg, started, info, outputs.samples_read, stream_cursor, restarts, learner_state,
                             ray.get(actors["quarantine"].close.remote()), ray.get(actors["weights"].stats.remote()))
         ray.get(actors["monitor"].stop.remote())
@@ -361,8 +362,9 @@ def run_pipeline(cfg: Config, rows: Optional[Sequence[dict[str, Any]]] = None, r
 
 def run_segments(cfg: Config, rows: Optional[Sequence[dict[str, Any]]], actors: dict[str, Any],
                  outputs: RunOutputs, point: dict[str, Any]) -> tuple[int, dict[str, Any], dict[str, Any]]:
-    """Stream from the learner's resume point to the end; after a learner crash, replay from the checkpoint it
-    restored. Returns the number of learner restarts, the source's final cursor and the learner's latest info."""
+    """Stream from the learner's resume point to the end and finish; after a learner crash, replay from the
+    checkpoint it restored. Returns the number of learner restarts, the source's final cursor and the learner's
+    final state."""
     import ray
 
     restarts = 0
@@ -370,20 +372,39 @@ def run_segments(cfg: Config, rows: Optional[Sequence[dict[str, Any]]], actors: 
         ray.get(actors["quarantine"].rewind.remote(point["windows_done"]))
         outputs.rewind(point)
         source = make_source(cfg.stream, cursor=point["cursor"], rows=rows)
-        producer = Producer(windows(source, cfg.stream, first_index=point["windows_done"]), cfg, actors, depth=4)
+        producer = Producer(source, point, cfg, actors, depth=4)
         producer.start()  # scorers start while the learner loads and evaluates; they wait for its version 0
         try:
             feed_learner(producer, actors, outputs, cfg.learner.max_in_flight, point["incarnation"])
-            return restarts, source.cursor(), point
+            records, state = learner_reply(actors["learner"].finish.remote(point["incarnation"]))
+            outputs.write(records)
+            return restarts, source.cursor(), state
         except LearnerLost as lost:
             producer.cancel()
             restarts += 1
             logger.warning("ol_ray: the learner died (%s); it restarts from its newest checkpoint (restart %d of at "
                            "most %d)", lost, restarts, cfg.learner.max_restarts)
+            previous = point["incarnation"]
             point = wait_for_learner(actors["learner"], cfg)
+            if point["incarnation"] == previous:  # the call failed but the actor lives on: its memory is ahead of
+                ray.kill(actors["learner"], no_restart=False)  # any checkpoint, so make it restore one
+                point = wait_for_learner(actors["learner"], cfg)
         except BaseException:
             producer.cancel()  # stop this window's Ray Data execution before the error leaves the run
             raise
+
+
+def learner_reply(ref: Any) -> Any:
+    """A learner call's result; LearnerLost when the actor died or the reply comes from a restarted incarnation."""
+    import ray
+
+    try:
+        reply = ray.get(ref)
+    except ray.exceptions.RayActorError as error:
+        raise LearnerLost(one_line(error)) from None
+    if reply is None:
+        raise LearnerLost("the learner restarted from its checkpoint")
+    return reply
 
 
 def feed_learner(producer: Producer, actors: dict[str, Any], outputs: RunOutputs, max_in_flight: int,
@@ -398,24 +419,17 @@ def feed_learner(producer: Producer, actors: dict[str, Any], outputs: RunOutputs
     in_flight: collections.deque = collections.deque()
     windows_done = 0
 
-    def learner_call(ref: Any) -> Any:
-        try:
-            reply = ray.get(ref)
-        except ray.exceptions.RayActorError as error:
-            raise LearnerLost(one_line(error)) from None
-        if reply is None:
-            raise LearnerLost("the learner restarted from its checkpoint")
-        return reply
-
     def collect_oldest() -> None:
-        records, done = learner_call(in_flight.popleft())
+        records, done = learner_reply(in_flight.popleft())
         outputs.write(records)
         if done:
             producer.stop_requested.set()
 
     while True:
         kind, item = producer.items.get()
-        if kind == ERROR:
+        if kind == ERROR:  # a scorer may have failed because the learner died: then replay instead
+            if learner_reply(learner.info.remote())["incarnation"] != incarnation:
+                raise LearnerLost("the learner restarted while a window was scored")
             raise PipelineError(f"scoring a window failed: {one_line(item)}") from item
         if kind == START:
             outputs.window_read(len(item))
@@ -426,8 +440,8 @@ def feed_learner(producer: Producer, actors: dict[str, Any], outputs: RunOutputs
             if item is None:
                 return windows_done
             quarantined = ray.get(actors["quarantine"].window_count.remote(item.index))
-            outputs.write(learner_call(learner.end_window.remote(item.index, item.cursor, len(item), quarantined,
-                                                                 incarnation)))
+            outputs.write(learner_reply(learner.end_window.remote(item.index, item.cursor, len(item), quarantined,
+                                                                  incarnation)))
             windows_done += 1
             continue
         while len(in_flight) >= max_in_flight:

@@ -19,11 +19,21 @@ class QuarantineSink:
     def __init__(self, path: str):
         self.path = path
         self.records: list[dict[str, Any]] = []
-        if os.path.exists(path):
+        if os.path.exists(path):  # a resumed run: keep the complete records, drop a line cut short by a crash
             with open(path, encoding="utf-8") as handle:
-                self.records = [json.loads(line) for line in handle if line.strip().endswith("}")]
+                for line in handle:
+                    try:
+                        self.records.append(json.loads(line))
+                    except json.JSONDecodeError:
+                        continue
+            self._rewrite(self.records)
         self.keys = {self._key(r) for r in self.records}
         self.handle = open(path, "a", encoding="utf-8")
+
+    def _rewrite(self, records: list[dict[str, Any]]) -> None:
+        with open(self.path + ".tmp", "w", encoding="utf-8") as handle:
+            handle.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+        os.replace(self.path + ".tmp", self.path)
 
     @staticmethod
     def _key(record: dict[str, Any]) -> tuple:
@@ -51,9 +61,7 @@ class QuarantineSink:
         dropped = len(self.records) - len(kept)
         if dropped:
             self.handle.close()
-            with open(self.path + ".tmp", "w", encoding="utf-8") as handle:
-                handle.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in kept)
-            os.replace(self.path + ".tmp", self.path)
+            self._rewrite(kept)
             self.records, self.keys = kept, {self._key(r) for r in kept}
             self.handle = open(self.path, "a", encoding="utf-8")
         return dropped

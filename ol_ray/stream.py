@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Literal, NamedTuple, Optional, Protocol, Sequence
@@ -226,8 +227,10 @@ class DirectorySource:
         self.done: list[str] = list(cursor.get("done", []))
         self.rejected: list[dict[str, str]] = list(cursor.get("rejected", []))
         self.current: Optional[FileSource] = None
-        if cursor.get("current"):
-            self.current = FileSource(os.path.join(path, cursor["current"]), cfg, cursor.get("file_cursor"))
+        if cursor.get("current"):  # resuming inside a file, which may have been removed meanwhile
+            self.current = self._open(cursor["current"], cursor.get("file_cursor"))
+            if self.current is None:
+                self.done.append(cursor["current"])
 
     def cursor(self) -> dict[str, Any]:
         return {
@@ -253,12 +256,12 @@ class DirectorySource:
                 continue
         return [name for _, name in sorted(names)]
 
-    def _open(self, name: str) -> Optional[FileSource]:
+    def _open(self, name: str, cursor: Optional[dict[str, Any]] = None) -> Optional[FileSource]:
         path = os.path.join(self.path, name)
         try:
             if not os.path.isfile(path):
                 raise SourceError("not a regular file" if os.path.exists(path) else "deleted before it was read")
-            return FileSource(path, self.cfg)
+            return FileSource(path, self.cfg, cursor)
         except (SourceError, OSError) as error:
             reason = str(error).replace(path, name)
             self.rejected.append({"file": name, "reason": reason})
@@ -371,17 +374,20 @@ def paced(records: Iterator[Optional[Record]], rate: float, clock: Callable[[], 
         yield record
 
 
-def windows(source: Source, cfg: StreamConfig, first_index: int = 0,
-            clock: Callable[[], float] = time.monotonic,
+def windows(source: Source, cfg: StreamConfig, first_index: int = 0, already_read: int = 0,
+            stop: Optional[threading.Event] = None, clock: Callable[[], float] = time.monotonic,
             sleep: Callable[[float], None] = time.sleep) -> Iterator[Window]:
     """Group a source's records into windows of `window_size`, closing early after `max_window_wait_s`, when the
-    record format changes (a new file with other columns), and at the sample budget `max_samples`."""
+    record format changes (a new file with other columns), and at the sample budget `max_samples` (of which a
+    resumed stream has `already_read`). Setting `stop` ends the stream at the next record or idle poll."""
     index = first_index
     batch: list[dict[str, Any]] = []
     batch_format: Optional[RecordFormat] = None
     batch_cursor: dict[str, Any] = source.cursor()
     opened_at = 0.0
-    read = 0
+    read = already_read
+    if cfg.max_samples and read >= cfg.max_samples:
+        return
 
     def close() -> Window:
         nonlocal index, batch, batch_format
@@ -391,6 +397,8 @@ def windows(source: Source, cfg: StreamConfig, first_index: int = 0,
         return window
 
     for record in paced(source.records(), cfg.rate, clock, sleep):
+        if stop is not None and stop.is_set():
+            return
         if record is not None:
             if batch and record.record_format != batch_format:
                 yield close()

@@ -101,9 +101,16 @@ class WeightClient:
             newer = ray.get(self.store.pull_if_newer.remote(self.generation, self.version))
             if newer is not None:
                 generation, version, refs = newer
+                try:
+                    state = ray.get(refs[0])
+                except ray.exceptions.ObjectLostError:  # the learner that put them died: its restart republishes
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(self.poll_s)
+                    continue
                 with warnings.catch_warnings():  # object-store arrays are read-only; load_state_dict copies them
                     warnings.simplefilter("ignore", UserWarning)
-                    load_numpy_state(model, ray.get(refs[0]))
+                    load_numpy_state(model, state)
                 self.generation, self.version = generation, version
             if wait and self.version < 0:
                 if time.monotonic() > deadline:

@@ -161,6 +161,28 @@ def test_a_restarted_learner_resumes_from_its_checkpoint(learner_cfg, tiny_model
     assert 0 < state["samples_trained_twice"] <= len(trained_after)
 
 
+def test_trained_twice_survives_two_crashes_before_the_next_checkpoint(learner_cfg, tiny_model_dir, sst2_rows,
+                                                                       tmp_path):
+    run_dir = str(tmp_path / "run")
+    first = OnlineLearner(learner_cfg, run_dir)
+    first.add_candidates(candidates(tiny_model_dir, sst2_rows, 0, 48))
+    first.end_window(0, {"row": 48}, read=48, quarantined=0)  # checkpoint at update 3
+    first.add_candidates(candidates(tiny_model_dir, sst2_rows, 48, 64, window=1))  # 4 updates, then a crash
+    second = OnlineLearner(learner_cfg, run_dir)
+    second.add_candidates(candidates(tiny_model_dir, sst2_rows, 48, 16, window=1))  # 1 update, then a crash
+    third = OnlineLearner(learner_cfg, run_dir)
+    third.add_candidates(candidates(tiny_model_dir, sst2_rows, 48, 64, window=1))
+    third.end_window(1, {"row": 112}, read=64, quarantined=0)
+    third.finish()
+    state = third.state()
+    assert state["ledger_balanced"]
+    first_lineage = {i for entry in map(json.loads, open(os.path.join(run_dir, "ledger.rolled_back.jsonl")))
+                     for i in entry.get("trained", [])}
+    trained_by_third = {i for entry in map(json.loads, open(os.path.join(run_dir, "ledger.jsonl")))
+                        if entry["update"] > 3 for i in entry.get("trained", [])}
+    assert state["samples_trained_twice"] == len(first_lineage & trained_by_third) > 8  # more than the 2nd run's
+
+
 def test_a_corrupt_newest_checkpoint_falls_back_to_the_one_before(learner_cfg, tiny_model_dir, sst2_rows, tmp_path,
                                                                   caplog):
     run_dir = str(tmp_path / "run")

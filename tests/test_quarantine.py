@@ -31,3 +31,12 @@ def test_rewind_forgets_replayed_windows_and_survives_a_restart(tmp_path):
     assert [r["sample_id"] for r in reopened.records] == ["a:1", "a:2"]
     assert reopened.stats()["samples_quarantined"] == 2
     reopened.close()
+
+
+def test_a_line_cut_short_by_a_crash_is_dropped(tmp_path):
+    path = tmp_path / "quarantine.jsonl"
+    path.write_text(json.dumps(record("a:1")) + "\n" + '{"sample_id": "a:2", "co')
+    sink = QuarantineSink(str(path))
+    sink.write([record("a:3")])
+    sink.close()
+    assert [json.loads(line)["sample_id"] for line in path.read_text().splitlines()] == ["a:1", "a:3"]

@@ -127,6 +127,39 @@ def followed_folder(tmp_path):
     return folder, stream_cfg("stream.source=directory", "stream.idle_timeout_s=0.01", "stream.poll_interval_s=0.01")
 
 
+def test_budget_counts_what_a_resumed_stream_already_read(tmp_path):
+    path = write_tsv(tmp_path / "a.tsv", ROWS)
+    cfg = stream_cfg("stream.window_size=4", "stream.max_samples=9")
+    first = next(windows(FileSource(path, cfg), cfg))
+    resumed = list(windows(FileSource(path, cfg, first.cursor), cfg, first_index=1, already_read=4))
+    assert [len(w) for w in resumed] == [4, 1] and [w.index for w in resumed] == [1, 2]
+    assert list(windows(FileSource(path, cfg), cfg, already_read=9)) == []
+
+
+def test_stop_ends_a_followed_folder_while_it_idles(tmp_path):
+    import threading
+
+    folder, _ = followed_folder(tmp_path)
+    cfg = stream_cfg("stream.source=directory", "stream.idle_timeout_s=0", "stream.poll_interval_s=0.01")
+    stop = threading.Event()
+    threading.Timer(0.2, stop.set).start()
+    assert list(windows(DirectorySource(str(folder), cfg), cfg, stop=stop)) == []  # idle_timeout 0: only stop ends it
+
+
+def test_resuming_inside_a_file_that_was_removed(tmp_path):
+    folder, cfg = followed_folder(tmp_path)
+    write_tsv(folder / "001.tsv", ROWS[:4])
+    source = DirectorySource(str(folder), cfg)
+    iterator = source.records()
+    next(iterator)
+    cursor = source.cursor()
+    os.remove(folder / "001.tsv")
+    write_tsv(folder / "002.tsv", ROWS[:1])
+    resumed = DirectorySource(str(folder), cfg, cursor)
+    assert [r.sample_id for r in all_records(resumed)] == ["002.tsv:1"]
+    assert resumed.cursor()["rejected"][0]["file"] == "001.tsv"
+
+
 def test_directory_source_rejects_unreadable_files_and_goes_on(tmp_path):
     folder, cfg = followed_folder(tmp_path)
     (folder / "000-empty.tsv").write_bytes(b"")
