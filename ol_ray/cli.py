@@ -2,6 +2,7 @@
 
     ol-ray run configs/sst2.yaml learner.lr=3e-5 stream.max_samples=2000
     ol-ray run --resume runs/sst2-20261128-151100
+    ol-ray bench scaling configs/sst2.yaml --nodes 1 2
 """
 
 from __future__ import annotations
@@ -34,7 +35,32 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", metavar="RUN_DIR",
                      help="continue a stopped or killed run from its newest checkpoint, with the run's own config "
                           "(overrides still apply)")
+    bench = commands.add_parser(
+        "bench", help="run a benchmark and print its figures",
+        description="Benchmarks print their figures and write CSV and markdown tables to --out; speed is reported "
+                    "as a ratio against a baseline measured in the same run.")
+    kinds = bench.add_subparsers(dest="bench", metavar="BENCHMARK", required=True)
+    scaling = kinds.add_parser(
+        "scaling", help="scoring samples/s with 1, 2, ... scorer nodes (a multi-node Ray on this machine)",
+        description="Scoring throughput with each number of scorer nodes: for each, a fresh ray.cluster_utils "
+                    "Cluster with a head and N nodes of --node-cpus CPUs carrying the resource `scorer`; scores "
+                    "the first --samples rows of the config's stream with its model.")
+    scaling.add_argument("config", help="a YAML config, e.g. configs/sst2.yaml")
+    scaling.add_argument("overrides", nargs="*", metavar="section.key=value", help="override config values")
+    scaling.add_argument("--nodes", type=int, nargs="+", default=[1, 2], help="scorer node counts (default 1 2)")
+    scaling.add_argument("--samples", type=int, default=2048, help="rows to score per count (default 2048)")
+    scaling.add_argument("--node-cpus", type=int, default=1, help="CPUs of each scorer node (default 1)")
+    scaling.add_argument("--out", default="runs/bench-scaling", help="where the CSV and markdown go")
     return parser
+
+
+def bench_command(args: argparse.Namespace) -> int:
+    """`ol-ray bench ...`: run the named benchmark."""
+    from ol_ray import bench
+
+    cfg = load_config(args.config, list(args.overrides))
+    bench.scaling(cfg, nodes=args.nodes, samples=args.samples, out_dir=args.out, node_cpus=args.node_cpus)
+    return 0
 
 
 def load_run_config(config: Optional[str], overrides: Sequence[str], resume: Optional[str]):
@@ -93,6 +119,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from ol_ray.pipeline import one_line
 
     try:
+        if args.command == "bench":
+            return bench_command(args)
         return run_command(args.config, args.overrides, args.resume)
     except ConfigError as error:
         print(f"ol-ray: bad config: {error}", file=sys.stderr)

@@ -55,7 +55,9 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class ScoringConfig:
-    num_scorers: int = 1  # scorer actors in the Ray Data actor pool
+    num_scorers: int = 1  # scorer actors in the Ray Data actor pool (its minimum size)
+    max_scorers: int = 0  # let Ray Data grow the pool up to this many when scoring lags (CPU only); 0 = num_scorers
+    resources: dict[str, float] = field(default_factory=dict)  # custom Ray resources per scorer, e.g. {scorer: 1}
     batch_size: int = 64  # samples per scorer call (explicit: GPU stages cannot use "auto")
     num_cpus: float = 0.5  # logical CPUs per scorer actor
     num_gpus: float = 0.0  # GPUs per scorer actor; > 0 places scorers on GPU workers
@@ -91,6 +93,7 @@ class LearnerConfig:
     grad_clip: float = 1.0  # clip the gradient norm to this; 0 = no clipping
     num_cpus: float = 1.0  # logical CPUs of the learner actor
     num_gpus: float = 0.0  # GPUs of the learner actor; > 0 trains on the GPU
+    resources: dict[str, float] = field(default_factory=dict)  # custom Ray resources of the learner, e.g. {learner: 1}
     torch_threads: int = 2  # torch intra-op threads of the learner
     precision: Literal["fp32", "bf16"] = "fp32"  # bf16 autocast for the update (GPU only; CPU stays fp32)
     micro_batch_tokens: int = 256  # update in length-sorted micro-batches of this many padded tokens at most; 0 = off
@@ -126,7 +129,7 @@ class OutputConfig:
 
 @dataclass(frozen=True)
 class RayConfig:
-    address: str = ""  # Ray cluster address; empty: RAY_ADDRESS if set (ray job submit), else a local Ray
+    address: str = ""  # Ray to join ("auto": one `ray start` ran here); empty: RAY_ADDRESS, else a new local Ray
     num_cpus: Optional[int] = None  # local Ray only: logical CPUs (null = all cores)
     object_store_mb: int = 0  # local Ray only: object store size in MiB; 0 = Ray's default
     include_dashboard: bool = True  # local Ray only: start the dashboard (metrics, timeline, state API)
@@ -231,6 +234,10 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
         if value not in args:
             raise ConfigError(f"{key} must be one of {', '.join(map(str, args))}; got {value!r}")
         return value
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key} must be a mapping such as {{name: 1}}; got {value!r}")
+        return {str(name): _coerce(amount, args[1], f"{key}.{name}") for name, amount in value.items()}
     if origin is tuple:
         if isinstance(value, str):
             value = [value]
@@ -294,6 +301,13 @@ def check(cfg: Config) -> None:
     _require(cfg.model.max_length >= 2, f"model.max_length must be at least 2; got {cfg.model.max_length}")
     _require(bool(cfg.model.name_or_path), "model.name_or_path must name a model")
     _require(sc.num_scorers >= 1, f"scoring.num_scorers must be at least 1; got {sc.num_scorers}")
+    _require(sc.max_scorers == 0 or sc.max_scorers >= sc.num_scorers,
+             f"scoring.max_scorers must be 0 or at least scoring.num_scorers ({sc.num_scorers}); got {sc.max_scorers}")
+    _require(sc.num_gpus == 0 or sc.max_scorers in (0, sc.num_scorers),
+             "scoring.max_scorers must equal scoring.num_scorers for GPU scorers: pin GPU actor pools, Ray Data's "
+             "GPU pool autoscaling has open bugs (ray issue 59144)")
+    for name, amount in [*sc.resources.items(), *lr.resources.items()]:
+        _require(amount > 0, f"resource {name!r} must be asked for in a positive amount; got {amount}")
     _require(sc.batch_size >= 1, f"scoring.batch_size must be at least 1; got {sc.batch_size}")
     _require(sc.num_cpus >= 0 and sc.num_gpus >= 0, "scoring.num_cpus and scoring.num_gpus must not be negative")
     _require(sc.torch_threads >= 1, f"scoring.torch_threads must be at least 1; got {sc.torch_threads}")

@@ -95,6 +95,7 @@ class ResourceMonitor:
         self.lock = threading.Lock()
         self.rates = {"learner": RateWindow(), "scorer": RateWindow()}
         self.latest: dict[str, dict[str, Any]] = {}
+        self.scorer_nodes: set[str] = set()  # the Ray nodes scoring ran on
         self.history: collections.deque = collections.deque(maxlen=history)
         self.current: dict[str, Any] = {"time": clock()}
         self.stopped = threading.Event()
@@ -105,6 +106,8 @@ class ResourceMonitor:
         """A report from `role` (learner, scorer, driver): samples and seconds feed rates; the rest is kept as is."""
         now = self.clock()
         with self.lock:
+            if role == "scorer" and stats.get("node_id"):
+                self.scorer_nodes.add(stats["node_id"])
             if role in self.rates and "samples" in stats:
                 self.rates[role].add(now, stats["samples"], stats.get("seconds", 0.0))
             self.latest[role] = {**self.latest.get(role, {}), **stats}
@@ -151,15 +154,15 @@ class ResourceMonitor:
         with self.lock:
             return list(self.history)
 
-    def stop(self) -> list[dict[str, Any]]:
-        """Stop sampling and close the file; returns the recent history."""
+    def stop(self) -> dict[str, Any]:
+        """Stop sampling and close the file; returns the recent history and the nodes scoring ran on."""
         self.stopped.set()
         self.thread.join(timeout=5)
         with self.lock:
             if self.file is not None:
                 self.file.close()
                 self.file = None
-        return self.get_history()
+            return {"history": list(self.history), "scorer_nodes": sorted(self.scorer_nodes)}
 
     def _run(self) -> None:
         while not self.stopped.wait(self.interval_s):

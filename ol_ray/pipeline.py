@@ -98,8 +98,8 @@ def start_ray(cfg: Config) -> bool:
     address = cfg.ray.address or os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address, log_to_driver=True)
-    else:
-        ray.init(num_cpus=cfg.ray.num_cpus,
+    else:  # "local": a Ray of our own, even where `ray start` left a cluster running on this machine
+        ray.init(address="local", num_cpus=cfg.ray.num_cpus,
                  object_store_memory=cfg.ray.object_store_mb * 2**20 if cfg.ray.object_store_mb else None,
                  include_dashboard=cfg.ray.include_dashboard, dashboard_host="127.0.0.1", log_to_driver=True)
     return True
@@ -113,11 +113,13 @@ def check_resources(cfg: Config, strict: bool) -> None:
     have = ray.cluster_resources()
     wants = {"CPU": max(cfg.learner.num_cpus, cfg.scoring.num_cpus),
              "GPU": max(cfg.learner.num_gpus, cfg.scoring.num_gpus)}
+    for name, amount in [*cfg.learner.resources.items(), *cfg.scoring.resources.items()]:
+        wants[name] = max(wants.get(name, 0), amount)
     for resource, amount in wants.items():
         if amount > have.get(resource, 0):
             message = (f"the learner or scorers ask for {amount:g} {resource} but the Ray cluster has "
-                       f"{have.get(resource, 0):g}; lower learner.num_{resource.lower()}s / "
-                       f"scoring.num_{resource.lower()}s or add nodes")
+                       f"{have.get(resource, 0):g}; change the learner's or scoring's num_cpus / num_gpus / "
+                       f"resources, or add nodes that have it")
             if strict:
                 raise PipelineError(message)
             logger.warning("ol_ray: %s", message)
@@ -164,7 +166,8 @@ def scored_window(window: Window, cfg: Config, weight_store: Any, monitor: Any, 
                    "trust_remote_code": cfg.model.trust_remote_code})
     return dataset.map_batches(
         Scorer, batch_format="numpy", batch_size=sc.batch_size, num_cpus=sc.num_cpus, num_gpus=sc.num_gpus,
-        compute=ActorPoolStrategy(size=sc.num_scorers),
+        resources=sc.resources or None,
+        compute=ActorPoolStrategy(min_size=sc.num_scorers, max_size=max(sc.max_scorers, sc.num_scorers)),
         fn_constructor_kwargs={"cfg": cfg, "weight_store": weight_store, "monitor": monitor})
 
 
@@ -303,8 +306,8 @@ def start_actors(cfg: Config, run_dir: str) -> dict[str, Any]:
             os.path.join(run_dir, "quarantine.jsonl")),
     }
     actors["learner"] = ray.remote(LearnerActor).options(
-        num_cpus=cfg.learner.num_cpus, num_gpus=cfg.learner.num_gpus, max_restarts=cfg.learner.max_restarts,
-        name=learner_actor_name(run_dir)).remote(
+        num_cpus=cfg.learner.num_cpus, num_gpus=cfg.learner.num_gpus, resources=cfg.learner.resources or None,
+        max_restarts=cfg.learner.max_restarts, name=learner_actor_name(run_dir)).remote(
         cfg, run_dir, actors["weights"], actors["monitor"], actors["quarantine"])
     return actors
 
@@ -347,7 +350,7 @@ def run_pipeline(cfg: Config, rows: Optional[Sequence[dict[str, Any]]] = None, r
         restarts, stream_cursor, learner_state = run_segments(cfg, rows, actors, outputs, info)
         summary = summarize(cfg, started, info, outputs.samples_read, stream_cursor, restarts, learner_state,
                             ray.get(actors["quarantine"].close.remote()), ray.get(actors["weights"].stats.remote()))
-        ray.get(actors["monitor"].stop.remote())
+        summary["scorer_nodes"] = ray.get(actors["monitor"].stop.remote())["scorer_nodes"]
         with open(os.path.join(run_dir, "summary.json"), "w", encoding="utf-8") as handle:
             json.dump(summary, handle, indent=2, default=str)
         return summary
@@ -485,6 +488,7 @@ def summarize(cfg: Config, started: float, info: dict[str, Any], samples_read: i
                                          "eval_rows_rejected", "cursor")},
         "files_rejected": stream_cursor.get("rejected", []),
         "learner_device": info["device"],
+        "learner_node": info["node_id"],
         "model_parameters": info["parameters"],
         "checkpoint": learner.get("checkpoint_path"),
         "config": to_dict(cfg),

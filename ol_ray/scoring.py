@@ -13,6 +13,7 @@ import time
 from typing import Any, Sequence
 
 import numpy as np
+import ray
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -96,6 +97,7 @@ class Scorer:
         # a new or restarted scorer starts from the newest weights
         self.weights.refresh(self.model, wait=True, timeout_s=cfg.learner.start_timeout_s)
         self.monitor = monitor
+        self.node_id = ray.get_runtime_context().get_node_id()
         self.scored_counter = _counter("ol_ray_samples_scored", "Samples scored by ol_ray scorers.")
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -108,7 +110,8 @@ class Scorer:
         self.weights.scored(size)
         self.scored_counter.inc(size)
         if self.monitor is not None:
-            self.monitor.report.remote("scorer", {"samples": size, "seconds": elapsed, "pid": os.getpid()})
+            self.monitor.report.remote("scorer", {"samples": size, "seconds": elapsed, "pid": os.getpid(),
+                                                  "node_id": self.node_id})
         out = dict(batch)
         out.update(stats)
         out["weight_version"] = np.full(size, self.weights.version, dtype=np.int64)

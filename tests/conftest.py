@@ -56,6 +56,7 @@ def ray_local():
     """A local Ray with 2 CPUs and a capped object store, shut down after the module."""
     import ray
 
-    ray.init(num_cpus=2, object_store_memory=300 * 2**20, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, object_store_memory=300 * 2**20, include_dashboard=False,
+             log_to_driver=False)
     yield ray
     ray.shutdown()

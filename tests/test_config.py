@@ -47,10 +47,24 @@ def test_yaml_then_dotted_overrides(tmp_path):
     ("eval.max_samples=-5", "eval.max_samples"),
     ("output.run_dir=runs/{nme}", "output.run_dir"),
     ("ray.num_cpus=0", "ray.num_cpus"),
+    ("scoring.resources=3", "scoring.resources"),
+    ("scoring.resources={scorer: -1}", "scorer"),
+    ("learner.resources={learner: x}", "learner.resources.learner"),
+    (("scoring.max_scorers=1", "scoring.num_scorers=2"), "scoring.max_scorers"),
+    (("scoring.max_scorers=4", "scoring.num_gpus=1"), "GPU"),
 ])
 def test_bad_values_name_the_key(override, names):
     with pytest.raises(ConfigError, match=names.replace(".", r"\.")):
-        load_config(None, ["stream.path=data.tsv", override])
+        load_config(None, ["stream.path=data.tsv", *([override] if isinstance(override, str) else override)])
+
+
+def test_placement_resources_and_scorer_pool(tmp_path):
+    path = write(tmp_path, "stream:\n  path: a.tsv\nscoring:\n  resources: {scorer: 2}\n  num_scorers: 2\n"
+                           "  max_scorers: 6\n")
+    cfg = load_config(path, ["learner.resources={learner: 1, GPU_type_h100: 0.5}"])
+    assert cfg.scoring.resources == {"scorer": 2.0} and (cfg.scoring.num_scorers, cfg.scoring.max_scorers) == (2, 6)
+    assert cfg.learner.resources == {"learner": 1.0, "GPU_type_h100": 0.5}
+    assert load_config(None, ["stream.path=a.tsv"]).scoring.resources == {}
 
 
 def test_override_into_an_empty_section(tmp_path):

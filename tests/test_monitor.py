@@ -23,7 +23,7 @@ def test_monitor_snapshot_combines_reports_and_writes_every_sample(tmp_path):
         monitor.report("learner", {"samples": 32, "seconds": 0.5, "batch_size": 32, "rss_mb": 900.0, "pid": 7})
         monitor.report("driver", {"queue_depth": 3, "rss_mb": 400.0})
         now[0] = 1.0
-        monitor.report("scorer", {"samples": 64, "seconds": 0.2, "pid": 8})
+        monitor.report("scorer", {"samples": 64, "seconds": 0.2, "pid": 8, "node_id": "n1"})
         snapshot = monitor.sample()
         assert snapshot["learner_step_s"] == 0.5 and snapshot["queue_depth"] == 3
         assert snapshot["learner_rss_mb"] == 900.0 and snapshot["monitor_rss_mb"] > 0
@@ -32,8 +32,9 @@ def test_monitor_snapshot_combines_reports_and_writes_every_sample(tmp_path):
         for _ in range(3):
             monitor.sample()
     finally:
-        history = monitor.stop()
-    assert len(history) == 2  # bounded in memory
+        stopped = monitor.stop()
+    assert len(stopped["history"]) == 2  # bounded in memory
+    assert stopped["scorer_nodes"] == ["n1"]
     assert len([json.loads(line) for line in path.read_text().splitlines()]) == 4  # all of them on disk
 
 

