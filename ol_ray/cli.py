@@ -3,6 +3,7 @@
     ol-ray run configs/sst2.yaml learner.lr=3e-5 stream.max_samples=2000
     ol-ray run --resume runs/sst2-20261128-151100
     ol-ray bench scaling configs/sst2.yaml --nodes 1 2
+    ol-ray bench selection configs/sst2.yaml --strategies random entropy rho_loss --seeds 0 1 2
 """
 
 from __future__ import annotations
@@ -51,6 +52,29 @@ def build_parser() -> argparse.ArgumentParser:
     scaling.add_argument("--samples", type=int, default=2048, help="rows to score per count (default 2048)")
     scaling.add_argument("--node-cpus", type=int, default=1, help="CPUs of each scorer node (default 1)")
     scaling.add_argument("--out", default="runs/bench-scaling", help="where the CSV and markdown go")
+    chooser = kinds.add_parser(
+        "selection", help="sample efficiency of selection strategies against random (a plain loop, no Ray)",
+        description="For each strategy, pool size and seed: the same number of updates of --batch samples chosen "
+                    "from pools of --pools candidates scored with the current weights; dev accuracy against "
+                    "samples trained, updates and wall time, and the samples and time to reach --target, as ratios "
+                    "to random.")
+    chooser.add_argument("config", help="a YAML config, e.g. configs/sst2.yaml")
+    chooser.add_argument("overrides", nargs="*", metavar="section.key=value", help="override config values")
+    chooser.add_argument("--strategies", nargs="+", default=["random", "entropy", "loss"],
+                         help="strategies to compare (random is the baseline)")
+    chooser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds (default 0 1 2)")
+    chooser.add_argument("--updates", type=int, default=200, help="updates per run (default 200)")
+    chooser.add_argument("--pools", type=int, nargs="+", default=[64], help="candidate pool sizes (default 64)")
+    chooser.add_argument("--batch", type=int, default=16, help="samples per update (default 16)")
+    chooser.add_argument("--eval-every", type=int, default=20, help="updates between evaluations (default 20)")
+    chooser.add_argument("--target", type=float, default=0.85, help="dev accuracy to reach (default 0.85)")
+    chooser.add_argument("--label-noise", type=float, default=0.0, help="share of stream labels flipped")
+    chooser.add_argument("--mode", choices=["hard", "soft", "importance"], help="weighting mode (default: config)")
+    chooser.add_argument("--dev-from-stream", type=int, default=0, metavar="N",
+                         help="evaluate on N rows of the stream read after the training rows, not eval.path")
+    chooser.add_argument("--out", default="runs/bench-selection", help="where the CSV, markdown and PNG go")
+    chooser.add_argument("--from-csv", nargs="+", metavar="CSV",
+                         help="run nothing: summarise and plot earlier runs' selection.csv files (seeds merge)")
     return parser
 
 
@@ -59,6 +83,19 @@ def bench_command(args: argparse.Namespace) -> int:
     from ol_ray import bench
 
     cfg = load_config(args.config, list(args.overrides))
+    if args.bench == "selection" and args.from_csv:
+        from ol_ray.bench_selection import curves_from_csv, report
+
+        report(curves_from_csv(args.from_csv), args.target, args.out, f"from {', '.join(args.from_csv)}")
+        return 0
+    if args.bench == "selection":
+        from ol_ray.bench_selection import selection
+
+        selection(cfg, args.strategies, seeds=args.seeds, updates=args.updates, pools=args.pools,
+                  batch_size=args.batch, eval_every=args.eval_every, target=args.target,
+                  label_noise=args.label_noise, out_dir=args.out, mode=args.mode,
+                  dev_from_stream=args.dev_from_stream)
+        return 0
     bench.scaling(cfg, nodes=args.nodes, samples=args.samples, out_dir=args.out, node_cpus=args.node_cpus)
     return 0
 

@@ -66,6 +66,7 @@ class ScoringConfig:
     micro_batch_tokens: int = 512  # score in length-sorted micro-batches of at most this many padded tokens; 0 = off
     task_num_cpus: float = 0.25  # logical CPUs per validation and tokenization task
     preserve_order: bool = True  # hand scored samples to the learner in stream order: same config, same run
+    grad_norm: Literal["last_layer", "exact"] = "last_layer"  # head closed form, or all parameters via torch.func
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,15 @@ class SelectionConfig:
     strategy: str = "random"  # a name from ol_ray.selection.STRATEGIES
     pool_size: int = 32  # scored candidates per update; the strategy picks the batch from them
     seed: int = 0  # seeds the strategy's random choices
+    mode: Literal["hard", "soft", "importance"] = "hard"  # weights: 1 each; ~ score (mean 1); unbiased 1/(N pi)
+    alpha: float = 1.0  # importance mode: inclusion probability ~ score**alpha (0 = uniform)
+    epsilon: float = 0.1  # importance mode: share of uniform probability mixed in, so every candidate can be drawn
+    mix: dict[str, float] = field(default_factory=dict)  # strategy mix: shares, e.g. {margin: 0.7, random: 0.3}
+    max_class_share: float = 0.0  # cap any label's share of a selected batch (hard and soft modes); 0 = no cap
+    memory_size: int = 512  # diversity: recently selected embeddings the next picks stay away from
+    clusters: int = 16  # coverage: centroids of the online k-means model of the stream's embeddings
+    holdout_size: int = 1024  # rho_loss: first stream rows held out (never trained on) for the irreducible-loss model
+    irreducible_epochs: int = 2  # rho_loss: epochs of fine-tuning the irreducible-loss model on the holdout
 
 
 @dataclass(frozen=True)
@@ -275,6 +285,29 @@ def _require(condition: bool, message: str) -> None:
         raise ConfigError(message)
 
 
+def check_selection(sel: SelectionConfig, strategies: Any) -> None:
+    """The selection section's values that depend on each other."""
+    _require(sel.alpha >= 0, f"selection.alpha must not be negative; got {sel.alpha}")
+    _require(0 <= sel.epsilon <= 1, f"selection.epsilon must be between 0 and 1; got {sel.epsilon}")
+    _require(0 <= sel.max_class_share <= 1,
+             f"selection.max_class_share must be between 0 and 1; got {sel.max_class_share}")
+    _require(sel.max_class_share == 0 or sel.mode != "importance",
+             "selection.max_class_share cannot be used with selection.mode importance: capping classes would bias "
+             "its unbiased estimate; use hard or soft")
+    _require(sel.memory_size >= 1, f"selection.memory_size must be at least 1; got {sel.memory_size}")
+    _require(sel.clusters >= 1, f"selection.clusters must be at least 1; got {sel.clusters}")
+    _require(sel.holdout_size >= 1, f"selection.holdout_size must be at least 1; got {sel.holdout_size}")
+    _require(sel.irreducible_epochs >= 1,
+             f"selection.irreducible_epochs must be at least 1; got {sel.irreducible_epochs}")
+    if sel.strategy == "mix":
+        _require(bool(sel.mix), "selection.mix must name the strategies to mix and their shares, e.g. "
+                                "{margin: 0.7, random: 0.3}")
+    for name, share in sel.mix.items():
+        _require(name in strategies and name != "mix",
+                 f"selection.mix.{name} is not a strategy; use {', '.join(sorted(set(strategies) - {'mix'}))}")
+        _require(share > 0, f"selection.mix.{name} must be a positive share; got {share}")
+
+
 def check(cfg: Config) -> None:
     """Checks across fields and against the registries; raises ConfigError naming the key."""
     from ol_ray.batching import POLICIES
@@ -317,6 +350,7 @@ def check(cfg: Config) -> None:
     _require(cfg.selection.strategy in STRATEGIES,
              f"selection.strategy must be one of {', '.join(sorted(STRATEGIES))}; got {cfg.selection.strategy!r}")
     _require(cfg.selection.pool_size >= 1, f"selection.pool_size must be at least 1; got {cfg.selection.pool_size}")
+    check_selection(cfg.selection, STRATEGIES)
     _require(b.policy in POLICIES, f"batching.policy must be one of {', '.join(sorted(POLICIES))}; got {b.policy!r}")
     _require(1 <= b.min_batch_size <= b.batch_size <= b.max_batch_size,
              "batching needs 1 <= min_batch_size <= batch_size <= max_batch_size; got "

@@ -30,6 +30,7 @@ from ol_ray.config import Config
 from ol_ray.evaluation import evaluate, load_eval_set
 from ol_ray.ledger import Ledger
 from ol_ray.models import autocast, device_for, load_model, load_tokenizer
+from ol_ray.irreducible import holdout_start
 from ol_ray.selection import make_strategy, pool_length
 from ol_ray.tokenization import length_groups, pad_batch
 
@@ -253,6 +254,8 @@ class OnlineLearner:
             self.checkpoint_path = self.restored_from = path
             self._rewind_ledger_log()
             return True
+        holdout = holdout_start(self.run_dir)  # rho_loss: the stream starts after the irreducible model's holdout
+        self.cursor = holdout["cursor"] if holdout else None
         if tried:  # every checkpoint was unreadable: start over from the configured model, and say so
             logger.warning("ol_ray: no readable checkpoint in %s; starting from the beginning", self.run_dir)
             self._build()
@@ -398,6 +401,8 @@ class OnlineLearner:
             "kind": "update", "update": self.updates, "samples_received": self.counts["received"],
             "samples_trained": totals["trained"], "samples_not_selected": totals["not_selected"],
             "pool_size": pool_size, "batch_size": trained, "loss": stats["loss"],
+            "selected_labels": np.bincount(chosen["label"], minlength=self.cfg.model.num_labels).tolist(),
+            "weight_mean": float(selection.weights.mean()), "weight_max": float(selection.weights.max()),
             "sample_loss_mean": stats["sample_loss_mean"], "grad_norm": stats["grad_norm"], "lr": lr,
             "weight_version": self.updates, "staleness_mean": float(staleness.mean()),
             "staleness_max": int(staleness.max()), "step_s": step_s, "samples_per_s": trained / step_s,

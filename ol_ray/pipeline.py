@@ -29,6 +29,7 @@ from typing import Any, Callable, Optional, Sequence
 import yaml
 
 from ol_ray.config import Config, to_dict
+from ol_ray.irreducible import holdout_start, prepare_irreducible
 from ol_ray.stream import Source, SourceError, Window, make_source, windows
 
 START, END, ERROR = "start", "end", "error"
@@ -146,7 +147,8 @@ def quiet_ray_data(cfg: Config) -> Callable[[], None]:
     return restore
 
 
-def scored_window(window: Window, cfg: Config, weight_store: Any, monitor: Any, quarantine: Any):
+def scored_window(window: Window, cfg: Config, weight_store: Any, monitor: Any, quarantine: Any,
+                  irreducible: Any = None):
     """One window as a Ray Data pipeline: validate and tokenize (Ray tasks, fused), then score (actor pool)."""
     from ray.data import ActorPoolStrategy
 
@@ -168,7 +170,8 @@ def scored_window(window: Window, cfg: Config, weight_store: Any, monitor: Any, 
         Scorer, batch_format="numpy", batch_size=sc.batch_size, num_cpus=sc.num_cpus, num_gpus=sc.num_gpus,
         resources=sc.resources or None,
         compute=ActorPoolStrategy(min_size=sc.num_scorers, max_size=max(sc.max_scorers, sc.num_scorers)),
-        fn_constructor_kwargs={"cfg": cfg, "weight_store": weight_store, "monitor": monitor})
+        fn_constructor_kwargs={"cfg": cfg, "weight_store": weight_store, "monitor": monitor,
+                               "irreducible": irreducible})
 
 
 class Producer(threading.Thread):
@@ -176,13 +179,15 @@ class Producer(threading.Thread):
     (END, window); (END, None) ends the stream. Stops at a window boundary when asked, so every sample read is
     handed to the learner; `cancel()` abandons the current window (after a learner crash it is replayed)."""
 
-    def __init__(self, source: Source, point: dict[str, Any], cfg: Config, actors: dict[str, Any], depth: int):
+    def __init__(self, source: Source, point: dict[str, Any], cfg: Config, actors: dict[str, Any], depth: int,
+                 irreducible: Any = None):
         super().__init__(name="ol-ray-producer", daemon=True)
         self.cancelled = threading.Event()
         self.windows_iter = windows(source, cfg.stream, first_index=point["windows_done"],
                                     already_read=point["samples_read"], stop=self.cancelled)
         self.cfg = cfg
         self.actors = actors
+        self.irreducible = irreducible  # rho_loss: the irreducible-loss model's state in the object store
         self.items: queue.Queue = queue.Queue(maxsize=depth)
         self.stop_requested = threading.Event()
 
@@ -191,7 +196,7 @@ class Producer(threading.Thread):
             for window in self.windows_iter:
                 self.items.put((START, window))
                 dataset = scored_window(window, self.cfg, self.actors["weights"], self.actors["monitor"],
-                                        self.actors["quarantine"])
+                                        self.actors["quarantine"], self.irreducible)
                 batches = iter(dataset.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=2))
                 try:
                     for candidates in batches:
@@ -345,9 +350,11 @@ def run_pipeline(cfg: Config, rows: Optional[Sequence[dict[str, Any]]] = None, r
     outputs = RunOutputs(run_dir, cfg.stream.max_samples or None, cfg.output.progress)
     try:
         check_resources(cfg, strict=started_ray)
+        irreducible = prepare_irreducible(cfg, run_dir, rows)  # rho_loss only: before the learner picks its cursor
         actors = start_actors(cfg, run_dir)
+        irreducible_ref = ray.put(irreducible) if irreducible is not None else None
         info = wait_for_learner(actors["learner"], cfg)
-        restarts, stream_cursor, learner_state = run_segments(cfg, rows, actors, outputs, info)
+        restarts, stream_cursor, learner_state = run_segments(cfg, rows, actors, outputs, info, irreducible_ref)
         summary = summarize(cfg, started, info, outputs.samples_read, stream_cursor, restarts, learner_state,
                             ray.get(actors["quarantine"].close.remote()), ray.get(actors["weights"].stats.remote()))
         summary["scorer_nodes"] = ray.get(actors["monitor"].stop.remote())["scorer_nodes"]
@@ -364,7 +371,8 @@ def run_pipeline(cfg: Config, rows: Optional[Sequence[dict[str, Any]]] = None, r
 
 
 def run_segments(cfg: Config, rows: Optional[Sequence[dict[str, Any]]], actors: dict[str, Any],
-                 outputs: RunOutputs, point: dict[str, Any]) -> tuple[int, dict[str, Any], dict[str, Any]]:
+                 outputs: RunOutputs, point: dict[str, Any],
+                 irreducible: Any = None) -> tuple[int, dict[str, Any], dict[str, Any]]:
     """Stream from the learner's resume point to the end and finish; after a learner crash, replay from the
     checkpoint it restored. Returns the number of learner restarts, the source's final cursor and the learner's
     final state."""
@@ -375,7 +383,7 @@ def run_segments(cfg: Config, rows: Optional[Sequence[dict[str, Any]]], actors: 
         ray.get(actors["quarantine"].rewind.remote(point["windows_done"]))
         outputs.rewind(point)
         source = make_source(cfg.stream, cursor=point["cursor"], rows=rows)
-        producer = Producer(source, point, cfg, actors, depth=4)
+        producer = Producer(source, point, cfg, actors, depth=4, irreducible=irreducible)
         producer.start()  # scorers start while the learner loads and evaluates; they wait for its version 0
         try:
             feed_learner(producer, actors, outputs, cfg.learner.max_in_flight, point["incarnation"])
@@ -490,6 +498,7 @@ def summarize(cfg: Config, started: float, info: dict[str, Any], samples_read: i
         "learner_device": info["device"],
         "learner_node": info["node_id"],
         "model_parameters": info["parameters"],
+        "samples_holdout": (holdout_start(cfg.output.run_dir) or {}).get("read", 0),
         "checkpoint": learner.get("checkpoint_path"),
         "config": to_dict(cfg),
     }

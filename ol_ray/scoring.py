@@ -1,8 +1,9 @@
 """Scoring: per-sample statistics with the newest weights a scorer has, tagged with their weight version.
 
 `score_samples` is the plain math (callable without Ray): one forward pass gives, per sample, the loss, predictive
-entropy, margin, max probability, predicted label, the last-layer gradient norm in closed form and a mean-pooled
-embedding. `Scorer` is the Ray Data callable class (`map_batches(Scorer, compute=ActorPoolStrategy(...))`) around it:
+entropy, margin, max probability, predicted label, class probabilities, the head's input features, the last-layer
+gradient norm in closed form and a mean-pooled embedding; `exact_grad_norms` gives the whole model's per-sample
+gradient norms with torch.func (vmap over grad) for small models. `Scorer` is the Ray Data callable class (`map_batches(Scorer, compute=ActorPoolStrategy(...))`) around it:
 before each batch it asks the weight store for the newest version and pulls weights only when they are newer.
 """
 
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 import ray
@@ -19,11 +20,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from ol_ray.config import Config
-from ol_ray.models import autocast, device_for, head_layer, load_model, load_tokenizer
+from ol_ray.models import autocast, device_for, head_layer, load_model, load_numpy_state, load_tokenizer
 from ol_ray.tokenization import length_groups, pad_batch
 from ol_ray.weights import WeightClient
 
-STAT_COLUMNS = ("loss", "entropy", "margin", "max_prob", "predicted", "grad_norm", "embedding")
+STAT_COLUMNS = ("loss", "entropy", "margin", "max_prob", "predicted", "grad_norm", "embedding", "probs", "features")
 
 
 @torch.no_grad()
@@ -39,6 +40,8 @@ def score_samples(model: nn.Module, head: nn.Linear, input_ids: Sequence[np.ndar
     out = {name: np.zeros(len(input_ids), dtype=np.float32) for name in STAT_COLUMNS}
     out["predicted"] = np.zeros(len(input_ids), dtype=np.int64)
     out["embedding"] = np.zeros((len(input_ids), model.config.hidden_size), dtype=np.float32)
+    out["probs"] = np.zeros((len(input_ids), head.out_features), dtype=np.float32)
+    out["features"] = np.zeros((len(input_ids), head.in_features), dtype=np.float32)
     model.eval()
     for group in length_groups([len(ids) for ids in input_ids], micro_batch_tokens):
         if len(group) == 0:
@@ -79,14 +82,49 @@ def _score_group(model: nn.Module, head: nn.Linear, input_ids: Sequence[np.ndarr
         "predicted": logits.argmax(dim=-1),
         "grad_norm": error.norm(dim=-1) * torch.sqrt(features.pow(2).sum(dim=-1) + 1.0),
         "embedding": (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0),
+        "probs": probs,
+        "features": features,
     }
     return {name: value.cpu().numpy() for name, value in stats.items()}
+
+
+def exact_grad_norms(model: nn.Module, input_ids: Sequence[np.ndarray], labels: np.ndarray, pad_id: int,
+                     device: torch.device, chunk_size: int = 8) -> np.ndarray:
+    """The norm of each sample's cross-entropy gradient over all trainable parameters, with torch.func:
+    vmap(grad(loss of one sample)) in chunks of `chunk_size` samples (memory ~ chunk_size x parameters). Padding is
+    an additive 4-D attention mask, so no data-dependent mask handling runs under vmap (encoder models)."""
+    from torch.func import functional_call, grad, vmap
+
+    params = {name: p.detach() for name, p in model.named_parameters() if p.requires_grad}
+    buffers = {name: b.detach() for name, b in model.named_buffers()}
+    batch = pad_batch(input_ids, pad_id, device)
+    target = torch.as_tensor(labels, dtype=torch.long, device=device)
+    blocked = torch.finfo(torch.float32).min
+
+    def sample_loss(weights: dict[str, torch.Tensor], ids: torch.Tensor, mask: torch.Tensor,
+                    label: torch.Tensor) -> torch.Tensor:
+        additive = (1.0 - mask.float())[None, None, None, :] * blocked
+        logits = functional_call(model, (weights, buffers), args=(),
+                                 kwargs={"input_ids": ids[None], "attention_mask": additive}).logits
+        return F.cross_entropy(logits.float(), label[None])
+
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.enable_grad():
+            grads = vmap(grad(sample_loss), in_dims=(None, 0, 0, 0), chunk_size=chunk_size)(
+                params, batch["input_ids"], batch["attention_mask"], target)
+    finally:
+        model.train(was_training)
+    squared = sum(g.float().pow(2).flatten(1).sum(dim=1) for g in grads.values())
+    return squared.sqrt().cpu().numpy().astype(np.float32)
 
 
 class Scorer:
     """Ray Data actor: scores batches of tokenized samples with the newest published weights."""
 
-    def __init__(self, cfg: Config, weight_store: Any, monitor: Any = None):
+    def __init__(self, cfg: Config, weight_store: Any, monitor: Any = None,
+                 irreducible: Optional[dict[str, Any]] = None):
         torch.set_num_threads(cfg.scoring.torch_threads)
         self.cfg = cfg
         self.device = device_for(cfg.scoring.num_gpus)
@@ -96,6 +134,13 @@ class Scorer:
         self.weights = WeightClient(weight_store)
         # a new or restarted scorer starts from the newest weights
         self.weights.refresh(self.model, wait=True, timeout_s=cfg.learner.start_timeout_s)
+        self.irreducible = None
+        if isinstance(irreducible, ray.ObjectRef):  # the state travels once through the object store
+            irreducible = ray.get(irreducible)
+        if irreducible is not None:  # rho_loss: the fixed irreducible-loss model, trained on the holdout
+            self.irreducible = load_model(cfg.model, pretrained=False).to(self.device)
+            load_numpy_state(self.irreducible, irreducible)
+            self.irreducible_head = head_layer(self.irreducible, cfg.model.num_labels)
         self.monitor = monitor
         self.node_id = ray.get_runtime_context().get_node_id()
         self.scored_counter = _counter("ol_ray_samples_scored", "Samples scored by ol_ray scorers.")
@@ -106,6 +151,13 @@ class Scorer:
         started = time.perf_counter()
         stats = score_samples(self.model, self.head, batch["input_ids"], batch["label"], self.pad_id, self.device,
                               self.cfg.scoring.precision, self.cfg.scoring.micro_batch_tokens)
+        if self.irreducible is not None:
+            stats["irreducible_loss"] = score_samples(
+                self.irreducible, self.irreducible_head, batch["input_ids"], batch["label"], self.pad_id, self.device,
+                self.cfg.scoring.precision, self.cfg.scoring.micro_batch_tokens)["loss"]
+        if self.cfg.scoring.grad_norm == "exact":
+            stats["grad_norm"] = exact_grad_norms(self.model, batch["input_ids"], batch["label"], self.pad_id,
+                                                  self.device)
         elapsed = time.perf_counter() - started
         self.weights.scored(size)
         self.scored_counter.inc(size)

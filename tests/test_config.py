@@ -52,6 +52,17 @@ def test_yaml_then_dotted_overrides(tmp_path):
     ("learner.resources={learner: x}", "learner.resources.learner"),
     (("scoring.max_scorers=1", "scoring.num_scorers=2"), "scoring.max_scorers"),
     (("scoring.max_scorers=4", "scoring.num_gpus=1"), "GPU"),
+    ("selection.mode=greedy", "selection.mode"),
+    ("selection.epsilon=1.5", "selection.epsilon"),
+    ("selection.alpha=-1", "selection.alpha"),
+    ("selection.strategy=mix", "selection.mix"),
+    (("selection.strategy=mix", "selection.mix={oracle: 1}"), "selection.mix.oracle"),
+    (("selection.strategy=mix", "selection.mix={mix: 1}"), "selection.mix.mix"),
+    ("selection.mix={random: 0}", "selection.mix.random"),
+    (("selection.max_class_share=0.5", "selection.mode=importance"), "selection.max_class_share"),
+    ("selection.max_class_share=2", "selection.max_class_share"),
+    ("selection.holdout_size=0", "selection.holdout_size"),
+    ("scoring.grad_norm=full", "scoring.grad_norm"),
 ])
 def test_bad_values_name_the_key(override, names):
     with pytest.raises(ConfigError, match=names.replace(".", r"\.")):

@@ -10,7 +10,9 @@ from torch import nn
 from ol_ray.checkpoint import latest_checkpoint, load_checkpoint
 from ol_ray.config import ModelConfig, load_config
 from ol_ray.learner import OnlineLearner, TrainBatch, concat_columns, lr_factor, weighted_step
-from ol_ray.models import load_model
+from ol_ray.models import head_layer, load_model
+from ol_ray.scoring import score_samples
+from ol_ray.selection import STRATEGIES
 from ol_ray.tokenization import tokenize_texts
 
 CPU = torch.device("cpu")
@@ -209,13 +211,14 @@ def test_duplicate_ids_are_quarantined_once_each(learner_cfg, tiny_model_dir, ss
 
 
 def test_a_non_finite_update_is_skipped_and_accounted(learner_cfg, tiny_model_dir, sst2_rows):
-    from ol_ray.selection import RandomSelection, Selection
+    from ol_ray.selection import Selection, make_strategy
 
-    class PoisonOnce(RandomSelection):  # a batch whose loss turns NaN
+    class PoisonOnce:  # a batch whose loss turns NaN
         poisoned = False
+        uniform = make_strategy(learner_cfg.selection)
 
         def select(self, pool, batch_size, rng):
-            selection = super().select(pool, batch_size, rng)
+            selection = self.uniform.select(pool, batch_size, rng)
             if not self.poisoned:
                 self.poisoned = True
                 return Selection(selection.indices, np.full(len(selection.indices), np.nan, dtype=np.float32))
@@ -298,3 +301,26 @@ def test_a_stateful_policy_travels_with_checkpoints(learner_cfg, tiny_model_dir,
     second.policy = restored
     second._restore()
     assert restored.calls == 3
+
+
+@pytest.mark.parametrize("strategy", sorted(STRATEGIES))
+def test_every_strategy_trains_from_real_scores_and_checkpoints_its_state(strategy, learner_cfg, tiny_model_dir,
+                                                                         sst2_rows, tmp_path):
+    import dataclasses
+
+    selection = dataclasses.replace(learner_cfg.selection, strategy=strategy, mode="soft",
+                                    mix={"diversity": 0.5, "badge": 0.5} if strategy == "mix" else {})
+    cfg = dataclasses.replace(learner_cfg, selection=selection)
+    run_dir = str(tmp_path / "run")
+    learner = OnlineLearner(cfg, run_dir)
+    pool = candidates(tiny_model_dir, sst2_rows, 0, 48)
+    pool.update(score_samples(learner.model, head_layer(learner.model, 2), list(pool["input_ids"]), pool["label"],
+                              learner.pad_id, learner.device))
+    pool["irreducible_loss"] = pool["loss"] * 0.5  # a stand-in column; tests/test_irreducible.py trains the real one
+    updates = [r for r in learner.add_candidates(pool) if r["kind"] == "update"]
+    assert learner.updates == 3 and learner.ledger.totals()["trained"] == 24
+    assert all(sum(r["selected_labels"]) == 8 and r["weight_max"] >= r["weight_mean"] > 0 for r in updates)
+    learner.end_window(0, {"row": 48}, read=48, quarantined=0)
+    resumed = OnlineLearner(cfg, run_dir)
+    assert resumed.updates == 3
+    assert resumed.strategy.state_dict() == learner.strategy.state_dict()

@@ -104,3 +104,27 @@ def test_a_used_run_directory_is_not_overwritten(run, stream_file, tiny_model_di
                              f"output.run_dir={run_dir}"])
     with pytest.raises(Exception, match="--resume"):
         run_pipeline(cfg)
+
+
+def test_rho_loss_holds_out_the_stream_head_and_scores_the_irreducible_loss(ray_local, stream_file, tiny_model_dir,
+                                                                             tmp_path):
+    from ol_ray.learner import LEDGER_LOG
+
+    run_dir = tmp_path / "rho"
+    cfg = load_config(None, [
+        f"stream.path={stream_file}", "stream.text_field=sentence", "stream.window_size=200",
+        f"model.name_or_path={tiny_model_dir}", "model.max_length=32", "scoring.batch_size=32",
+        "scoring.num_cpus=0.5", "selection.strategy=rho_loss", "selection.mode=soft", "selection.holdout_size=60",
+        "selection.irreducible_epochs=1", "selection.pool_size=32", "batching.batch_size=8", "learner.lr=3e-3",
+        "learner.torch_threads=1", "learner.num_cpus=0.5", "eval.path=", f"output.run_dir={run_dir}",
+        "output.progress=false"])
+    summary = run_pipeline(cfg)
+    assert summary["samples_holdout"] == 60 and summary["samples_read"] == 405 - 60
+    assert summary["samples_quarantined"] == 4  # the first bad row was in the holdout, and left out of it
+    assert summary["accounting_ok"]
+    assert summary["samples_trained"] + summary["samples_not_selected"] + summary["samples_quarantined"] == 345
+    holdout = json.load(open(run_dir / "irreducible" / "holdout.json"))
+    assert holdout["read"] == 60 and holdout["rejected"] == 1 and holdout["samples"] == 59
+    trained = {i for line in open(run_dir / LEDGER_LOG) for i in json.loads(line).get("trained", [])}
+    rows = {int(sample_id.rsplit(":", 1)[1]) for sample_id in trained}
+    assert trained and min(rows) > 60  # nothing of the holdout was trained on

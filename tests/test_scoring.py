@@ -5,7 +5,7 @@ import torch.nn.functional as F
 
 from ol_ray.config import ModelConfig
 from ol_ray.models import head_layer, load_model
-from ol_ray.scoring import score_samples
+from ol_ray.scoring import exact_grad_norms, score_samples
 from ol_ray.tokenization import pad_batch, tokenize_texts
 
 CPU = torch.device("cpu")
@@ -32,6 +32,21 @@ def test_statistics_match_the_softmax(scored):
     assert np.allclose(stats["loss"], -np.log(probs[np.arange(len(labels)), labels]), atol=1e-5)
     assert np.array_equal(stats["predicted"], probs.argmax(axis=1))
     assert stats["embedding"].shape == (len(labels), model.config.hidden_size)
+    assert np.allclose(stats["probs"], probs, atol=1e-5)
+    assert stats["features"].shape == (len(labels), head_layer(model, 2).in_features)
+
+
+def test_exact_grad_norms_match_per_sample_autograd(scored):
+    model, input_ids, labels, _ = scored
+    norms = exact_grad_norms(model, input_ids[:6], labels[:6], 0, CPU, chunk_size=4)  # padded: lengths differ
+    assert len({len(ids) for ids in input_ids[:6]}) > 1
+    for i in range(6):
+        model.zero_grad()
+        logits = model(**pad_batch([input_ids[i]], 0, CPU)).logits
+        F.cross_entropy(logits, torch.tensor([labels[i]])).backward()
+        exact = torch.sqrt(sum(p.grad.pow(2).sum() for p in model.parameters() if p.grad is not None)).item()
+        assert norms[i] == pytest.approx(exact, rel=1e-3)
+    model.zero_grad()
 
 
 def test_grad_norm_is_the_exact_head_gradient_norm(scored):

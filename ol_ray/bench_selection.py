@@ -1,0 +1,248 @@
+"""`ol-ray bench selection`: the sample efficiency of each selection strategy, in a plain single-process loop.
+
+    ol-ray bench selection configs/sst2.yaml --strategies random entropy loss --seeds 0 1 2 --updates 200
+
+For each (strategy, pool size, seed): a fresh copy of the configured model (head seeded by the seed), the configured
+stream in the seed's shuffled order (optionally with a share of its labels flipped), and the learner's own code
+(`OnlineLearner`: selection, weighted update, evaluation) fed pools scored with the learner's current weights by
+`score_samples` (fresh scores, no staleness: what a strategy can do at best). Every run makes the same number of
+updates of the same batch size; dev accuracy is measured every `--eval-every` updates. rho_loss first trains its
+irreducible-loss model on the stream's first `selection.holdout_size` rows, which the run then skips.
+
+Writes `selection.csv` (every evaluation), `selection_table.md` and `.csv` (per strategy and pool: final accuracy, trained samples and
+wall time to reach `--target`, each as a ratio to `random` at the same pool size) and `selection.png` (dev accuracy
+against samples trained, updates and wall time), and prints the table.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+from ol_ray.bench import write_results
+from ol_ray.config import Config
+
+
+@dataclasses.dataclass
+class Stream:
+    input_ids: list[np.ndarray]
+    labels: np.ndarray
+    sample_ids: np.ndarray
+
+
+def read_stream(cfg: Config, count: int, label_noise: float, seed: int) -> Stream:
+    """The first `count` valid rows of the configured stream (fewer if it ends), tokenized, with `label_noise` of
+    their labels moved to another class (seeded)."""
+    from ol_ray.stream import make_source, windows
+    from ol_ray.tokenization import tokenize_texts
+    from ol_ray.validation import FieldSpec, split_records
+
+    stream_cfg = dataclasses.replace(cfg.stream, window_size=count, max_samples=0, rate=0.0)
+    valid = []
+    for window in windows(make_source(stream_cfg), stream_cfg):  # windows of `count` rows until enough are valid
+        good, _ = split_records([r["sample_id"] for r in window.records], [r["raw"] for r in window.records],
+                                window.record_format, FieldSpec.from_config(cfg), window=0)
+        valid.extend(good)
+        if len(valid) >= count:
+            break
+    valid = valid[:count]
+    input_ids, _ = tokenize_texts([row.text for row in valid], cfg.model.name_or_path, cfg.model.max_length,
+                                  cfg.model.trust_remote_code)
+    labels = np.array([row.label for row in valid], dtype=np.int64)
+    if label_noise > 0:
+        rng = np.random.default_rng(10_000 + seed)
+        flip = rng.random(len(labels)) < label_noise
+        shift = rng.integers(1, cfg.model.num_labels, size=len(labels))
+        labels = np.where(flip, (labels + shift) % cfg.model.num_labels, labels)
+    return Stream(input_ids, labels, np.array([row.sample_id for row in valid], dtype=object))
+
+
+def run_one(cfg: Config, stream: Stream, updates: int, dev: Optional[Stream] = None) -> list[dict[str, Any]]:
+    """One plain-loop run: score each pool with the learner's weights, hand it to the learner; the eval records.
+    `dev` replaces the configured dev set."""
+    from ol_ray.irreducible import train_irreducible, uses_rho_loss
+    from ol_ray.learner import OnlineLearner
+    from ol_ray.models import device_for, head_layer, load_model, load_numpy_state
+    from ol_ray.scoring import score_samples
+
+    pool_size, start = cfg.selection.pool_size, 0
+    irreducible = None
+    if uses_rho_loss(cfg.selection):
+        start = cfg.selection.holdout_size
+        irreducible = load_model(cfg.model, pretrained=False)
+        load_numpy_state(irreducible, train_irreducible(cfg, stream.input_ids[:start], stream.labels[:start]))
+        irreducible.to(device_for(cfg.learner.num_gpus)).eval()
+    learner = OnlineLearner(cfg)
+    if dev is not None:
+        from ol_ray.evaluation import EvalSet
+
+        order = np.argsort([len(ids) for ids in dev.input_ids], kind="stable")
+        learner.eval_set = EvalSet([dev.input_ids[i] for i in order], dev.labels[order], 0)
+        learner.start_records = [learner._evaluate()]
+    head = head_layer(learner.model, cfg.model.num_labels)
+    started = time.perf_counter()
+    evals = [dict(r, wall_s=0.0) for r in learner.start_records]
+    device = learner.device
+    while learner.updates < updates and start + pool_size <= len(stream.labels):
+        part = slice(start, start + pool_size)
+        ids, labels = stream.input_ids[part], stream.labels[part]
+        pool = {"sample_id": stream.sample_ids[part], "label": labels, "window": np.zeros(pool_size, np.int64),
+                "input_ids": np.array(ids + [None], dtype=object)[:-1],
+                "weight_version": np.full(pool_size, learner.updates, dtype=np.int64)}
+        pool.update(score_samples(learner.model, head, ids, labels, learner.pad_id, device,
+                                  micro_batch_tokens=cfg.scoring.micro_batch_tokens))
+        if irreducible is not None:
+            pool["irreducible_loss"] = score_samples(irreducible, head_layer(irreducible, cfg.model.num_labels), ids,
+                                                     labels, learner.pad_id, device,
+                                                     micro_batch_tokens=cfg.scoring.micro_batch_tokens)["loss"]
+        for record in learner.add_candidates(pool):
+            if record["kind"] == "eval":
+                evals.append(dict(record, wall_s=round(time.perf_counter() - started, 3)))
+        start += pool_size
+    return evals
+
+
+def reach(evals: list[dict[str, Any]], target: float, key: str) -> float:
+    """`key` (samples trained, wall time) at the first evaluation at or above the target accuracy; NaN if never."""
+    return next((float(r[key]) for r in evals if r["dev_accuracy"] >= target), math.nan)
+
+
+def summarise(curves: dict[tuple[str, int], list[list[dict[str, Any]]]], target: float) -> list[dict[str, Any]]:
+    """One row per (strategy, pool): means over seeds, ratios to random at the same pool size (or, where random
+    did not run at that size, at any size), and the trained samples each strategy needed to reach random's final
+    accuracy as a share of random's (the issue's target: at most 0.5)."""
+    rows = []
+    for (strategy, pool), runs in curves.items():
+        finals = [run[-1]["dev_accuracy"] for run in runs]
+        samples = [reach(run, target, "samples_trained") for run in runs]
+        walls = [reach(run, target, "wall_s") for run in runs]
+        reached = [s for s in samples if not math.isnan(s)]
+        rows.append({"strategy": strategy, "pool": pool, "seeds": len(runs),
+                     "final_accuracy": float(np.mean(finals)), "final_accuracy_sd": float(np.std(finals)),
+                     "reached_target": f"{len(reached)}/{len(runs)}",
+                     "samples_to_target": float(np.mean(reached)) if reached else math.nan,
+                     "wall_s_to_target": float(np.nanmean(walls)) if reached else math.nan,
+                     "wall_s": float(np.mean([run[-1]["wall_s"] for run in runs]))})
+    for row in rows:
+        randoms = [r for r in rows if r["strategy"] == "random"]
+        base = next((r for r in randoms if r["pool"] == row["pool"]), randoms[0] if randoms else None)
+        for key in ("samples_to_target", "wall_s_to_target", "final_accuracy"):
+            row[f"{key}_vs_random"] = row[key] / base[key] if base and base[key] else math.nan
+        runs = curves[(row["strategy"], row["pool"])]
+        base_runs = curves[("random", base["pool"])] if base else []
+        shares = []
+        for seed_run, base_run in zip(runs, base_runs):  # seed by seed: random's final accuracy and its samples
+            needed = reach(seed_run, base_run[-1]["dev_accuracy"], "samples_trained")
+            shares.append(needed / base_run[-1]["samples_trained"] if base_run[-1]["samples_trained"] else math.nan)
+        row["samples_to_random_final_vs_random"] = float(np.mean(shares)) if shares else math.nan
+    return rows
+
+
+def curves_from_csv(paths: Sequence[str]) -> dict[tuple[str, int], list[list[dict[str, Any]]]]:
+    """The curves of earlier runs, from their selection.csv files (several runs' seeds merge)."""
+    import csv
+
+    runs: dict[tuple[str, int, int], list[dict[str, Any]]] = {}
+    for path in paths:
+        with open(path, encoding="utf-8") as handle:
+            for point in csv.DictReader(handle):
+                key = (point["strategy"], int(point["pool"]), int(point["seed"]))
+                runs.setdefault(key, []).append({"update": int(point["update"]),
+                                                 "samples_trained": int(point["samples_trained"]),
+                                                 "wall_s": float(point["wall_s"]),
+                                                 "dev_accuracy": float(point["dev_accuracy"])})
+    curves: dict[tuple[str, int], list[list[dict[str, Any]]]] = {}
+    for (strategy, pool, seed), points in sorted(runs.items(), key=lambda item: item[0][2]):
+        curves.setdefault((strategy, pool), []).append(sorted(points, key=lambda p: p["update"]))
+    return curves
+
+
+def report(curves: dict[tuple[str, int], list[list[dict[str, Any]]]], target: float, out_dir: str,
+           title: str) -> list[dict[str, Any]]:
+    """The markdown/CSV table and the PNG of a set of curves; prints the table."""
+    os.makedirs(out_dir, exist_ok=True)
+    rows = summarise(curves, target)
+    print(write_results(rows, out_dir, "selection_table"))
+    plot(curves, os.path.join(out_dir, "selection.png"), title)
+    return rows
+
+
+def plot(curves: dict[tuple[str, int], list[list[dict[str, Any]]]], path: str, title: str) -> None:
+    """Dev accuracy (mean over seeds) against samples trained, updates and wall time."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, 3, figsize=(18, 5), sharey=True)
+    for (strategy, pool), runs in curves.items():
+        length = min(len(run) for run in runs)
+        accuracy = np.mean([[r["dev_accuracy"] for r in run[:length]] for run in runs], axis=0)
+        for axis, key in zip(axes, ("samples_trained", "update", "wall_s")):
+            x = np.mean([[r[key] for r in run[:length]] for run in runs], axis=0)
+            axis.plot(x, accuracy, label=f"{strategy} (pool {pool})")
+    for axis, label in zip(axes, ("samples trained", "updates", "wall time (s)")):
+        axis.set_xlabel(label)
+        axis.grid(alpha=0.3)
+    axes[0].set_ylabel("dev accuracy")
+    axes[2].legend(fontsize=8)
+    figure.suptitle(title)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def selection(cfg: Config, strategies: Sequence[str], seeds: Sequence[int] = (0, 1, 2), updates: int = 200,
+              pools: Sequence[int] = (64,), batch_size: int = 16, eval_every: int = 20, target: float = 0.85,
+              label_noise: float = 0.0, out_dir: str = "runs/bench-selection", mode: Optional[str] = None,
+              dev_from_stream: int = 0) -> list[dict[str, Any]]:
+    """Run every (strategy, pool, seed), write the CSV, markdown table and PNG, and return the table's rows.
+    `dev_from_stream` > 0: the dev set is that many rows read after the training rows of the same stream (clean
+    labels), for data sets without a separate dev file."""
+    import csv
+
+    from ol_ray.config import check
+    from ol_ray.pipeline import resolve_paths
+
+    cfg = resolve_paths(cfg)
+    os.makedirs(out_dir, exist_ok=True)
+    curves: dict[tuple[str, int], list[list[dict[str, Any]]]] = {}
+    points: list[dict[str, Any]] = []
+    for seed in seeds:
+        needed = cfg.selection.holdout_size + updates * max(pools)
+        seeded = dataclasses.replace(cfg, stream=dataclasses.replace(cfg.stream, shuffle_seed=seed))
+        stream = read_stream(seeded, needed + dev_from_stream, label_noise, seed)
+        dev = None
+        if dev_from_stream:
+            clean = read_stream(seeded, needed + dev_from_stream, 0.0, seed)
+            dev = Stream(clean.input_ids[needed:], clean.labels[needed:], clean.sample_ids[needed:])
+            stream = Stream(stream.input_ids[:needed], stream.labels[:needed], stream.sample_ids[:needed])
+        for pool in pools:
+            for strategy in strategies:
+                run_cfg = dataclasses.replace(
+                    cfg, model=dataclasses.replace(cfg.model, seed=seed),
+                    selection=dataclasses.replace(cfg.selection, strategy=strategy, pool_size=pool, seed=seed,
+                                                  mode=mode or cfg.selection.mode),
+                    batching=dataclasses.replace(cfg.batching, policy="fixed", batch_size=batch_size),
+                    learner=dataclasses.replace(cfg.learner, max_updates=0, decay_updates=updates),
+                    eval=dataclasses.replace(cfg.eval, every_updates=eval_every, at_start=True,
+                                             path="" if dev_from_stream else cfg.eval.path))
+                check(run_cfg)
+                evals = run_one(run_cfg, stream, updates, dev)
+                curves.setdefault((strategy, pool), []).append(evals)
+                points.extend({"strategy": strategy, "pool": pool, "seed": seed, "update": r["update"],
+                               "samples_trained": r["samples_trained"], "wall_s": r["wall_s"],
+                               "dev_accuracy": r["dev_accuracy"], "dev_loss": r["dev_loss"]} for r in evals)
+                print(f"{strategy:>16} pool {pool:>4} seed {seed}: dev accuracy {evals[-1]['dev_accuracy']:.4f} "
+                      f"after {evals[-1]['samples_trained']} samples, {evals[-1]['wall_s']:.0f} s", flush=True)
+                with open(os.path.join(out_dir, "selection.csv"), "w", newline="", encoding="utf-8") as handle:
+                    writer = csv.DictWriter(handle, fieldnames=list(points[0]))
+                    writer.writeheader()
+                    writer.writerows(points)
+    noise = f", {label_noise:.0%} of labels flipped" if label_noise else ""
+    return report(curves, target, out_dir, f"{len(seeds)} seed(s), {updates} updates of {batch_size}{noise}")

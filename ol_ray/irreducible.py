@@ -1,0 +1,131 @@
+"""The irreducible-loss model of RHO-LOSS (Mindermann et al., ICML 2022): a model trained on a holdout split of the
+stream, whose loss on a sample estimates the part of the loss that training cannot remove (label noise, ambiguity).
+
+How it is obtained: before the stream starts, the first `selection.holdout_size` rows of the stream are read (and
+never trained on by the main model), validated and tokenized; a copy of the configured model is fine-tuned on them
+for `selection.irreducible_epochs` epochs (a Ray task with the learner's resources when Ray runs), and saved in
+the run directory (`irreducible/model.pt` and `irreducible/holdout.json`, with the stream cursor after the
+holdout). The stream then starts after the holdout. Scorers load the model once and add an `irreducible_loss`
+column. How it is refreshed: it is not, within a run; the paper finds a fixed irreducible-loss model works (it
+need not track the learner), and a resumed run reuses the saved one. Start a new run to refit it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+from ol_ray.config import Config, SelectionConfig
+
+FOLDER = "irreducible"
+
+
+@dataclass
+class Holdout:
+    input_ids: list[np.ndarray]  # token ids per valid holdout row
+    labels: np.ndarray  # int64
+    cursor: dict[str, Any]  # the stream position after the holdout
+    read: int  # rows read for the holdout
+    rejected: int  # of those, rows that failed validation (left out of the holdout)
+
+
+def uses_rho_loss(sel: SelectionConfig) -> bool:
+    """Whether the selection needs the irreducible-loss column (rho_loss itself, or inside a mix)."""
+    return sel.strategy == "rho_loss" or (sel.strategy == "mix" and "rho_loss" in sel.mix)
+
+
+def read_holdout(cfg: Config, rows: Optional[Sequence[dict[str, Any]]] = None) -> Holdout:
+    """The first `selection.holdout_size` rows of the stream, validated and tokenized."""
+    from ol_ray.stream import make_source, windows
+    from ol_ray.tokenization import tokenize_texts
+    from ol_ray.validation import FieldSpec, split_records
+
+    size = cfg.selection.holdout_size
+    stream = dataclasses.replace(cfg.stream, window_size=size, max_samples=size, rate=0.0)
+    source = make_source(stream, rows=rows)
+    valid, read, rejected, cursor = [], 0, 0, source.cursor()
+    for window in windows(source, stream):
+        good, bad = split_records([r["sample_id"] for r in window.records], [r["raw"] for r in window.records],
+                                  window.record_format, FieldSpec.from_config(cfg), window=-1)
+        valid.extend(good)
+        read, rejected, cursor = read + len(window), rejected + len(bad), window.cursor
+    if not valid:
+        raise ValueError(f"the stream's first {size} rows hold no valid sample to train the irreducible-loss model")
+    input_ids, _ = tokenize_texts([row.text for row in valid], cfg.model.name_or_path, cfg.model.max_length,
+                                  cfg.model.trust_remote_code)
+    return Holdout(input_ids, np.array([row.label for row in valid], dtype=np.int64), cursor, read, rejected)
+
+
+def train_irreducible(cfg: Config, input_ids: Sequence[np.ndarray], labels: np.ndarray) -> dict[str, Any]:
+    """Fine-tune a fresh copy of the configured model on the holdout (plain mini-batch AdamW, the learner's
+    learning rate, batch size and precision); returns its state as numpy arrays."""
+    import torch
+
+    from ol_ray.learner import TrainBatch, make_optimizer, weighted_step
+    from ol_ray.models import device_for, load_model, load_tokenizer, state_to_numpy
+
+    torch.manual_seed(cfg.model.seed + 1)
+    torch.set_num_threads(cfg.learner.torch_threads)
+    device = device_for(cfg.learner.num_gpus)
+    model = load_model(cfg.model).to(device)
+    optimizer = make_optimizer(model, cfg.learner.lr, cfg.learner.weight_decay, device)
+    pad_id = load_tokenizer(cfg.model.name_or_path, cfg.model.trust_remote_code).pad_token_id or 0
+    rng = np.random.default_rng(cfg.selection.seed)
+    batch_size = cfg.batching.batch_size
+    for _ in range(cfg.selection.irreducible_epochs):
+        order = rng.permutation(len(labels))
+        for start in range(0, len(order), batch_size):
+            chosen = order[start:start + batch_size]
+            batch = TrainBatch([input_ids[i] for i in chosen], labels[chosen], np.ones(len(chosen), np.float32))
+            weighted_step(model, optimizer, batch, pad_id, device, cfg.learner.grad_clip, cfg.learner.precision,
+                          cfg.learner.micro_batch_tokens)
+    model.eval()
+    return state_to_numpy(model)
+
+
+def holdout_start(run_dir: Optional[str]) -> Optional[dict[str, Any]]:
+    """The stream cursor after the holdout of a run that has one (where its stream starts), else None."""
+    path = os.path.join(run_dir, FOLDER, "holdout.json") if run_dir else ""
+    if not path or not os.path.exists(path):
+        return None
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def prepare_irreducible(cfg: Config, run_dir: str, rows: Optional[Sequence[dict[str, Any]]] = None,
+                        remote: bool = True) -> Optional[dict[str, Any]]:
+    """The irreducible-loss model's state for a run that selects by rho_loss (None otherwise): loaded from the run
+    directory when an earlier attempt saved it, else trained on the holdout and saved there first."""
+    import torch
+
+    if not uses_rho_loss(cfg.selection):
+        return None
+    folder = os.path.join(run_dir, FOLDER)
+    weights_path = os.path.join(folder, "model.pt")
+    if holdout_start(run_dir) is not None and os.path.exists(weights_path):
+        return {name: tensor.float().numpy() for name, tensor in torch.load(weights_path, weights_only=True).items()}
+    holdout = read_holdout(cfg, rows)
+    if remote:
+        import ray
+
+        learner = cfg.learner
+        task = ray.remote(train_irreducible).options(num_cpus=learner.num_cpus, num_gpus=learner.num_gpus,
+                                                     resources=learner.resources or None)
+        state = ray.get(task.remote(cfg, holdout.input_ids, holdout.labels))
+    else:
+        state = train_irreducible(cfg, holdout.input_ids, holdout.labels)
+    os.makedirs(folder, exist_ok=True)
+    tensors = {name: (torch.from_numpy(value[1]).view(torch.bfloat16) if isinstance(value, tuple)
+                      else torch.from_numpy(np.array(value))) for name, value in state.items()}
+    torch.save(tensors, weights_path + ".tmp")
+    os.replace(weights_path + ".tmp", weights_path)
+    with open(os.path.join(folder, "holdout.json.tmp"), "w", encoding="utf-8") as handle:
+        json.dump({"cursor": holdout.cursor, "read": holdout.read, "rejected": holdout.rejected,
+                   "samples": len(holdout.labels)}, handle)
+    os.replace(os.path.join(folder, "holdout.json.tmp"), os.path.join(folder, "holdout.json"))
+    return state
