@@ -89,7 +89,8 @@ def train_irreducible(cfg: Config, input_ids: Sequence[np.ndarray], labels: np.n
 
 
 def holdout_start(run_dir: Optional[str]) -> Optional[dict[str, Any]]:
-    """The stream cursor after the holdout of a run that has one (where its stream starts), else None."""
+    """What `irreducible/holdout.json` of a run says (`cursor`: where its stream starts after the holdout; `read`,
+    `rejected`, `samples`), or None where there is none."""
     path = os.path.join(run_dir, FOLDER, "holdout.json") if run_dir else ""
     if not path or not os.path.exists(path):
         return None
@@ -98,16 +99,17 @@ def holdout_start(run_dir: Optional[str]) -> Optional[dict[str, Any]]:
 
 
 def prepare_irreducible(cfg: Config, run_dir: str, rows: Optional[Sequence[dict[str, Any]]] = None,
-                        remote: bool = True) -> Optional[dict[str, Any]]:
-    """The irreducible-loss model's state for a run that selects by rho_loss (None otherwise): loaded from the run
-    directory when an earlier attempt saved it, else trained on the holdout and saved there first."""
+                        remote: bool = True, resume: bool = False) -> Optional[dict[str, Any]]:
+    """The irreducible-loss model's state for a run that selects by rho_loss (None otherwise): when resuming, the
+    one the run saved; for a new run (or a resumed one that never got as far), trained on the holdout and saved in
+    the run directory first, replacing anything an earlier run left there."""
     import torch
 
     if not uses_rho_loss(cfg.selection):
         return None
     folder = os.path.join(run_dir, FOLDER)
     weights_path = os.path.join(folder, "model.pt")
-    if holdout_start(run_dir) is not None and os.path.exists(weights_path):
+    if resume and holdout_start(run_dir) is not None and os.path.exists(weights_path):
         return {name: tensor.float().numpy() for name, tensor in torch.load(weights_path, weights_only=True).items()}
     holdout = read_holdout(cfg, rows)
     if remote:
@@ -120,6 +122,8 @@ def prepare_irreducible(cfg: Config, run_dir: str, rows: Optional[Sequence[dict[
     else:
         state = train_irreducible(cfg, holdout.input_ids, holdout.labels)
     os.makedirs(folder, exist_ok=True)
+    if os.path.exists(os.path.join(folder, "holdout.json")):  # a stale holdout must never outlive its model
+        os.remove(os.path.join(folder, "holdout.json"))
     tensors = {name: (torch.from_numpy(value[1]).view(torch.bfloat16) if isinstance(value, tuple)
                       else torch.from_numpy(np.array(value))) for name, value in state.items()}
     torch.save(tensors, weights_path + ".tmp")

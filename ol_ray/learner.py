@@ -30,7 +30,7 @@ from ol_ray.config import Config
 from ol_ray.evaluation import evaluate, load_eval_set
 from ol_ray.ledger import Ledger
 from ol_ray.models import autocast, device_for, load_model, load_tokenizer
-from ol_ray.irreducible import holdout_start
+from ol_ray.irreducible import holdout_start, uses_rho_loss
 from ol_ray.selection import make_strategy, pool_length
 from ol_ray.tokenization import length_groups, pad_batch
 
@@ -254,7 +254,8 @@ class OnlineLearner:
             self.checkpoint_path = self.restored_from = path
             self._rewind_ledger_log()
             return True
-        holdout = holdout_start(self.run_dir)  # rho_loss: the stream starts after the irreducible model's holdout
+        # rho_loss: the stream starts after the irreducible-loss model's holdout
+        holdout = holdout_start(self.run_dir) if uses_rho_loss(self.cfg.selection) else None
         self.cursor = holdout["cursor"] if holdout else None
         if tried:  # every checkpoint was unreadable: start over from the configured model, and say so
             logger.warning("ol_ray: no readable checkpoint in %s; starting from the beginning", self.run_dir)

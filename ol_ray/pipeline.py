@@ -29,7 +29,7 @@ from typing import Any, Callable, Optional, Sequence
 import yaml
 
 from ol_ray.config import Config, to_dict
-from ol_ray.irreducible import holdout_start, prepare_irreducible
+from ol_ray.irreducible import holdout_start, prepare_irreducible, uses_rho_loss
 from ol_ray.stream import Source, SourceError, Window, make_source, windows
 
 START, END, ERROR = "start", "end", "error"
@@ -350,7 +350,8 @@ def run_pipeline(cfg: Config, rows: Optional[Sequence[dict[str, Any]]] = None, r
     outputs = RunOutputs(run_dir, cfg.stream.max_samples or None, cfg.output.progress)
     try:
         check_resources(cfg, strict=started_ray)
-        irreducible = prepare_irreducible(cfg, run_dir, rows)  # rho_loss only: before the learner picks its cursor
+        # rho_loss only, and before the learner picks its cursor
+        irreducible = prepare_irreducible(cfg, run_dir, rows, resume=resume)
         actors = start_actors(cfg, run_dir)
         irreducible_ref = ray.put(irreducible) if irreducible is not None else None
         info = wait_for_learner(actors["learner"], cfg)
@@ -498,7 +499,8 @@ def summarize(cfg: Config, started: float, info: dict[str, Any], samples_read: i
         "learner_device": info["device"],
         "learner_node": info["node_id"],
         "model_parameters": info["parameters"],
-        "samples_holdout": (holdout_start(cfg.output.run_dir) or {}).get("read", 0),
+        "samples_holdout": (holdout_start(cfg.output.run_dir) or {}).get("read", 0) if uses_rho_loss(cfg.selection)
+        else 0,
         "checkpoint": learner.get("checkpoint_path"),
         "config": to_dict(cfg),
     }

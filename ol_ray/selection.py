@@ -56,18 +56,20 @@ def pool_length(pool: Pool) -> int:
 
 
 def order_by(scores: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Positions by descending score; ties in a seeded random order; NaN scores last."""
+    """Positions by descending score; ties in a seeded random order; NaN and infinite scores last."""
     scores = np.asarray(scores, dtype=np.float64)
     tiebreak = rng.permutation(len(scores))
-    finite = np.where(np.isnan(scores), -np.inf, scores)
-    return np.lexsort((tiebreak, np.isnan(scores), -finite)).astype(np.int64)
+    broken = ~np.isfinite(scores)
+    return np.lexsort((tiebreak, broken, -np.where(broken, 0.0, scores))).astype(np.int64)
 
 
 def usefulness(scores: np.ndarray) -> np.ndarray:
-    """Scores as non-negative finite weights: NaN -> 0, and shifted up when any is negative."""
-    scores = np.nan_to_num(np.asarray(scores, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
-    low = scores.min(initial=0.0)
-    return scores - low if low < 0 else scores
+    """Scores as non-negative finite weights: shifted up by the lowest finite score when it is negative; NaN and
+    infinite scores get 0 (after the shift, so they stay below every valid score)."""
+    scores = np.asarray(scores, dtype=np.float64)
+    finite = np.isfinite(scores)
+    low = scores[finite].min(initial=0.0)
+    return np.where(finite, scores - min(low, 0.0), 0.0)
 
 
 def scored(scores: np.ndarray, rng: np.random.Generator) -> Ranking:
@@ -154,18 +156,18 @@ def farthest_first(unit: np.ndarray, usable: np.ndarray, memory: np.ndarray,
     nearest = np.full(size, np.inf)
     if len(memory):
         nearest = np.maximum(1.0 - (unit @ memory.T).max(axis=1), 0.0)
-    nearest[~usable] = -np.inf
     tiebreak = rng.random(size) * 1e-9  # a seeded choice among equal distances
     order, distance = np.empty(size, dtype=np.int64), np.zeros(size)
     taken = np.zeros(size, dtype=bool)
     for position in range(size):
-        candidates = np.where(taken, -np.inf, nearest + tiebreak)
+        # usable rows by distance; unusable ones (NaN, zero) after all of them; taken ones never again
+        candidates = np.where(taken, -np.inf, np.where(usable, nearest + tiebreak, -1.0 + tiebreak))
         pick = int(np.argmax(candidates))
         order[position], taken[pick] = pick, True
-        distance[pick] = nearest[pick] if np.isfinite(nearest[pick]) else 2.0
-        if usable[pick]:
+        if usable[pick]:  # the first pick with no memory is 1.0 away: as far as an orthogonal direction
+            distance[pick] = min(nearest[pick], 1.0) if np.isfinite(nearest[pick]) else 1.0
             nearest = np.minimum(nearest, np.maximum(1.0 - unit @ unit[pick], 0.0))
-    return order, np.maximum(distance, 0.0)
+    return order, distance
 
 
 class DiversitySelection:
@@ -211,23 +213,30 @@ class CoverageSelection:
         return np.argmax(unit @ self.centroids.T, axis=1)
 
     def _initialise(self, unit: np.ndarray, usable: np.ndarray, rng: np.random.Generator) -> None:
-        """k-means++ seeding from the first pool (fewer centroids when the pool has fewer usable rows)."""
+        """k-means++ seeding from this pool; a model with fewer than `clusters` centroids (an earlier pool had too
+        few distinct rows) gains new ones from this pool the same way, keeping its counts."""
         rows = unit[usable]
         if not len(rows):
             return
-        first = int(rng.integers(len(rows)))
-        centroids, nearest = [rows[first]], np.maximum(1.0 - rows @ rows[first], 0.0)
-        while len(centroids) < min(self.clusters, len(rows)) and nearest.sum() > 0:
+        if self.centroids.shape[1:] != unit.shape[1:]:
+            self.centroids, self.stream_counts, self.selected_counts = np.zeros((0, unit.shape[1])), np.zeros(0), \
+                np.zeros(0)
+        centroids = list(self.centroids)
+        if not centroids:
+            centroids.append(rows[int(rng.integers(len(rows)))])
+        nearest = np.maximum(1.0 - (rows @ np.stack(centroids).T).max(axis=1), 0.0)
+        while len(centroids) < self.clusters and nearest.sum() > 1e-9:
             pick = int(rng.choice(len(rows), p=nearest / nearest.sum()))
             centroids.append(rows[pick])
             nearest = np.minimum(nearest, np.maximum(1.0 - rows @ rows[pick], 0.0))
+        added = len(centroids) - len(self.centroids)
         self.centroids = np.stack(centroids)
-        self.stream_counts = np.zeros(len(centroids))
-        self.selected_counts = np.zeros(len(centroids))
+        self.stream_counts = np.concatenate([self.stream_counts, np.zeros(added)])
+        self.selected_counts = np.concatenate([self.selected_counts, np.zeros(added)])
 
     def rank(self, pool: Pool, rng: np.random.Generator) -> Ranking:
         unit, usable = unit_rows(pool["embedding"])
-        if self.centroids.shape[1:] != unit.shape[1:] or not len(self.centroids):
+        if self.centroids.shape[1:] != unit.shape[1:] or len(self.centroids) < self.clusters:
             self._initialise(unit, usable, rng)
         size = len(unit)
         if not len(self.centroids):
@@ -265,7 +274,8 @@ class CoverageSelection:
             moved = (1 - step) * self.centroids[c] + step * members.mean(axis=0)
             self.centroids[c] = moved / max(np.linalg.norm(moved), 1e-12)
         picked = cluster[chosen][usable[chosen]]
-        self.selected_counts = (self.selected_counts * self.decay ** len(chosen)
+        # both histograms decay on the stream's clock, so they forget at the same pace under drift
+        self.selected_counts = (self.selected_counts * self.decay ** usable.sum()
                                 + np.bincount(picked, minlength=len(self.centroids)))
 
     def state_dict(self) -> dict[str, Any]:
@@ -376,14 +386,6 @@ STRATEGIES: dict[str, Any] = {
     "mix": lambda cfg: MixSelection(cfg.mix, cfg),
 }
 
-# the scorer columns each strategy reads, beyond sample_id and label
-NEEDS: dict[str, tuple[str, ...]] = {
-    "random": (), "entropy": ("entropy",), "least_confidence": ("max_prob",), "margin": ("margin",),
-    "loss": ("loss",), "gradient": ("grad_norm",), "diversity": ("embedding",), "coverage": ("embedding",),
-    "rho_loss": ("loss", "irreducible_loss"), "badge": ("probs", "features"), "mix": (),
-}
-
-
 def build_strategy(name: str, cfg: SelectionConfig) -> Strategy:
     """One registered strategy by name."""
     return STRATEGIES[name](cfg)
@@ -416,14 +418,17 @@ def inclusion_probabilities(scores: np.ndarray, batch_size: int, alpha: float, e
     """pi_i proportional to (1 - epsilon) * s_i**alpha / sum + epsilon / N, scaled to sum to B, each at most 1
     (the excess of capped ones spread over the rest)."""
     size = len(scores)
-    powered = np.power(np.maximum(scores, 0.0), alpha)
+    scores = np.maximum(np.nan_to_num(scores, nan=0.0, posinf=0.0, neginf=0.0), 0.0)
+    top = scores.max(initial=0.0)
+    powered = np.power(scores / top, alpha) if top > 0 else np.zeros(size)  # scaled first: no overflow
     base = (1 - epsilon) * powered / powered.sum() if powered.sum() > 0 else np.zeros(size)
     base = base + (epsilon if powered.sum() > 0 else 1.0) / size
     pi = np.zeros(size)
     free = np.ones(size, dtype=bool)
     remaining = float(batch_size)
     while True:
-        pi[free] = remaining * base[free] / base[free].sum()
+        total = base[free].sum()  # 0 only when epsilon is 0 and the free ones all score 0: share evenly
+        pi[free] = remaining * (base[free] / total if total > 0 else 1.0 / free.sum())
         over = free & (pi >= 1.0)
         if not over.any():
             return np.minimum(pi, 1.0)

@@ -46,6 +46,9 @@ def test_the_model_is_saved_once_and_reused(tiny_model_dir, sst2_rows, tmp_path)
     cfg = memory_config(tiny_model_dir, str(tmp_path))
     first = prepare_irreducible(cfg, str(tmp_path), rows(sst2_rows, 100), remote=False)
     assert holdout_start(str(tmp_path))["cursor"]["row"] == 48
-    again = prepare_irreducible(cfg, str(tmp_path), rows=[], remote=False)  # no stream needed: loaded, not retrained
+    again = prepare_irreducible(cfg, str(tmp_path), rows=[], remote=False, resume=True)  # loaded, not retrained
     assert set(first) == set(again) and all(np.allclose(first[k], again[k]) for k in first)
+    fresh = prepare_irreducible(memory_config(tiny_model_dir, str(tmp_path)), str(tmp_path),
+                                rows(sst2_rows, 100)[20:], remote=False)  # a new run never reuses what it finds
+    assert not all(np.allclose(first[k], fresh[k]) for k in first)
     assert prepare_irreducible(load_config(None, ["stream.path=x.tsv"]), str(tmp_path)) is None

@@ -71,6 +71,50 @@ def test_nan_scores_and_ties_never_crash_and_rank_last(name, mode):
         assert not set(selection.indices) & set(broken)  # 30 usable candidates: the 10 broken ones rank last
 
 
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("name", sorted(STRATEGIES))
+@pytest.mark.parametrize("broken_rows", [10, 40])
+def test_more_picks_than_usable_candidates_stay_distinct(name, mode, broken_rows):
+    candidates = pool(40, seed=6)
+    broken = np.arange(broken_rows)
+    for column in ("loss", "entropy", "margin", "max_prob", "grad_norm", "irreducible_loss", "embedding", "probs",
+                   "features"):
+        candidates[column][broken] = np.nan
+    selection = make_strategy(config(name, mode=mode, mix={"diversity": 0.5, "loss": 0.5})).select(
+        candidates, 36, np.random.default_rng(0))
+    assert len(np.unique(selection.indices)) == 36 and np.all(np.isfinite(selection.weights))
+
+
+def test_scores_become_weights_with_nan_below_every_valid_score():
+    from ol_ray.selection import usefulness
+
+    assert list(usefulness(np.array([-1.0, 2.0, np.nan, np.inf]))) == [0.0, 3.0, 0.0, 0.0]
+    assert list(order_by(np.array([np.inf, 1.0, -np.inf, 2.0]), np.random.default_rng(0)))[:2] == [3, 1]
+
+
+def test_importance_without_a_uniform_share_still_draws_b_distinct():
+    scores = np.array([5.0, 3.0, 0.0, 0.0, 0.0, 0.0])  # fewer positive scores than the batch
+    pi = inclusion_probabilities(scores, 4, alpha=2.0, epsilon=0.0)
+    assert pi.sum() == pytest.approx(4.0) and np.all(np.isfinite(pi)) and pi.max() <= 1.0
+    assert len(set(systematic_sample(pi, np.random.default_rng(0)).tolist())) == 4
+    huge = inclusion_probabilities(np.array([1e30, 1.0, 2.0]), 2, alpha=50.0, epsilon=0.1)  # no overflow
+    assert np.all(np.isfinite(huge)) and huge.sum() == pytest.approx(2.0)
+
+
+def test_coverage_gains_centroids_when_the_first_pool_had_too_few_distinct_rows():
+    from ol_ray.selection import CoverageSelection
+
+    strategy = CoverageSelection(clusters=4)
+    first = pool(8)
+    first["embedding"] = np.tile(np.eye(8)[:1], (8, 1)).astype(np.float32)  # one direction only
+    strategy.observe(first, strategy.rank(first, np.random.default_rng(0)).order[:2])
+    assert len(strategy.centroids) == 1
+    second = pool(16)
+    second["embedding"] = np.eye(16, 8)[np.arange(16) % 8].astype(np.float32)
+    strategy.rank(second, np.random.default_rng(0))
+    assert len(strategy.centroids) == 4 and len(strategy.stream_counts) == 4 == len(strategy.selected_counts)
+
+
 def test_stateful_strategies_round_trip_their_state():
     for name in ("diversity", "coverage", "mix"):
         first = make_strategy(config(name, mix={"diversity": 1, "coverage": 1} if name == "mix" else {}))
