@@ -63,7 +63,7 @@ def scaling(cfg: Config, nodes: Sequence[int] = (1, 2), samples: int = 2048, out
     rows: list[dict[str, Any]] = []
     for count in nodes:
         scoring = dataclasses.replace(cfg.scoring, num_scorers=count, max_scorers=0, num_cpus=node_cpus,
-                                      resources={"scorer": 1})
+                                      num_gpus=0.0, resources={"scorer": 1})
         run_cfg = dataclasses.replace(cfg, scoring=scoring)
         cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
         scorer_nodes = {cluster.add_node(num_cpus=node_cpus, resources={"scorer": 1}).node_id for _ in range(count)}
@@ -87,7 +87,7 @@ def scaling(cfg: Config, nodes: Sequence[int] = (1, 2), samples: int = 2048, out
             rows.append({"scorer_nodes": count, "samples_scored": scored, "wall_s": wall,
                          "samples_per_s": scored / wall,
                          "steady_samples_per_s": (scored - first_count) / steady_s if scored > first_count else 0.0,
-                         "nodes_that_scored": len(used), "only_on_scorer_nodes": used <= scorer_nodes})
+                         "nodes_that_scored": len(used), "only_on_scorer_nodes": bool(used) and used <= scorer_nodes})
         finally:
             restore()
             ray.shutdown()

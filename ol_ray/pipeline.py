@@ -89,9 +89,15 @@ def preflight(cfg: Config, rows: Optional[Sequence[dict[str, Any]]], resume: boo
                             f"{cfg.output.run_dir}`, or set another output.run_dir")
 
 
+def joins_a_cluster(cfg: Config) -> bool:
+    """Whether the run joins an existing Ray (ray.address, or RAY_ADDRESS as `ray job submit` sets it) rather than
+    starting a local one."""
+    return bool(cfg.ray.address or os.environ.get("RAY_ADDRESS"))
+
+
 def start_ray(cfg: Config) -> bool:
     """Connect to the configured cluster (or RAY_ADDRESS, as `ray job submit` sets it), else start a local Ray with
-    its dashboard on loopback. Returns whether this call started Ray (and so should shut it down)."""
+    its dashboard on loopback. Returns whether this call connected or started Ray (and so should disconnect)."""
     import ray
 
     if ray.is_initialized():
@@ -304,7 +310,7 @@ def start_actors(cfg: Config, run_dir: str) -> dict[str, Any]:
 
     here = NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=False)
     actors: dict[str, Any] = {
-        "weights": ray.remote(num_cpus=0)(WeightStore).remote(),
+        "weights": ray.remote(num_cpus=0)(WeightStore).options(scheduling_strategy=here).remote(),
         "monitor": ray.remote(num_cpus=0)(ResourceMonitor).options(scheduling_strategy=here).remote(
             path=os.path.join(run_dir, "monitor.jsonl")),
         "quarantine": ray.remote(num_cpus=0)(QuarantineSink).options(scheduling_strategy=here).remote(
@@ -349,7 +355,8 @@ def run_pipeline(cfg: Config, rows: Optional[Sequence[dict[str, Any]]] = None, r
     actors: dict[str, Any] = {}
     outputs = RunOutputs(run_dir, cfg.stream.max_samples or None, cfg.output.progress)
     try:
-        check_resources(cfg, strict=started_ray)
+        # strict only on a Ray this run started: a cluster's autoscaler may still be adding the nodes it needs
+        check_resources(cfg, strict=started_ray and not joins_a_cluster(cfg))
         # rho_loss only, and before the learner picks its cursor
         irreducible = prepare_irreducible(cfg, run_dir, rows, resume=resume)
         actors = start_actors(cfg, run_dir)

@@ -5,6 +5,7 @@ Ray's own validation."""
 import json
 import os
 import secrets
+import signal
 import socket
 import subprocess
 import sys
@@ -35,7 +36,13 @@ def test_cluster_yaml_passes_ray_validation():
     assert types["scorer_cpu"]["resources"]["scorer"] > 0 and types["scorer_cpu"]["max_workers"] > 1
     assert types["learner_gpu"]["resources"]["GPU"] == 1 and types["learner_gpu"]["resources"]["learner"] == 1
     assert any("--dashboard-host=127.0.0.1" in command for command in config["head_start_ray_commands"])
-    assert any("pip install" in command and "ol_ray" in command for command in config["setup_commands"])
+    installs = [config["head_setup_commands"], types["scorer_cpu"]["worker_setup_commands"],
+                types["learner_gpu"]["worker_setup_commands"]]
+    for commands in installs:  # every node type installs torch first, then this package
+        torch_at = next(i for i, c in enumerate(commands) if "install" in c and "torch" in c)
+        package_at = next(i for i, c in enumerate(commands) if "install" in c and "ol_ray" in c)
+        assert torch_at < package_at
+    assert any("ray[default,data]==" in command for command in config["setup_commands"])
     starts = config["head_start_ray_commands"] + config["worker_start_ray_commands"]
     assert all("RAY_AUTH_MODE=token" in command for command in starts if "ray start" in command)
     assert "~/.ray/auth_token" in config["file_mounts"]
@@ -50,10 +57,55 @@ def test_runtime_env_example_is_a_valid_runtime_env():
     assert all(isinstance(value, str) for value in env["env_vars"].values())
 
 
+def test_only_a_local_ray_makes_missing_resources_an_error(monkeypatch):
+    from ol_ray.config import load_config
+    from ol_ray.pipeline import joins_a_cluster
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    assert not joins_a_cluster(load_config(None, ["stream.path=x.tsv"]))
+    assert joins_a_cluster(load_config(None, ["stream.path=x.tsv", "ray.address=auto"]))
+    monkeypatch.setenv("RAY_ADDRESS", "http://127.0.0.1:8265")  # as `ray job submit` sets it
+    assert joins_a_cluster(load_config(None, ["stream.path=x.tsv"]))
+
+
+def start_node(command: list[str], env: dict[str, str]) -> subprocess.Popen:
+    """`ray start ... --block` in a process group of its own: stopping the group stops this node's processes only
+    (unlike `ray stop`, which stops every Ray of this user on the machine)."""
+    return subprocess.Popen(command + ["--block"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            start_new_session=True)
+
+
+def stop_node(node: subprocess.Popen) -> None:
+    for signal_number, wait in ((signal.SIGTERM, 60), (signal.SIGKILL, 30)):
+        try:
+            os.killpg(node.pid, signal_number)
+            node.wait(timeout=wait)
+            return
+        except ProcessLookupError:
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def wait_for_nodes(address: str, env: dict[str, str], count: int, nodes: list[subprocess.Popen]) -> None:
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        for node in nodes:
+            if node.poll() is not None:
+                raise RuntimeError(f"ray start exited {node.returncode}: {node.stderr.read().decode()[-2000:]}")
+        result = subprocess.run([RAY, "list", "nodes", "--address", address, "--format", "json", "--filter",
+                                 "state=ALIVE"], env=env, capture_output=True, text=True, timeout=60)
+        if result.returncode == 0 and len(json.loads(result.stdout or "[]")) >= count:
+            return
+        time.sleep(1)
+    raise RuntimeError(f"{count} Ray nodes did not come up within 120 s")
+
+
 @pytest.fixture(scope="module")
 def real_cluster(tmp_path_factory):
-    """A head (1 CPU, dashboard on 127.0.0.1) and a second node with 2 CPUs and the custom resource `scorer`, with
-    Ray's token authentication on (a token of the test's own, not ~/.ray's)."""
+    """A head (1 CPU, the custom resource `learner`, dashboard on 127.0.0.1) and a second node with 2 CPUs and the
+    custom resource `scorer`, with Ray's token authentication on (a token of the test's own, not ~/.ray's), every
+    port chosen free."""
     port, dashboard = free_port(), free_port()
     token = tmp_path_factory.mktemp("auth") / "token"
     token.write_text(secrets.token_hex(32))
@@ -63,15 +115,21 @@ def real_cluster(tmp_path_factory):
            "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")}
     head = [RAY, "start", "--head", f"--port={port}", "--node-ip-address=127.0.0.1", "--dashboard-host=127.0.0.1",
             f"--dashboard-port={dashboard}", "--include-dashboard=true", "--num-cpus=1",
-            f"--ray-client-server-port={free_port()}", "--disable-usage-stats"]
+            '--resources={"learner": 1}', f"--ray-client-server-port={free_port()}",
+            f"--dashboard-agent-listen-port={free_port()}", "--disable-usage-stats"]
     worker = [RAY, "start", f"--address=127.0.0.1:{port}", "--node-ip-address=127.0.0.1", "--num-cpus=2",
-              '--resources={"scorer": 2}', "--disable-usage-stats"]
+              '--resources={"scorer": 2}', f"--dashboard-agent-listen-port={free_port()}", "--disable-usage-stats"]
+    address = f"http://127.0.0.1:{dashboard}"
+    nodes: list[subprocess.Popen] = []
     try:
-        subprocess.run(head, check=True, env=env, capture_output=True, timeout=120)
-        subprocess.run(worker, check=True, env=env, capture_output=True, timeout=120)
-        yield f"http://127.0.0.1:{dashboard}", env
+        nodes.append(start_node(head, env))
+        wait_for_nodes(address, env, 1, nodes)
+        nodes.append(start_node(worker, env))
+        wait_for_nodes(address, env, 2, nodes)
+        yield address, env
     finally:
-        subprocess.run([RAY, "stop", "--force"], env=env, capture_output=True, timeout=120)
+        for node in reversed(nodes):
+            stop_node(node)
 
 
 def state_list(kind: str, address: str, env: dict[str, str]) -> list[dict]:
@@ -94,6 +152,7 @@ def test_job_submitted_with_ray_job_submit_scores_on_the_scorer_node(real_cluste
               f"stream.path={data}", "stream.max_samples=0", "stream.window_size=120", "stream.hub_dataset=",
               f"model.name_or_path={tiny_model_dir}", "model.max_length=32", "eval.path=",
               "scoring.resources={scorer: 1}", "scoring.num_cpus=0.5", "learner.num_cpus=0.5",
+              "learner.resources={learner: 1}",
               "learner.torch_threads=1", f"output.run_dir={run_dir}", "output.progress=false"]
     subprocess.run(submit, check=True, env=env, capture_output=True, timeout=300)
     status = ""  # `ray job status` ends with "Job '<id>' succeeded" (or failed, was stopped, is running)
@@ -117,7 +176,8 @@ def test_job_submitted_with_ray_job_submit_scores_on_the_scorer_node(real_cluste
     scorers = [a for a in actors if "Scorer" in a["class_name"]]
     assert scorers and {a["node_id"] for a in scorers} == {scorer_node}  # Ray's state API: all on the scorer node
     assert summary["scorer_nodes"] == [scorer_node]
-    assert summary["learner_node"] != scorer_node  # the learner asks for no `scorer`, and the node is full
+    head_node = next(n["node_id"] for n in nodes if n["resources_total"].get("learner"))
+    assert summary["learner_node"] == head_node  # placed by learner.resources
 
 
 def test_bench_scaling_places_scorers_on_scorer_nodes(tiny_model_dir, sst2_rows, tmp_path):
