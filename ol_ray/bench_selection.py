@@ -86,7 +86,7 @@ def run_one(cfg: Config, stream: Stream, updates: int, dev: Optional[Stream] = N
         learner.start_records = [learner._evaluate()]
     head = head_layer(learner.model, cfg.model.num_labels)
     started = time.perf_counter()
-    evals = [dict(r, wall_s=0.0) for r in learner.start_records]
+    evals: list[dict[str, Any]] = []  # the first add_candidates hands over the evaluation at update 0 too
     device = learner.device
     while learner.updates < updates and start + pool_size <= len(stream.labels):
         part = slice(start, start + pool_size)
@@ -102,7 +102,8 @@ def run_one(cfg: Config, stream: Stream, updates: int, dev: Optional[Stream] = N
                                                      micro_batch_tokens=cfg.scoring.micro_batch_tokens)["loss"]
         for record in learner.add_candidates(pool):
             if record["kind"] == "eval":
-                evals.append(dict(record, wall_s=round(time.perf_counter() - started, 3)))
+                elapsed = 0.0 if record["update"] == 0 else round(time.perf_counter() - started, 3)
+                evals.append(dict(record, wall_s=elapsed))
         start += pool_size
     return evals
 
@@ -158,7 +159,8 @@ def curves_from_csv(paths: Sequence[str]) -> dict[tuple[str, int], list[list[dic
                                                  "dev_accuracy": float(point["dev_accuracy"])})
     curves: dict[tuple[str, int], list[list[dict[str, Any]]]] = {}
     for (strategy, pool, seed), points in sorted(runs.items(), key=lambda item: item[0][2]):
-        curves.setdefault((strategy, pool), []).append(sorted(points, key=lambda p: p["update"]))
+        once = {p["update"]: p for p in reversed(points)}  # one point per update (older files repeat update 0)
+        curves.setdefault((strategy, pool), []).append(sorted(once.values(), key=lambda p: p["update"]))
     return curves
 
 

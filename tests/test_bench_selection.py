@@ -46,7 +46,7 @@ def test_bench_selection_runs_end_to_end_on_the_tiny_model(tiny_model_dir, sst2_
         points = list(csv.DictReader(handle))
     assert {(p["strategy"], p["seed"]) for p in points} == {(s, str(seed)) for s in ("random", "entropy", "rho_loss")
                                                            for seed in (0, 1)}
-    assert {p["update"] for p in points} == {"0", "3", "6"}
+    assert sorted(p["update"] for p in points if p["strategy"] == "entropy" and p["seed"] == "0") == ["0", "3", "6"]
     assert all(p["samples_trained"] == str(4 * int(p["update"])) for p in points)
     table = (out / "selection_table.md").read_text()
     assert "| rho_loss | 16 | 2 |" in table
