@@ -95,7 +95,11 @@ def wait_for_nodes(address: str, env: dict[str, str], count: int, nodes: list[su
                 raise RuntimeError(f"ray start exited {node.returncode}: {node.stderr.read().decode()[-2000:]}")
         result = subprocess.run([RAY, "list", "nodes", "--address", address, "--format", "json", "--filter",
                                  "state=ALIVE"], env=env, capture_output=True, text=True, timeout=60)
-        if result.returncode == 0 and len(json.loads(result.stdout or "[]")) >= count:
+        try:  # before the head registers, `ray list` answers "No resource in the cluster", not JSON
+            alive = json.loads(result.stdout) if result.returncode == 0 else []
+        except ValueError:
+            alive = []
+        if len(alive) >= count:
             return
         time.sleep(1)
     raise RuntimeError(f"{count} Ray nodes did not come up within 120 s")
