@@ -38,28 +38,16 @@ class Stream:
 def read_stream(cfg: Config, count: int, label_noise: float, seed: int) -> Stream:
     """The first `count` valid rows of the configured stream (fewer if it ends), tokenized, with `label_noise` of
     their labels moved to another class (seeded)."""
-    from ol_ray.stream import make_source, windows
-    from ol_ray.tokenization import tokenize_texts
-    from ol_ray.validation import FieldSpec, split_records
+    from ol_ray.irreducible import read_head
 
-    stream_cfg = dataclasses.replace(cfg.stream, window_size=count, max_samples=0, rate=0.0)
-    valid = []
-    for window in windows(make_source(stream_cfg), stream_cfg):  # windows of `count` rows until enough are valid
-        good, _ = split_records([r["sample_id"] for r in window.records], [r["raw"] for r in window.records],
-                                window.record_format, FieldSpec.from_config(cfg), window=0)
-        valid.extend(good)
-        if len(valid) >= count:
-            break
-    valid = valid[:count]
-    input_ids, _ = tokenize_texts([row.text for row in valid], cfg.model.name_or_path, cfg.model.max_length,
-                                  cfg.model.trust_remote_code)
-    labels = np.array([row.label for row in valid], dtype=np.int64)
+    head = read_head(cfg, count, until_valid=True)
+    labels = head.labels
     if label_noise > 0:
         rng = np.random.default_rng(10_000 + seed)
         flip = rng.random(len(labels)) < label_noise
         shift = rng.integers(1, cfg.model.num_labels, size=len(labels))
         labels = np.where(flip, (labels + shift) % cfg.model.num_labels, labels)
-    return Stream(input_ids, labels, np.array([row.sample_id for row in valid], dtype=object))
+    return Stream(head.input_ids, labels, head.sample_ids)
 
 
 def run_one(cfg: Config, stream: Stream, updates: int, dev: Optional[Stream] = None) -> list[dict[str, Any]]:

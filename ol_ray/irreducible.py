@@ -27,11 +27,37 @@ FOLDER = "irreducible"
 
 @dataclass
 class Holdout:
-    input_ids: list[np.ndarray]  # token ids per valid holdout row
+    input_ids: list[np.ndarray]  # token ids per valid row
     labels: np.ndarray  # int64
-    cursor: dict[str, Any]  # the stream position after the holdout
-    read: int  # rows read for the holdout
-    rejected: int  # of those, rows that failed validation (left out of the holdout)
+    cursor: dict[str, Any]  # the stream position after the rows read
+    read: int  # rows read
+    rejected: int  # of those, rows that failed validation (left out)
+    sample_ids: np.ndarray  # the valid rows' ids
+
+
+def read_head(cfg: Config, count: int, rows: Optional[Sequence[dict[str, Any]]] = None,
+              until_valid: bool = False) -> Holdout:
+    """The head of the configured stream, validated and tokenized: its first `count` rows, or with `until_valid`
+    its first `count` valid rows (fewer if the stream ends)."""
+    from ol_ray.stream import make_source, windows
+    from ol_ray.tokenization import tokenize_texts
+    from ol_ray.validation import FieldSpec, split_records
+
+    stream = dataclasses.replace(cfg.stream, window_size=count, max_samples=0 if until_valid else count, rate=0.0)
+    source = make_source(stream, rows=rows)
+    valid, read, rejected, cursor = [], 0, 0, source.cursor()
+    for window in windows(source, stream):
+        good, bad = split_records([r["sample_id"] for r in window.records], [r["raw"] for r in window.records],
+                                  window.record_format, FieldSpec.from_config(cfg), window=-1)
+        valid.extend(good)
+        read, rejected, cursor = read + len(window), rejected + len(bad), window.cursor
+        if until_valid and len(valid) >= count:
+            valid = valid[:count]
+            break
+    input_ids, _ = tokenize_texts([row.text for row in valid], cfg.model.name_or_path, cfg.model.max_length,
+                                  cfg.model.trust_remote_code)
+    return Holdout(input_ids, np.array([row.label for row in valid], dtype=np.int64), cursor, read, rejected,
+                   np.array([row.sample_id for row in valid], dtype=object))
 
 
 def uses_rho_loss(sel: SelectionConfig) -> bool:
@@ -41,24 +67,11 @@ def uses_rho_loss(sel: SelectionConfig) -> bool:
 
 def read_holdout(cfg: Config, rows: Optional[Sequence[dict[str, Any]]] = None) -> Holdout:
     """The first `selection.holdout_size` rows of the stream, validated and tokenized."""
-    from ol_ray.stream import make_source, windows
-    from ol_ray.tokenization import tokenize_texts
-    from ol_ray.validation import FieldSpec, split_records
-
-    size = cfg.selection.holdout_size
-    stream = dataclasses.replace(cfg.stream, window_size=size, max_samples=size, rate=0.0)
-    source = make_source(stream, rows=rows)
-    valid, read, rejected, cursor = [], 0, 0, source.cursor()
-    for window in windows(source, stream):
-        good, bad = split_records([r["sample_id"] for r in window.records], [r["raw"] for r in window.records],
-                                  window.record_format, FieldSpec.from_config(cfg), window=-1)
-        valid.extend(good)
-        read, rejected, cursor = read + len(window), rejected + len(bad), window.cursor
-    if not valid:
-        raise ValueError(f"the stream's first {size} rows hold no valid sample to train the irreducible-loss model")
-    input_ids, _ = tokenize_texts([row.text for row in valid], cfg.model.name_or_path, cfg.model.max_length,
-                                  cfg.model.trust_remote_code)
-    return Holdout(input_ids, np.array([row.label for row in valid], dtype=np.int64), cursor, read, rejected)
+    holdout = read_head(cfg, cfg.selection.holdout_size, rows)
+    if not len(holdout.labels):
+        raise ValueError(f"the stream's first {cfg.selection.holdout_size} rows hold no valid sample to train the "
+                         "irreducible-loss model")
+    return holdout
 
 
 def train_irreducible(cfg: Config, input_ids: Sequence[np.ndarray], labels: np.ndarray) -> dict[str, Any]:
