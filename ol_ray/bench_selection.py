@@ -25,75 +25,8 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from ol_ray.bench import write_results
+from ol_ray.bench_loop import Stream, read_stream, run_plain
 from ol_ray.config import Config
-
-
-@dataclasses.dataclass
-class Stream:
-    input_ids: list[np.ndarray]
-    labels: np.ndarray
-    sample_ids: np.ndarray
-
-
-def read_stream(cfg: Config, count: int, label_noise: float, seed: int) -> Stream:
-    """The first `count` valid rows of the configured stream (fewer if it ends), tokenized, with `label_noise` of
-    their labels moved to another class (seeded)."""
-    from ol_ray.irreducible import read_head
-
-    head = read_head(cfg, count, until_valid=True)
-    labels = head.labels
-    if label_noise > 0:
-        rng = np.random.default_rng(10_000 + seed)
-        flip = rng.random(len(labels)) < label_noise
-        shift = rng.integers(1, cfg.model.num_labels, size=len(labels))
-        labels = np.where(flip, (labels + shift) % cfg.model.num_labels, labels)
-    return Stream(head.input_ids, labels, head.sample_ids)
-
-
-def run_one(cfg: Config, stream: Stream, updates: int, dev: Optional[Stream] = None) -> list[dict[str, Any]]:
-    """One plain-loop run: score each pool with the learner's weights, hand it to the learner; the eval records.
-    `dev` replaces the configured dev set."""
-    from ol_ray.irreducible import train_irreducible, uses_rho_loss
-    from ol_ray.learner import OnlineLearner
-    from ol_ray.models import device_for, head_layer, load_model, load_numpy_state
-    from ol_ray.scoring import score_samples
-
-    pool_size, start = cfg.selection.pool_size, 0
-    irreducible = None
-    if uses_rho_loss(cfg.selection):
-        start = cfg.selection.holdout_size
-        irreducible = load_model(cfg.model, pretrained=False)
-        load_numpy_state(irreducible, train_irreducible(cfg, stream.input_ids[:start], stream.labels[:start]))
-        irreducible.to(device_for(cfg.learner.num_gpus)).eval()
-    learner = OnlineLearner(cfg)
-    if dev is not None:
-        from ol_ray.evaluation import EvalSet
-
-        order = np.argsort([len(ids) for ids in dev.input_ids], kind="stable")
-        learner.eval_set = EvalSet([dev.input_ids[i] for i in order], dev.labels[order], 0)
-        learner.start_records = [learner._evaluate()]
-    head = head_layer(learner.model, cfg.model.num_labels)
-    started = time.perf_counter()
-    evals: list[dict[str, Any]] = []  # the first add_candidates hands over the evaluation at update 0 too
-    device = learner.device
-    while learner.updates < updates and start + pool_size <= len(stream.labels):
-        part = slice(start, start + pool_size)
-        ids, labels = stream.input_ids[part], stream.labels[part]
-        pool = {"sample_id": stream.sample_ids[part], "label": labels, "window": np.zeros(pool_size, np.int64),
-                "input_ids": np.array(ids + [None], dtype=object)[:-1],
-                "weight_version": np.full(pool_size, learner.updates, dtype=np.int64)}
-        pool.update(score_samples(learner.model, head, ids, labels, learner.pad_id, device,
-                                  micro_batch_tokens=cfg.scoring.micro_batch_tokens))
-        if irreducible is not None:
-            pool["irreducible_loss"] = score_samples(irreducible, head_layer(irreducible, cfg.model.num_labels), ids,
-                                                     labels, learner.pad_id, device,
-                                                     micro_batch_tokens=cfg.scoring.micro_batch_tokens)["loss"]
-        for record in learner.add_candidates(pool):
-            if record["kind"] == "eval":
-                elapsed = 0.0 if record["update"] == 0 else round(time.perf_counter() - started, 3)
-                evals.append(dict(record, wall_s=elapsed))
-        start += pool_size
-    return evals
 
 
 def reach(evals: list[dict[str, Any]], target: float, key: str) -> float:
@@ -223,7 +156,7 @@ def selection(cfg: Config, strategies: Sequence[str], seeds: Sequence[int] = (0,
                     eval=dataclasses.replace(cfg.eval, every_updates=eval_every, at_start=True,
                                              path="" if dev_from_stream else cfg.eval.path))
                 check(run_cfg)
-                evals = run_one(run_cfg, stream, updates, dev)
+                evals, _ = run_plain(run_cfg, stream, chunk=pool, max_updates=updates, dev=dev)
                 curves.setdefault((strategy, pool), []).append(evals)
                 points.extend({"strategy": strategy, "pool": pool, "seed": seed, "update": r["update"],
                                "samples_trained": r["samples_trained"], "wall_s": r["wall_s"],

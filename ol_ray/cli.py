@@ -4,6 +4,7 @@
     ol-ray run --resume runs/sst2-20261128-151100
     ol-ray bench scaling configs/sst2.yaml --nodes 1 2
     ol-ray bench selection configs/sst2.yaml --strategies random entropy rho_loss --seeds 0 1 2
+    ol-ray bench batching configs/sst2.yaml --policies fixed adaptive resource --seeds 0 1 2
 """
 
 from __future__ import annotations
@@ -75,6 +76,20 @@ def build_parser() -> argparse.ArgumentParser:
     chooser.add_argument("--out", default="runs/bench-selection", help="where the CSV, markdown and PNG go")
     chooser.add_argument("--from-csv", nargs="+", metavar="CSV",
                          help="run nothing: summarise and plot earlier runs' selection.csv files (seeds merge)")
+    batch = kinds.add_parser(
+        "batching", help="batch-size policies on the same sample budget (a plain loop, no Ray)",
+        description="For each policy and seed: the config's stream scored with the current weights in chunks, "
+                    "trained until --samples samples; dev accuracy against samples and wall time, batch size over "
+                    "time, updates made and peak memory, wall time as a ratio to fixed.")
+    batch.add_argument("config", help="a YAML config, e.g. configs/sst2.yaml")
+    batch.add_argument("overrides", nargs="*", metavar="section.key=value", help="override config values")
+    batch.add_argument("--policies", nargs="+", default=["fixed", "adaptive", "uncertainty", "resource", "periodic",
+                                                         "min_of"], help="policies to compare (fixed is the baseline)")
+    batch.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds (default 0 1 2)")
+    batch.add_argument("--samples", type=int, default=3200, help="trained samples per run (default 3200)")
+    batch.add_argument("--chunk", type=int, default=16, help="candidates scored per step of the stream (default 16)")
+    batch.add_argument("--eval-every", type=int, default=400, help="trained samples between evaluations (400)")
+    batch.add_argument("--out", default="runs/bench-batching", help="where the CSVs, markdown and PNG go")
     return parser
 
 
@@ -95,6 +110,12 @@ def bench_command(args: argparse.Namespace) -> int:
                   batch_size=args.batch, eval_every=args.eval_every, target=args.target,
                   label_noise=args.label_noise, out_dir=args.out, mode=args.mode,
                   dev_from_stream=args.dev_from_stream)
+        return 0
+    if args.bench == "batching":
+        from ol_ray.bench_batching import batching
+
+        batching(cfg, args.policies, seeds=args.seeds, samples=args.samples, chunk=args.chunk,
+                 eval_every=args.eval_every, out_dir=args.out)
         return 0
     bench.scaling(cfg, nodes=args.nodes, samples=args.samples, out_dir=args.out, node_cpus=args.node_cpus)
     return 0

@@ -72,7 +72,7 @@ class ScoringConfig:
 @dataclass(frozen=True)
 class SelectionConfig:
     strategy: str = "random"  # a name from ol_ray.selection.STRATEGIES
-    pool_size: int = 32  # scored candidates per update; the strategy picks the batch from them
+    pool_size: int = 32  # scored candidates per update of batching.batch_size (scaled with B); B are picked from them
     seed: int = 0  # seeds the strategy's random choices
     mode: Literal["hard", "soft", "importance"] = "hard"  # weights: 1 each; ~ score (mean 1); unbiased 1/(N pi)
     alpha: float = 1.0  # importance mode: inclusion probability ~ score**alpha (0 = uniform)
@@ -90,7 +90,17 @@ class BatchingConfig:
     policy: str = "fixed"  # a name from ol_ray.batching.POLICIES
     batch_size: int = 32  # the batch size of `fixed`, and the starting point of adaptive policies
     min_batch_size: int = 1  # no policy goes below this
-    max_batch_size: int = 256  # no policy goes above this (nor above the candidate pool)
+    max_batch_size: int = 256  # no policy goes above this
+    policies: tuple[str, ...] = ()  # min_of: the policies whose smallest answer is used, e.g. [adaptive, resource]
+    lr_scaling: Literal["none", "linear", "sqrt"] = "none"  # scale the learning rate by B / batch_size (or its root)
+    noise_decay: float = 0.95  # adaptive: averaging factor of the gradient-noise estimates
+    hysteresis: float = 0.25  # adaptive: change B only when the target differs from it by more than this fraction
+    cooldown_updates: int = 10  # adaptive: at least this many updates between changes of B
+    step_factor: float = 2.0  # adaptive: grow or shrink B by at most this factor per change
+    loss_rise: float = 0.1  # adaptive: shrink B when the recent loss exceeds its long average by this fraction
+    headroom: float = 0.2  # resource: fraction of device memory (CPU: of the RSS budget) left free
+    memory_budget_mb: float = 0.0  # resource on CPU: the learner's RSS budget; 0 = the machine's available memory
+    period_s: float = 10.0  # periodic: seconds between updates
 
 
 @dataclass(frozen=True)
@@ -107,6 +117,7 @@ class LearnerConfig:
     torch_threads: int = 2  # torch intra-op threads of the learner
     precision: Literal["fp32", "bf16"] = "fp32"  # bf16 autocast for the update (GPU only; CPU stays fp32)
     micro_batch_tokens: int = 256  # update in length-sorted micro-batches of this many padded tokens at most; 0 = off
+    micro_batch_size: int = 0  # and of at most this many samples (gradient accumulation); 0 = no sample limit
     publish_every: int = 4  # publish weights every this many updates, when a scorer has asked since the last
     max_in_flight: int = 2  # candidate pools queued at the learner; more only adds staleness
     max_updates: int = 0  # stop after this many updates; 0 = run until the stream ends
@@ -135,6 +146,7 @@ class OutputConfig:
     run_dir: str = "runs/{name}-{time}"  # where metrics, quarantine, checkpoints and summary go
     name: str = "run"  # fills {name} in run_dir
     progress: bool = True  # show a progress bar on the console
+    monitor_every_s: float = 5.0  # write the resource monitor's snapshot to metrics.jsonl this often
 
 
 @dataclass(frozen=True)
@@ -308,6 +320,25 @@ def check_selection(sel: SelectionConfig, strategies: Any) -> None:
         _require(share > 0, f"selection.mix.{name} must be a positive share; got {share}")
 
 
+def check_batching(b: BatchingConfig, policies: Any) -> None:
+    """The batching section's values that depend on each other."""
+    if b.policy == "min_of":
+        _require(len(b.policies) >= 2, "batching.policies must name at least two policies for min_of, e.g. "
+                                       "[adaptive, resource]")
+    for name in b.policies:
+        _require(name in policies and name != "min_of",
+                 f"batching.policies: {name!r} is not a policy; use {', '.join(sorted(set(policies) - {'min_of'}))}")
+    _require(0 < b.noise_decay < 1, f"batching.noise_decay must be between 0 and 1; got {b.noise_decay}")
+    _require(b.hysteresis >= 0, f"batching.hysteresis must not be negative; got {b.hysteresis}")
+    _require(b.cooldown_updates >= 1, f"batching.cooldown_updates must be at least 1; got {b.cooldown_updates}")
+    _require(b.step_factor > 1, f"batching.step_factor must be above 1; got {b.step_factor}")
+    _require(b.loss_rise >= 0, f"batching.loss_rise must not be negative; got {b.loss_rise}")
+    _require(0 <= b.headroom < 1, f"batching.headroom must be in [0, 1); got {b.headroom}")
+    _require(b.memory_budget_mb >= 0, f"batching.memory_budget_mb must be 0 (available memory) or positive; got "
+                                      f"{b.memory_budget_mb}")
+    _require(b.period_s > 0, f"batching.period_s must be positive; got {b.period_s}")
+
+
 def check(cfg: Config) -> None:
     """Checks across fields and against the registries; raises ConfigError naming the key."""
     from ol_ray.batching import POLICIES
@@ -355,6 +386,7 @@ def check(cfg: Config) -> None:
     _require(1 <= b.min_batch_size <= b.batch_size <= b.max_batch_size,
              "batching needs 1 <= min_batch_size <= batch_size <= max_batch_size; got "
              f"{b.min_batch_size}, {b.batch_size}, {b.max_batch_size}")
+    check_batching(b, POLICIES)
     _require(lr.lr > 0, f"learner.lr must be positive; got {lr.lr}")
     _require(lr.weight_decay >= 0, f"learner.weight_decay must not be negative; got {lr.weight_decay}")
     _require(lr.warmup_updates >= 0, f"learner.warmup_updates must not be negative; got {lr.warmup_updates}")
@@ -363,6 +395,8 @@ def check(cfg: Config) -> None:
     _require(lr.grad_clip >= 0, f"learner.grad_clip must be 0 (off) or positive; got {lr.grad_clip}")
     _require(lr.num_cpus >= 0 and lr.num_gpus >= 0, "learner.num_cpus and learner.num_gpus must not be negative")
     _require(lr.torch_threads >= 1, f"learner.torch_threads must be at least 1; got {lr.torch_threads}")
+    _require(lr.micro_batch_size >= 0, f"learner.micro_batch_size must be 0 (no limit) or positive; got "
+                                       f"{lr.micro_batch_size}")
     _require(lr.publish_every >= 1, f"learner.publish_every must be at least 1; got {lr.publish_every}")
     _require(lr.max_in_flight >= 1, f"learner.max_in_flight must be at least 1; got {lr.max_in_flight}")
     _require(lr.max_restarts >= 0, f"learner.max_restarts must not be negative; got {lr.max_restarts}")
@@ -380,4 +414,6 @@ def check(cfg: Config) -> None:
     _require(cfg.eval.batch_size >= 1, f"eval.batch_size must be at least 1; got {cfg.eval.batch_size}")
     _require(cfg.checkpoint.every_updates >= 0, "checkpoint.every_updates must be 0 (only at the end) or positive")
     _require(cfg.checkpoint.keep >= 1, f"checkpoint.keep must be at least 1; got {cfg.checkpoint.keep}")
+    _require(cfg.output.monitor_every_s > 0,
+             f"output.monitor_every_s must be positive; got {cfg.output.monitor_every_s}")
     _require(cfg.ray.object_store_mb >= 0, f"ray.object_store_mb must not be negative; got {cfg.ray.object_store_mb}")

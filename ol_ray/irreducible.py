@@ -79,7 +79,7 @@ def train_irreducible(cfg: Config, input_ids: Sequence[np.ndarray], labels: np.n
     learning rate, batch size and precision); returns its state as numpy arrays."""
     import torch
 
-    from ol_ray.learner import TrainBatch, make_optimizer, weighted_step
+    from ol_ray.update import TrainBatch, make_optimizer, weighted_step
     from ol_ray.models import device_for, load_model, load_tokenizer, state_to_numpy
 
     torch.manual_seed(cfg.model.seed + 1)

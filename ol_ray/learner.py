@@ -1,103 +1,40 @@
 """The learner: owns the model and optimizer, selects from scored candidates, applies weighted batched updates.
 
-    theta_{t+1} = theta_t - eta * grad( sum_i w_i L(theta_t; x_i, y_i) / B )
-
-`weighted_step` is that update as a plain function. `OnlineLearner` is plain Python too: it buffers candidates into
-pools, asks the batch policy for B and the selection strategy for indices and weights, steps, evaluates, and
-checkpoints at window boundaries. `LearnerActor` is the thin Ray shell that connects it to the weight store, the
-resource monitor and Ray's metrics.
+The update itself is `ol_ray.update.weighted_step`, a plain function. `OnlineLearner` is plain Python too: it buffers
+candidates, asks the batch policy for B (and so how large a pool to read), the selection strategy for indices and
+weights, steps (halving the micro-batch on out-of-memory errors), evaluates, and checkpoints at window boundaries.
+`LearnerActor` is the thin Ray shell that connects it to the weight store, the resource monitor and Ray's metrics.
 """
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import math
 import os
 import time
 import uuid
-from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import nn
 
-from ol_ray.batching import BatchContext, clamp_batch_size, make_policy
+from ol_ray.batching import BatchContext, clamp_batch_size, lr_scale, make_policy, pool_for
 from ol_ray.checkpoint import checkpoints_newest_first, load_checkpoint, save_checkpoint
 from ol_ray.config import Config
 from ol_ray.evaluation import evaluate, load_eval_set
 from ol_ray.ledger import Ledger
-from ol_ray.models import autocast, device_for, load_model, load_tokenizer
+from ol_ray.models import device_for, load_model, load_tokenizer
 from ol_ray.irreducible import holdout_start, uses_rho_loss
 from ol_ray.selection import make_strategy, pool_length
-from ol_ray.tokenization import length_groups, pad_batch
+from ol_ray.update import (TrainBatch, is_out_of_memory, lr_factor, make_optimizer, micro_batch_plan,
+                           weighted_step)
 
 Columns = dict[str, np.ndarray]
 LEDGER_LOG = "ledger.jsonl"  # which samples each update used, appended per update
 ROLLED_BACK_LOG = "ledger.rolled_back.jsonl"  # ledger-log lines of updates a crash undid
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class TrainBatch:
-    input_ids: Sequence[np.ndarray]  # token ids per sample, unpadded
-    labels: np.ndarray  # int64 class per sample
-    weights: np.ndarray  # float32 importance weight per sample
-
-
-def weighted_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: TrainBatch, pad_id: int,
-                  device: torch.device, grad_clip: float = 0.0, precision: str = "fp32",
-                  micro_batch_tokens: int = 0) -> dict[str, float]:
-    """One weighted update: loss = sum_i w_i CE_i / B, B the batch size (not the sum of weights, which would bias
-    the estimate and drift the effective learning rate). The gradient is accumulated over length-sorted
-    micro-batches of at most `micro_batch_tokens` padded tokens: the same gradient as one padded batch, less work.
-    When the loss or the gradient norm is not finite, no step is taken and `skipped` is True."""
-    model.train()
-    optimizer.zero_grad(set_to_none=True)
-    size = len(batch.labels)
-    loss_sum = torch.zeros((), device=device)
-    sample_loss_sum = torch.zeros((), device=device)
-    for group in length_groups([len(ids) for ids in batch.input_ids], micro_batch_tokens):
-        inputs = pad_batch([batch.input_ids[i] for i in group], pad_id, device)
-        labels = torch.as_tensor(batch.labels[group], dtype=torch.long, device=device)
-        weights = torch.as_tensor(batch.weights[group], dtype=torch.float32, device=device)
-        with autocast(device, precision):
-            logits = model(**inputs).logits
-        per_sample = F.cross_entropy(logits.float(), labels, reduction="none")
-        loss = (weights * per_sample).sum() / size
-        loss.backward()
-        loss_sum += loss.detach()
-        sample_loss_sum += per_sample.detach().sum()
-    params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
-    grad_norm = torch.nn.utils.clip_grad_norm_(params, grad_clip if grad_clip > 0 else math.inf)
-    stats = {"loss": float(loss_sum), "sample_loss_mean": float(sample_loss_sum) / size, "grad_norm": float(grad_norm)}
-    stats["skipped"] = not (math.isfinite(stats["loss"]) and math.isfinite(stats["grad_norm"]))
-    if stats["skipped"]:  # a NaN or infinite loss or gradient: leave model and optimizer untouched
-        optimizer.zero_grad(set_to_none=True)
-    else:
-        optimizer.step()
-    return stats
-
-
-def lr_factor(update: int, warmup: int, decay: int, final_fraction: float) -> float:
-    """Learning-rate multiplier at `update` (0-based): linear warmup, linear decay to `final_fraction`, hold."""
-    if update < warmup:
-        return (update + 1) / warmup
-    if decay <= 0:
-        return 1.0
-    progress = min(1.0, (update - warmup + 1) / decay)
-    return 1.0 - (1.0 - final_fraction) * progress
-
-
-def make_optimizer(model: nn.Module, lr: float, weight_decay: float, device: torch.device) -> torch.optim.Optimizer:
-    """AdamW, fused where torch supports it on this device (several times faster than the per-tensor loop)."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    try:
-        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=device.type in ("cuda", "cpu"))
-    except (RuntimeError, TypeError):
-        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
 
 
 def concat_columns(parts: list[Columns]) -> Columns:
@@ -189,13 +126,17 @@ class OnlineLearner:
         self.buffer: list[Columns] = []
         self.buffered = 0
         self.updates = 0
-        self.counts = {"received": 0, "text_truncated": 0, "tokens_truncated": 0, "nonfinite_updates": 0}
+        self.counts = {"received": 0, "text_truncated": 0, "tokens_truncated": 0, "nonfinite_updates": 0,
+                       "oom_retries": 0}
         self.staleness_sum = 0
         self.staleness_max = 0
         self.score_version_max = 0  # the newest weight version any trained sample was scored with
         self.busy_s = 0.0
         self.started = time.time()
         self.first_update_s: Optional[float] = None
+        self.last_update_time = time.time()
+        self.oom_ceiling: Optional[int] = None  # most samples per micro-batch since an out-of-memory error
+        self.memory_per_sample: collections.deque = collections.deque(maxlen=20)  # MiB, over recent updates
         self.last_eval: dict[str, Any] = {}
         self.updates_at_checkpoint = 0
         self.checkpoint_path: Optional[str] = None
@@ -242,6 +183,8 @@ class OnlineLearner:
             self.rng.bit_generator.state = state["selection_rng"]
             _restore_state(self.strategy, state.get("strategy_state"))
             _restore_state(self.policy, state.get("policy_state"))
+            self.oom_ceiling = state.get("oom_ceiling")
+            self.memory_per_sample.extend(state.get("memory_per_sample", []))
             self.updates = self.updates_at_checkpoint = state["updates"]
             self.counts = state["counts"]
             self.staleness_sum, self.staleness_max = state["staleness_sum"], state["staleness_max"]
@@ -307,12 +250,52 @@ class OnlineLearner:
         if size:
             self.buffer.append(candidates)
             self.buffered += size
-        pool_size = self.cfg.selection.pool_size
-        while self.buffered >= pool_size and not self.done:
+        records.extend(self._train_while_due())
+        return records
+
+    def tick(self) -> list[dict[str, Any]]:
+        """No new candidates, but time has passed: a time-driven policy (periodic) may be due."""
+        records, self.start_records = self.start_records, []
+        return records + self._train_while_due()
+
+    def _train_while_due(self) -> list[dict[str, Any]]:
+        """Update as long as the policy asks for a batch and enough candidates are buffered for its pool."""
+        records: list[dict[str, Any]] = []
+        while self.buffered and not self.done:
+            batch_size = self._decide_batch_size()
+            pool_size = pool_for(batch_size, self.cfg.batching, self.cfg.selection.pool_size) if batch_size else 0
+            if not batch_size or self.buffered < pool_size:
+                break
             pool, rest = split_at(concat_columns(self.buffer), pool_size)
             self.buffer, self.buffered = ([rest] if pool_length(rest) else []), self.buffered - pool_size
-            records.extend(self._update(pool))
+            records.extend(self._update(pool, batch_size))
         return records
+
+    def _context(self) -> BatchContext:
+        """What the batch policy sees: the monitor's snapshot refreshed with this learner's own memory readings,
+        its measured memory per sample and out-of-memory ceiling, and the buffered candidates' uncertainty."""
+        import psutil
+
+        from ol_ray.monitor import own_memory
+
+        snapshot = {**self.snapshot(), **{"learner_" + k: v for k, v in own_memory(self.device).items()},
+                    "available_mb": psutil.virtual_memory().available / 2**20,
+                    "memory_per_sample_mb": max(self.memory_per_sample, default=0.0),
+                    "memory_ceiling": self.oom_ceiling}
+        uncertainty = 0.0
+        if self.buffer and "entropy" in self.buffer[0]:
+            entropy = np.concatenate([part["entropy"] for part in self.buffer])
+            uncertainty = float(np.mean(entropy)) / math.log(self.cfg.model.num_labels)
+        return BatchContext(pool_size=self.buffered, updates=self.updates, snapshot=snapshot, uncertainty=uncertainty,
+                            seconds_since_update=time.time() - self.last_update_time,
+                            pool_ratio=self.cfg.selection.pool_size / self.cfg.batching.batch_size)
+
+    def _decide_batch_size(self) -> int:
+        """The policy's batch size, within the configured bounds; 0 while the policy waits."""
+        requested = self.policy.batch_size(self._context())
+        if requested <= 0:
+            return 0
+        return clamp_batch_size(requested, self.cfg.batching, self.cfg.batching.max_batch_size)
 
     def _drop_duplicates(self, candidates: Columns) -> Columns:
         """Samples whose id was seen before go to quarantine (a replayed or repeated row must not train twice)."""
@@ -347,7 +330,8 @@ class OnlineLearner:
         if self.buffered and not self.done:
             pool = concat_columns(self.buffer)
             self.buffer, self.buffered = [], 0
-            records.extend(self._update(pool, evaluate_now=False))
+            batch_size = self._decide_batch_size() or self.cfg.batching.batch_size
+            records.extend(self._update(pool, batch_size, evaluate_now=False))
         elif self.buffered:
             self.ledger.record(concat_columns(self.buffer)["window"], "not_selected")
             self.buffer, self.buffered = [], 0
@@ -358,19 +342,22 @@ class OnlineLearner:
         return records
 
     # --- the update --------------------------------------------------------------------------------------------
-    def _update(self, pool: Columns, evaluate_now: bool = True) -> list[dict[str, Any]]:
+    def _update(self, pool: Columns, batch_size: int, evaluate_now: bool = True) -> list[dict[str, Any]]:
         started = time.perf_counter()
         pool_size = pool_length(pool)
-        context = BatchContext(pool_size=pool_size, updates=self.updates, snapshot=self.snapshot())
-        batch_size = clamp_batch_size(self.policy.batch_size(context), self.cfg.batching, pool_size)
+        batch_size = min(batch_size, pool_size)
         selection = self.strategy.select(pool, batch_size, self.rng)
         chosen = take(pool, selection.indices)
         rest = np.setdiff1d(np.arange(pool_size), selection.indices)
         self.ledger.record(pool["window"][rest], "not_selected")
         not_selected_ids = [str(i) for i in pool["sample_id"][rest]]
         batch = TrainBatch(chosen["input_ids"], chosen["label"], selection.weights)
-        stats = weighted_step(self.model, self.optimizer, batch, self.pad_id, self.device, self.cfg.learner.grad_clip,
-                              self.cfg.learner.precision, self.cfg.learner.micro_batch_tokens)
+        scheduled_lr = self.scheduler.get_last_lr()
+        scale = lr_scale(batch_size, self.cfg.batching.batch_size, self.cfg.batching.lr_scaling)
+        for group, lr in zip(self.optimizer.param_groups, scheduled_lr):  # the scheduler resets it next step
+            group["lr"] = lr * scale
+        stats, oom_records = self._step_within_memory(batch)
+        step_s = time.perf_counter() - started
         step_s = time.perf_counter() - started
         self.busy_s += step_s
         trained_ids = [str(i) for i in chosen["sample_id"]]
@@ -381,10 +368,14 @@ class OnlineLearner:
             self._log_ledger({"update": self.updates + 1, "nonfinite": trained_ids, "not_selected": not_selected_ids})
             logger.warning("ol_ray: update skipped: non-finite loss %s or gradient norm %s", stats["loss"],
                            stats["grad_norm"])
-            return [{"kind": "skipped_update", "update": self.updates + 1, "batch_size": len(trained_ids),
-                     "loss": stats["loss"], "grad_norm": stats["grad_norm"], "time": time.time()}]
-        lr = self.scheduler.get_last_lr()[0]
+            return oom_records + [{"kind": "skipped_update", "update": self.updates + 1,
+                                   "batch_size": len(trained_ids), "loss": stats["loss"],
+                                   "grad_norm": stats["grad_norm"], "time": time.time()}]
+        lr = scheduled_lr[0] * scale
         self.scheduler.step()
+        self.last_update_time = time.time()
+        if hasattr(self.policy, "observe"):
+            self.policy.observe({**stats, "batch_size": batch_size})
         staleness = self.updates - chosen["weight_version"]
         self.updates += 1
         self.ledger.record(chosen["window"], "trained", trained_ids)
@@ -396,7 +387,9 @@ class OnlineLearner:
         if self.first_update_s is None:
             self.first_update_s = time.time() - self.started
         trained = len(trained_ids)
-        self.report({"samples": trained, "seconds": step_s, "batch_size": trained, "updates": self.updates})
+        self.report({"samples": trained, "seconds": step_s, "batch_size": trained, "updates": self.updates,
+                     "memory_per_sample_mb": max(self.memory_per_sample, default=None),
+                     "memory_ceiling": self.oom_ceiling})
         totals = self.ledger.totals()
         records = [{
             "kind": "update", "update": self.updates, "samples_received": self.counts["received"],
@@ -407,11 +400,53 @@ class OnlineLearner:
             "sample_loss_mean": stats["sample_loss_mean"], "grad_norm": stats["grad_norm"], "lr": lr,
             "weight_version": self.updates, "staleness_mean": float(staleness.mean()),
             "staleness_max": int(staleness.max()), "step_s": step_s, "samples_per_s": trained / step_s,
-            "time": time.time(),
+            "micro_batches": stats["micro_batches"], "time": time.time(),
         }]
+        for key in ("memory_per_sample_mb", "noise_small_sq", "noise_big_sq"):
+            if key in stats:
+                records[0][key] = stats[key]
+        noise_scale = getattr(self.policy, "noise_scale", None)
+        if noise_scale is not None and noise_scale() is not None:
+            records[0]["noise_scale"] = noise_scale()
+        records = oom_records + records
         if evaluate_now and self.eval_set is not None and self.updates % self.cfg.eval.every_updates == 0:
             records.append(self._evaluate())
         return records
+
+    def _step_within_memory(self, batch: TrainBatch) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """The weighted step in micro-batches that fit: on an out-of-memory error, halve the largest micro-batch,
+        remember that as the ceiling (later steps and the `resource` policy stay under it) and retrain the same
+        samples, so no sample is lost; a single sample that does not fit is an error."""
+        lcfg = self.cfg.learner
+        records = []
+        wants_noise = getattr(self.policy, "wants_gradient_noise", False)
+        while True:
+            limit = min(filter(None, (lcfg.micro_batch_size, self.oom_ceiling)), default=0)
+            try:
+                stats = weighted_step(self.model, self.optimizer, batch, self.pad_id, self.device, lcfg.grad_clip,
+                                      lcfg.precision, lcfg.micro_batch_tokens, limit, noise_probe=wants_noise,
+                                      measure_memory=True)
+                break
+            except Exception as error:
+                if not is_out_of_memory(error):
+                    raise
+                self.optimizer.zero_grad(set_to_none=True)
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                plan, _ = micro_batch_plan([len(ids) for ids in batch.input_ids], lcfg.micro_batch_tokens, limit,
+                                           wants_noise)
+                largest = max(len(group) for group in plan)
+                if largest <= 1:
+                    raise
+                self.oom_ceiling = largest // 2
+                self.counts["oom_retries"] = self.counts.get("oom_retries", 0) + 1
+                logger.warning("ol_ray: out of memory with micro-batches of %d samples; retrying the same %d "
+                               "samples in micro-batches of at most %d", largest, len(batch.labels), self.oom_ceiling)
+                records.append({"kind": "oom", "update": self.updates + 1, "micro_batch": largest,
+                                "ceiling": self.oom_ceiling, "batch_size": len(batch.labels), "time": time.time()})
+        if stats.get("memory_per_sample_mb"):
+            self.memory_per_sample.append(stats["memory_per_sample_mb"])
+        return stats, records
 
     def _log_ledger(self, entry: dict[str, Any]) -> None:
         """Append which samples an update used to the run's ledger log (what a resume needs to count replays)."""
@@ -440,6 +475,7 @@ class OnlineLearner:
             "last_eval": self.last_eval, "ledger": self.ledger.to_json(), "cursor": self.cursor,
             "windows_done": self.windows_done, "selection_rng": self.rng.bit_generator.state,
             "strategy_state": _state_of(self.strategy), "policy_state": _state_of(self.policy),
+            "oom_ceiling": self.oom_ceiling, "memory_per_sample": list(self.memory_per_sample),
         }
         training_state = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                           "torch_rng": torch.get_rng_state()}
@@ -467,6 +503,8 @@ class OnlineLearner:
             "samples_trained_twice": totals["trained_twice"],
             "samples_buffered": self.buffered,
             "nonfinite_updates": self.counts["nonfinite_updates"],
+            "oom_retries": self.counts.get("oom_retries", 0),
+            "memory_ceiling": self.oom_ceiling,
             "ledger_totals": totals,
             "ledger_balanced": self.ledger.balanced(),
             "text_truncated": self.counts["text_truncated"],
@@ -554,6 +592,11 @@ class LearnerActor:
             return None
         self.weight_store.consumed.remote(pool_length(candidates))
         return self._record(self.learner.add_candidates(candidates)), self.learner.done
+
+    def tick(self, incarnation: str) -> Optional[tuple[list[dict[str, Any]], bool]]:
+        if incarnation != self.incarnation:
+            return None
+        return self._record(self.learner.tick()), self.learner.done
 
     def end_window(self, window_index: int, cursor: dict[str, Any], read: int, quarantined: int,
                    incarnation: str) -> Optional[list[dict[str, Any]]]:

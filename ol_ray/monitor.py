@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import collections
 import json
+import logging
 import os
 import threading
 import time
 from typing import Any, Optional
 
 import torch
+
+logger = logging.getLogger(__name__)
 
 
 def process_rss_mb(pid: Optional[int] = None) -> float:
@@ -26,11 +29,12 @@ def process_rss_mb(pid: Optional[int] = None) -> float:
 
 
 def own_memory(device: torch.device) -> dict[str, float]:
-    """This process's RSS and, on a GPU, its allocated, peak and free device memory (MiB)."""
+    """This process's RSS and, on a GPU, its allocated, cached (reserved), peak, free and total device memory (MiB)."""
     stats = {"rss_mb": process_rss_mb()}
     if device.type == "cuda":
         free, total = torch.cuda.mem_get_info(device)
         stats.update(gpu_allocated_mb=torch.cuda.memory_allocated(device) / 2**20,
+                     gpu_reserved_mb=torch.cuda.memory_reserved(device) / 2**20,
                      gpu_peak_mb=torch.cuda.max_memory_allocated(device) / 2**20,
                      gpu_free_mb=free / 2**20, gpu_total_mb=total / 2**20)
     return stats
@@ -84,11 +88,40 @@ class RateWindow:
                 "busy_fraction": min(1.0, busy / span)}
 
 
+class RayGauges:
+    """Every numeric reading of a snapshot as a Ray gauge `ol_ray_<name>` (GPU readings tagged with the GPU index),
+    exported through Ray's metrics agent to Prometheus and the dashboard."""
+
+    SKIP = ("time", "learner_pid", "scorer_pid")
+
+    def __init__(self):
+        from ray.util.metrics import Gauge
+
+        self.gauge_class = Gauge
+        self.gauges: dict[str, Any] = {}
+
+    def _gauge(self, name: str, tags: tuple[str, ...] = ()):
+        if name not in self.gauges:
+            self.gauges[name] = self.gauge_class(f"ol_ray_{name}", description=f"ol_ray monitor reading {name}",
+                                                 tag_keys=tags)
+        return self.gauges[name]
+
+    def set(self, snapshot: dict[str, Any]) -> None:
+        for name, value in snapshot.items():
+            if name not in self.SKIP and isinstance(value, (int, float)) and not isinstance(value, bool):
+                self._gauge(name).set(value)
+        for gpu in snapshot.get("gpus", []):
+            for name in ("used_mb", "free_mb", "total_mb", "utilisation"):
+                self._gauge("gpu_" + name, ("gpu",)).set(gpu[name], tags={"gpu": str(gpu["index"])})
+
+
 class ResourceMonitor:
     """Collects reports and samples resources once a second; `snapshot()` is what batch policies read."""
 
-    def __init__(self, interval_s: float = 1.0, history: int = 600, clock=time.time, path: Optional[str] = None):
+    def __init__(self, interval_s: float = 1.0, history: int = 600, clock=time.time, path: Optional[str] = None,
+                 export: bool = False):
         self.interval_s = interval_s
+        self.gauges = RayGauges() if export else None  # Ray's metrics (Prometheus), inside a Ray actor only
         self.clock = clock
         self.gpus = NodeGPUs()
         self.file = open(path, "a", encoding="utf-8") if path else None  # every snapshot, not only the recent ones
@@ -136,14 +169,21 @@ class ResourceMonitor:
             }
             if gpus:  # absent, not zero, on a machine without GPUs
                 current["gpus"] = gpus
-            for key in ("gpu_allocated_mb", "gpu_peak_mb", "gpu_free_mb", "gpu_total_mb"):
-                if key in learner:
+            for key in ("gpu_allocated_mb", "gpu_reserved_mb", "gpu_peak_mb", "gpu_free_mb", "gpu_total_mb",
+                        "memory_per_sample_mb", "memory_ceiling"):
+                if learner.get(key) is not None:
                     current["learner_" + key] = learner[key]
             self.current = current
             self.history.append(current)
             if self.file is not None:
                 self.file.write(json.dumps(current) + "\n")
                 self.file.flush()
+        if self.gauges is not None:
+            try:
+                self.gauges.set(current)
+            except Exception as error:  # metrics are a view; a failing exporter must not stop the readings
+                logger.warning("ol_ray: monitor metrics export failed (%s); continuing without it", error)
+                self.gauges = None
         return current
 
     def snapshot(self) -> dict[str, Any]:

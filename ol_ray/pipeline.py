@@ -33,6 +33,7 @@ from ol_ray.irreducible import holdout_start, prepare_irreducible, uses_rho_loss
 from ol_ray.stream import Source, SourceError, Window, make_source, windows
 
 START, END, ERROR = "start", "end", "error"
+IDLE_TICK_S = 1.0  # with no scored candidates for this long, let the learner check a time-driven policy
 logger = logging.getLogger(__name__)
 
 
@@ -312,7 +313,7 @@ def start_actors(cfg: Config, run_dir: str) -> dict[str, Any]:
     actors: dict[str, Any] = {
         "weights": ray.remote(num_cpus=0)(WeightStore).options(scheduling_strategy=here).remote(),
         "monitor": ray.remote(num_cpus=0)(ResourceMonitor).options(scheduling_strategy=here).remote(
-            path=os.path.join(run_dir, "monitor.jsonl")),
+            path=os.path.join(run_dir, "monitor.jsonl"), export=True),
         "quarantine": ray.remote(num_cpus=0)(QuarantineSink).options(scheduling_strategy=here).remote(
             os.path.join(run_dir, "quarantine.jsonl")),
     }
@@ -394,7 +395,8 @@ def run_segments(cfg: Config, rows: Optional[Sequence[dict[str, Any]]], actors: 
         producer = Producer(source, point, cfg, actors, depth=4, irreducible=irreducible)
         producer.start()  # scorers start while the learner loads and evaluates; they wait for its version 0
         try:
-            feed_learner(producer, actors, outputs, cfg.learner.max_in_flight, point["incarnation"])
+            feed_learner(producer, actors, outputs, cfg.learner.max_in_flight, point["incarnation"],
+                         cfg.output.monitor_every_s)
             records, state = learner_reply(actors["learner"].finish.remote(point["incarnation"]))
             outputs.write(records)
             return restarts, source.cursor(), state
@@ -427,7 +429,7 @@ def learner_reply(ref: Any) -> Any:
 
 
 def feed_learner(producer: Producer, actors: dict[str, Any], outputs: RunOutputs, max_in_flight: int,
-                 incarnation: str) -> int:
+                 incarnation: str, monitor_every_s: float = 5.0) -> int:
     """Hand queued candidates to the learner, keeping at most `max_in_flight` calls outstanding; returns the
     number of windows completed. Raises LearnerLost when the learner actor died (or restarted)."""
     import ray
@@ -444,8 +446,22 @@ def feed_learner(producer: Producer, actors: dict[str, Any], outputs: RunOutputs
         if done:
             producer.stop_requested.set()
 
+    last_reading = time.monotonic()
     while True:
-        kind, item = producer.items.get()
+        try:
+            kind, item = producer.items.get(timeout=IDLE_TICK_S)
+        except queue.Empty:  # nothing scored for a while: a time-driven batch policy may be due
+            if in_flight and ray.wait([in_flight[0]], timeout=0)[0]:
+                collect_oldest()
+            if not in_flight:
+                in_flight.append(learner.tick.remote(incarnation))
+            kind, item = None, None
+        if time.monotonic() - last_reading >= monitor_every_s:  # the monitor's readings, into metrics.jsonl
+            last_reading = time.monotonic()
+            reading = ray.get(monitor.snapshot.remote())
+            outputs.write([{"kind": "monitor", "update": reading.get("learner_updates", 0), **reading}])
+        if kind is None:
+            continue
         if kind == ERROR:  # a scorer may have failed because the learner died: then replay instead
             if learner_reply(learner.info.remote())["incarnation"] != incarnation:
                 raise LearnerLost("the learner restarted while a window was scored")
@@ -490,6 +506,8 @@ def summarize(cfg: Config, started: float, info: dict[str, Any], samples_read: i
         "ledger": totals,
         "updates": learner["updates"],
         "nonfinite_updates": learner["nonfinite_updates"],
+        "oom_retries": learner["oom_retries"],
+        "memory_ceiling": learner["memory_ceiling"],
         "windows": learner["windows_done"],
         "learner_restarts": restarts,
         "restored_from": info.get("restored_from"),

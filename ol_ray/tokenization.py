@@ -57,18 +57,20 @@ def pad_batch(input_ids: Sequence[np.ndarray], pad_id: int, device: torch.device
     return {"input_ids": torch.from_numpy(ids).to(device), "attention_mask": torch.from_numpy(mask).to(device)}
 
 
-def length_groups(lengths: Sequence[int], max_tokens: int) -> list[np.ndarray]:
+def length_groups(lengths: Sequence[int], max_tokens: int, max_samples: int = 0) -> list[np.ndarray]:
     """Split sample positions into micro-batches of similar length, each padding to at most `max_tokens` tokens
-    (count x longest; a sample longer than the budget gets a group of its own). Padding a random batch to its
-    longest sample wastes most of the compute on short-text streams; grouping by length recovers it.
-    `max_tokens` = 0 keeps one group in the original order."""
-    if max_tokens <= 0 or len(lengths) == 0:
+    (count x longest; a sample longer than the budget gets a group of its own) and holding at most `max_samples`
+    samples (0: no limit). Padding a random batch to its longest sample wastes most of the compute on short-text
+    streams; grouping by length recovers it. With neither limit: one group in the original order."""
+    if (max_tokens <= 0 and max_samples <= 0) or len(lengths) == 0:
         return [np.arange(len(lengths))]
-    order = np.argsort(np.asarray(lengths), kind="stable")
+    order = np.argsort(np.asarray(lengths), kind="stable") if max_tokens > 0 else np.arange(len(lengths))
     groups: list[list[int]] = [[]]
     for position in order:
         longest = lengths[position]  # ascending, so the newest sample is the group's longest
-        if groups[-1] and (len(groups[-1]) + 1) * longest > max_tokens:
+        over_tokens = max_tokens > 0 and (len(groups[-1]) + 1) * longest > max_tokens
+        over_samples = max_samples > 0 and len(groups[-1]) >= max_samples
+        if groups[-1] and (over_tokens or over_samples):
             groups.append([])
         groups[-1].append(int(position))
     return [np.asarray(group, dtype=np.int64) for group in groups]

@@ -1,11 +1,12 @@
-"""GPU paths: device placement, bf16 autocast for scoring and the update. Skipped where torch sees no GPU."""
+"""GPU paths: device placement, bf16 autocast for scoring and the update, measured memory per sample. Skipped
+where torch sees no GPU."""
 
 import numpy as np
 import pytest
 import torch
 
 from ol_ray.config import ModelConfig
-from ol_ray.learner import TrainBatch, weighted_step
+from ol_ray.update import TrainBatch, weighted_step
 from ol_ray.models import head_layer, load_model
 from ol_ray.scoring import score_samples
 from ol_ray.tokenization import tokenize_texts
@@ -24,12 +25,33 @@ def test_bf16_scoring_matches_fp32_on_gpu(tiny_model_dir, sst2_rows):
     assert np.mean(full["predicted"] == half["predicted"]) > 0.9
 
 
-def test_weighted_step_on_gpu_with_bf16(tiny_model_dir, sst2_rows):
-    device = torch.device("cuda")
-    model = load_model(ModelConfig(name_or_path=tiny_model_dir)).to(device)
+def gpu_model_and_batch(tiny_model_dir, sst2_rows):
+    """The tiny model on the GPU, an AdamW over it, and 32 SST-2 samples."""
+    model = load_model(ModelConfig(name_or_path=tiny_model_dir)).to(torch.device("cuda"))
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     input_ids, _ = tokenize_texts([r[0] for r in sst2_rows[:32]], tiny_model_dir, 64)
     batch = TrainBatch(input_ids, np.array([int(r[1]) for r in sst2_rows[:32]]), np.ones(32, dtype=np.float32))
-    stats = weighted_step(model, optimizer, batch, 0, device, grad_clip=1.0, precision="bf16")
+    return model, optimizer, batch
+
+
+def test_weighted_step_on_gpu_with_bf16(tiny_model_dir, sst2_rows):
+    model, optimizer, batch = gpu_model_and_batch(tiny_model_dir, sst2_rows)
+    stats = weighted_step(model, optimizer, batch, 0, torch.device("cuda"), grad_clip=1.0, precision="bf16")
     assert np.isfinite(stats["loss"]) and stats["grad_norm"] > 0
     assert next(model.parameters()).device.type == "cuda"
+
+
+def test_resource_policy_reads_measured_gpu_memory(tiny_model_dir, sst2_rows):
+    """On a GPU the step's peak memory per sample is measured and the fit estimate follows free memory."""
+    from ol_ray.batching import fitting_batch
+    from ol_ray.monitor import own_memory
+
+    device = torch.device("cuda")
+    model, optimizer, batch = gpu_model_and_batch(tiny_model_dir, sst2_rows)
+    stats = weighted_step(model, optimizer, batch, 0, device, measure_memory=True)
+    assert stats["memory_per_sample_mb"] > 0
+    snapshot = {"learner_" + k: v for k, v in own_memory(device).items()}
+    fit = fitting_batch(snapshot, stats["memory_per_sample_mb"], 0.2, 0.0)
+    smaller = fitting_batch({**snapshot, "learner_gpu_free_mb": snapshot["learner_gpu_free_mb"] / 2},
+                            stats["memory_per_sample_mb"], 0.2, 0.0)
+    assert fit > 32 and smaller < fit

@@ -1,82 +1,20 @@
-import copy
 import json
 import os
+import time
 
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from ol_ray.checkpoint import latest_checkpoint, load_checkpoint
-from ol_ray.config import ModelConfig, load_config
-from ol_ray.learner import OnlineLearner, TrainBatch, concat_columns, lr_factor, weighted_step
-from ol_ray.models import head_layer, load_model
+from ol_ray.config import load_config
+from ol_ray.learner import OnlineLearner, concat_columns
+from ol_ray.models import head_layer
 from ol_ray.scoring import score_samples
 from ol_ray.selection import STRATEGIES
 from ol_ray.tokenization import tokenize_texts
 
 CPU = torch.device("cpu")
-
-
-def no_dropout(model: nn.Module) -> nn.Module:
-    for module in model.modules():
-        if isinstance(module, nn.Dropout):
-            module.p = 0.0
-    return model
-
-
-@pytest.fixture(scope="module")
-def batch(tiny_model_dir, sst2_rows):
-    input_ids, _ = tokenize_texts([row[0] for row in sst2_rows[:16]], tiny_model_dir, 64)
-    return TrainBatch(input_ids, np.array([int(row[1]) for row in sst2_rows[:16]]), np.ones(16, dtype=np.float32))
-
-
-def sgd_delta(model, batch, **kwargs):
-    model = copy.deepcopy(model)
-    before = [p.detach().clone() for p in model.parameters()]
-    optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
-    stats = weighted_step(model, optimizer, batch, 0, CPU, **kwargs)
-    return [p.detach() - b for p, b in zip(model.parameters(), before)], stats
-
-
-@pytest.fixture(scope="module")
-def model(tiny_model_dir):
-    return no_dropout(load_model(ModelConfig(name_or_path=tiny_model_dir, seed=5)))
-
-
-def test_loss_is_weighted_sum_over_batch_size(model, batch):
-    weights = np.linspace(0.5, 2.0, 16).astype(np.float32)
-    with torch.no_grad():
-        from ol_ray.tokenization import pad_batch
-
-        logits = model(**pad_batch(batch.input_ids, 0, CPU)).logits
-        per_sample = torch.nn.functional.cross_entropy(logits, torch.as_tensor(batch.labels), reduction="none")
-    _, stats = sgd_delta(model, TrainBatch(batch.input_ids, batch.labels, weights))
-    assert stats["loss"] == pytest.approx(float((torch.as_tensor(weights) * per_sample).sum() / 16), rel=1e-5)
-    assert stats["sample_loss_mean"] == pytest.approx(float(per_sample.mean()), rel=1e-5)
-
-
-def test_micro_batches_give_the_same_update(model, batch):
-    whole, _ = sgd_delta(model, batch, micro_batch_tokens=0)
-    parts, _ = sgd_delta(model, batch, micro_batch_tokens=24)
-    for a, b in zip(whole, parts):
-        assert torch.allclose(a, b, atol=1e-6)
-
-
-def test_weights_scale_the_gradient(model, batch):
-    ones, _ = sgd_delta(model, batch)
-    twos, _ = sgd_delta(model, TrainBatch(batch.input_ids, batch.labels, np.full(16, 2.0, dtype=np.float32)))
-    zeros, _ = sgd_delta(model, TrainBatch(batch.input_ids, batch.labels, np.zeros(16, dtype=np.float32)))
-    assert any(a.abs().sum() > 0 for a in ones)
-    for a, b, z in zip(ones, twos, zeros):
-        assert torch.allclose(2 * a, b, atol=1e-6) and torch.all(z == 0)
-
-
-def test_lr_schedule():
-    assert [lr_factor(u, 2, 0, 0.1) for u in range(4)] == [0.5, 1.0, 1.0, 1.0]
-    assert lr_factor(2 + 10 - 1, 2, 10, 0.1) == pytest.approx(0.1)
-    assert lr_factor(500, 2, 10, 0.1) == pytest.approx(0.1)
-    assert lr_factor(2 + 4, 2, 10, 0.0) == pytest.approx(0.5)
 
 
 def candidates(tiny_model_dir, rows, start, size, version=0, window=0, ids=None):
@@ -324,3 +262,92 @@ def test_every_strategy_trains_from_real_scores_and_checkpoints_its_state(strate
     resumed = OnlineLearner(cfg, run_dir)
     assert resumed.updates == 3
     assert resumed.strategy.state_dict() == learner.strategy.state_dict()
+
+
+def test_out_of_memory_halves_the_micro_batch_and_retrains_the_same_samples(learner_cfg, tiny_model_dir, sst2_rows,
+                                                                            tmp_path):
+    """A step that runs out of memory above 3 samples per pass: the learner halves the micro-batch until it fits,
+    trains exactly the samples it chose (the same update as a learner with room), and keeps the ceiling."""
+    import dataclasses
+
+    cfg = dataclasses.replace(learner_cfg, learner=dataclasses.replace(learner_cfg.learner, micro_batch_tokens=0),
+                              eval=dataclasses.replace(learner_cfg.eval, path=""))
+    roomy = OnlineLearner(cfg)
+    cramped = OnlineLearner(cfg, str(tmp_path / "run"))
+    for module in [*roomy.model.modules(), *cramped.model.modules()]:  # the same update needs the same masks
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    original = cramped.model.forward
+
+    def forward(*args, **kwargs):
+        if kwargs["input_ids"].shape[0] > 3:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB (injected)")
+        return original(*args, **kwargs)
+
+    cramped.model.forward = forward
+    records = cramped.add_candidates(candidates(tiny_model_dir, sst2_rows, 0, 32))
+    roomy.add_candidates(candidates(tiny_model_dir, sst2_rows, 0, 32))
+    ooms = [r for r in records if r["kind"] == "oom"]
+    assert [(r["micro_batch"], r["ceiling"]) for r in ooms] == [(8, 4), (4, 2)]  # only the first update hit it
+    assert [r["micro_batches"] for r in records if r["kind"] == "update"] == [4, 4]
+    assert cramped.updates == roomy.updates == 2 and cramped.state()["oom_retries"] == 2
+    assert cramped.ledger.totals() == roomy.ledger.totals()
+    for a, b in zip(cramped.model.parameters(), roomy.model.parameters()):
+        assert torch.allclose(a, b, atol=1e-5)
+    cramped.end_window(0, {"row": 32}, read=32, quarantined=0)
+    assert cramped.ledger.balanced()  # read = not selected + trained, nothing lost to the errors
+    cramped.finish()  # checkpoints
+    assert OnlineLearner(cfg, str(tmp_path / "run")).oom_ceiling == 2
+    single = dataclasses.replace(cfg, learner=dataclasses.replace(cfg.learner, micro_batch_size=1))
+    hopeless = OnlineLearner(single)
+    hopeless.model.forward = lambda *a, **k: (_ for _ in ()).throw(torch.cuda.OutOfMemoryError("out of memory"))
+    with pytest.raises(torch.cuda.OutOfMemoryError):  # one sample does not fit: nothing to halve
+        hopeless.add_candidates(candidates(tiny_model_dir, sst2_rows, 0, 16))
+
+
+@pytest.mark.parametrize("rule, factor", [("none", 1.0), ("linear", 2.0), ("sqrt", 2 ** 0.5)])
+def test_learning_rate_follows_the_batch_size(rule, factor, learner_cfg, tiny_model_dir, sst2_rows):
+    import dataclasses
+
+    batching = dataclasses.replace(learner_cfg.batching, lr_scaling=rule, batch_size=8, min_batch_size=16,
+                                   max_batch_size=32)
+    cfg = dataclasses.replace(learner_cfg, batching=batching, eval=dataclasses.replace(learner_cfg.eval, path=""))
+    learner = OnlineLearner(cfg)  # fixed at 8, clamped up to 16: twice the reference batch
+    updates = [r for r in learner.add_candidates(candidates(tiny_model_dir, sst2_rows, 0, 64)) if r["kind"] == "update"]
+    assert [r["batch_size"] for r in updates] == [16, 16] and [r["pool_size"] for r in updates] == [32, 32]
+    assert updates[0]["lr"] == pytest.approx(cfg.learner.lr * factor)
+    assert learner.optimizer.param_groups[0]["lr"] == pytest.approx(cfg.learner.lr)  # the schedule is untouched
+
+
+def test_periodic_policy_updates_on_time_without_new_candidates(learner_cfg, tiny_model_dir, sst2_rows):
+    import dataclasses
+
+    batching = dataclasses.replace(learner_cfg.batching, policy="periodic", period_s=0.2, min_batch_size=2,
+                                   max_batch_size=64)
+    cfg = dataclasses.replace(learner_cfg, batching=batching, eval=dataclasses.replace(learner_cfg.eval, path=""))
+    learner = OnlineLearner(cfg)
+    learner.last_update_time = time.time()
+    assert learner.add_candidates(candidates(tiny_model_dir, sst2_rows, 0, 10)) == []  # too early
+    assert learner.tick() == []
+    time.sleep(0.25)
+    (update,) = learner.tick()  # on time: whatever has accumulated (10 candidates, 2 per sample)
+    assert update["batch_size"] == 5 and update["pool_size"] == 10 and learner.buffered == 0
+    burst = learner.add_candidates(candidates(tiny_model_dir, sst2_rows, 10, 300))  # not yet due, but a burst
+    assert [r["batch_size"] for r in burst if r["kind"] == "update"] == [64, 64] and learner.buffered == 44
+
+
+def test_adaptive_policy_gets_gradient_noise_from_every_update(learner_cfg, tiny_model_dir, sst2_rows, tmp_path):
+    import dataclasses
+
+    batching = dataclasses.replace(learner_cfg.batching, policy="adaptive", cooldown_updates=2, min_batch_size=4,
+                                   max_batch_size=32)
+    cfg = dataclasses.replace(learner_cfg, batching=batching, eval=dataclasses.replace(learner_cfg.eval, path=""))
+    learner = OnlineLearner(cfg, str(tmp_path / "run"))
+    records = learner.add_candidates(candidates(tiny_model_dir, sst2_rows, 0, 160))
+    updates = [r for r in records if r["kind"] == "update"]
+    assert all(r["noise_small_sq"] > 0 and r["noise_big_sq"] > 0 for r in updates)
+    assert "noise_scale" in updates[-1] and learner.policy.weight > 0
+    assert all(4 <= r["batch_size"] <= 32 and r["pool_size"] == 2 * r["batch_size"] for r in updates)
+    learner.end_window(0, {"row": 160}, read=160, quarantined=0)
+    resumed = OnlineLearner(cfg, str(tmp_path / "run"))
+    assert resumed.policy.state_dict() == learner.policy.state_dict()

@@ -45,3 +45,43 @@ def test_memory_readings_on_this_machine():
         monitor = ResourceMonitor(interval_s=3600)
         assert "gpus" not in monitor.sample()
         monitor.stop()
+
+
+def test_learner_memory_readings_pass_through_and_a_failing_exporter_is_dropped():
+    monitor = ResourceMonitor(interval_s=3600)
+    try:
+        class Broken:
+            def set(self, snapshot):
+                raise RuntimeError("no metrics agent")
+
+        monitor.gauges = Broken()
+        monitor.report("learner", {"memory_per_sample_mb": 3.5, "memory_ceiling": None, "samples": 8, "seconds": 0.1})
+        snapshot = monitor.sample()
+        assert snapshot["learner_memory_per_sample_mb"] == 3.5 and "learner_memory_ceiling" not in snapshot
+        assert monitor.gauges is None and monitor.sample()["learner_memory_per_sample_mb"] == 3.5
+    finally:
+        monitor.stop()
+
+
+def test_every_numeric_reading_becomes_a_gauge():
+    from ol_ray.monitor import RayGauges
+
+    class RecordingGauge:
+        made: dict = {}
+
+        def __init__(self, name, description, tag_keys):
+            self.name, self.tag_keys, self.values = name, tag_keys, []
+            RecordingGauge.made[name] = self
+
+        def set(self, value, tags=None):
+            self.values.append((value, tags))
+
+    gauges = RayGauges.__new__(RayGauges)
+    gauges.gauge_class, gauges.gauges = RecordingGauge, {}
+    gauges.set({"time": 1.0, "learner_step_s": 0.5, "queue_depth": 3, "learner_pid": 7, "flag": True,
+                "gpus": [{"index": 0, "used_mb": 1.0, "free_mb": 2.0, "total_mb": 3.0, "utilisation": 0.5}]})
+    made = RecordingGauge.made
+    assert {"ol_ray_learner_step_s", "ol_ray_queue_depth", "ol_ray_gpu_free_mb"} <= set(made)
+    assert "ol_ray_time" not in made and "ol_ray_learner_pid" not in made and "ol_ray_flag" not in made
+    assert made["ol_ray_gpu_free_mb"].values == [(2.0, {"gpu": "0"})]
+    assert made["ol_ray_gpu_free_mb"].tag_keys == ("gpu",)

@@ -128,3 +128,28 @@ def test_rho_loss_holds_out_the_stream_head_and_scores_the_irreducible_loss(ray_
     trained = {i for line in open(run_dir / LEDGER_LOG) for i in json.loads(line).get("trained", [])}
     rows = {int(sample_id.rsplit(":", 1)[1]) for sample_id in trained}
     assert trained and min(rows) > 60  # nothing of the holdout was trained on
+
+
+@pytest.mark.parametrize("policy", [
+    ["batching.policy=periodic", "batching.period_s=0.3"],
+    ["batching.policy=min_of", "batching.policies=[adaptive, resource, uncertainty]", "batching.cooldown_updates=2",
+     "batching.lr_scaling=sqrt", "learner.micro_batch_size=4"],
+], ids=["periodic", "min_of"])
+def test_batch_policies_run_in_the_pipeline_from_config(policy, ray_local, stream_file, tiny_model_dir, tmp_path):
+    cfg = load_config(None, [
+        f"stream.path={stream_file}", "stream.text_field=sentence", "stream.window_size=200",
+        f"model.name_or_path={tiny_model_dir}", "model.max_length=32", "scoring.batch_size=32",
+        "scoring.num_cpus=0.5", "selection.pool_size=24", "batching.batch_size=16", "batching.min_batch_size=4",
+        "batching.max_batch_size=32", "learner.torch_threads=1", "learner.num_cpus=0.5", "output.monitor_every_s=0.5",
+        f"output.run_dir={tmp_path / 'run'}", "output.progress=false", *policy])
+    summary = run_pipeline(cfg)
+    assert summary["accounting_ok"] and summary["samples_trained"] > 0
+    records = [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl")]
+    updates = [r for r in records if r["kind"] == "update"]
+    assert all(4 <= r["batch_size"] <= 32 for r in updates[:-1])  # the last one takes the leftovers
+    assert sum(r["batch_size"] for r in updates) == summary["samples_trained"]
+    monitor = [r for r in records if r["kind"] == "monitor"]
+    assert monitor and "learner_step_s" in monitor[-1] and "gpus" not in monitor[-1]  # absent on CPU, not zero
+    if "learner.micro_batch_size=4" in policy:  # accumulation: passes of at most 4 samples
+        assert all(r["micro_batches"] >= r["batch_size"] / 4 for r in updates)
+        assert all("noise_small_sq" in r and r["memory_per_sample_mb"] > 0 for r in updates)

@@ -1,0 +1,109 @@
+"""The plain single-process loop the learning benchmarks share: the configured stream, scored with the learner's
+current weights, fed to the learner's own code (`OnlineLearner`: batch policy, selection, weighted update,
+evaluation), no Ray. Scores are fresh (no staleness): what a strategy or policy can do at best.
+
+`read_stream` reads and tokenizes the stream's head once per seed; `run_plain` runs one configuration on it and
+returns its evaluations and updates with wall-clock times.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any, Optional
+
+import numpy as np
+
+from ol_ray.config import Config
+
+
+@dataclasses.dataclass
+class Stream:
+    input_ids: list[np.ndarray]
+    labels: np.ndarray
+    sample_ids: np.ndarray
+
+
+def read_stream(cfg: Config, count: int, label_noise: float, seed: int) -> Stream:
+    """The first `count` valid rows of the configured stream (fewer if it ends), tokenized, with `label_noise` of
+    their labels moved to another class (seeded)."""
+    from ol_ray.irreducible import read_head
+
+    head = read_head(cfg, count, until_valid=True)
+    labels = head.labels
+    if label_noise > 0:
+        rng = np.random.default_rng(10_000 + seed)
+        flip = rng.random(len(labels)) < label_noise
+        shift = rng.integers(1, cfg.model.num_labels, size=len(labels))
+        labels = np.where(flip, (labels + shift) % cfg.model.num_labels, labels)
+    return Stream(head.input_ids, labels, head.sample_ids)
+
+
+def run_plain(cfg: Config, stream: Stream, chunk: int, max_updates: int = 0, max_samples: int = 0,
+              eval_every_samples: int = 0, dev: Optional[Stream] = None
+              ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Feed the stream in chunks of `chunk` candidates, each scored with the learner's weights as it arrives, until
+    `max_updates` updates or `max_samples` trained samples (or the stream's end). The learner evaluates on its
+    own schedule (eval.every_updates); with `eval_every_samples`, also each time that many more samples have been
+    trained. Returns the evaluation and update records, each with `wall_s` since the start (evaluations included).
+    `dev` replaces the configured dev set. rho_loss first trains its irreducible-loss model on the stream's first
+    `selection.holdout_size` rows, which the run then skips."""
+    from ol_ray.irreducible import train_irreducible, uses_rho_loss
+    from ol_ray.learner import OnlineLearner
+    from ol_ray.models import device_for, head_layer, load_model, load_numpy_state
+    from ol_ray.monitor import process_rss_mb
+    from ol_ray.scoring import score_samples
+
+    start, irreducible = 0, None
+    if uses_rho_loss(cfg.selection):
+        start = cfg.selection.holdout_size
+        irreducible = load_model(cfg.model, pretrained=False)
+        load_numpy_state(irreducible, train_irreducible(cfg, stream.input_ids[:start], stream.labels[:start]))
+        irreducible.to(device_for(cfg.learner.num_gpus)).eval()
+    learner = OnlineLearner(cfg)
+    if dev is not None:
+        from ol_ray.evaluation import EvalSet
+
+        order = np.argsort([len(ids) for ids in dev.input_ids], kind="stable")
+        learner.eval_set = EvalSet([dev.input_ids[i] for i in order], dev.labels[order], 0)
+        learner.start_records = [learner._evaluate()]
+    head = head_layer(learner.model, cfg.model.num_labels)
+    started = time.perf_counter()
+    evals: list[dict[str, Any]] = []  # the first add_candidates hands over the evaluation at update 0 too
+    updates: list[dict[str, Any]] = []
+    next_eval = eval_every_samples
+
+    def trained() -> int:
+        return learner.ledger.totals()["trained"]
+
+    def running() -> bool:
+        return not ((max_updates and learner.updates >= max_updates) or (max_samples and trained() >= max_samples))
+
+    def keep(records: list[dict[str, Any]]) -> None:
+        for record in records:
+            elapsed = round(time.perf_counter() - started, 3)
+            if record["kind"] == "eval":
+                evals.append(dict(record, wall_s=0.0 if record["update"] == 0 else elapsed))
+            elif record["kind"] == "update":
+                updates.append(dict(record, wall_s=elapsed, rss_mb=process_rss_mb()))
+
+    while running() and start + chunk <= len(stream.labels):
+        part = slice(start, start + chunk)
+        ids, labels = stream.input_ids[part], stream.labels[part]
+        pool = {"sample_id": stream.sample_ids[part], "label": labels, "window": np.zeros(chunk, np.int64),
+                "input_ids": np.array(ids + [None], dtype=object)[:-1],
+                "weight_version": np.full(chunk, learner.updates, dtype=np.int64)}
+        pool.update(score_samples(learner.model, head, ids, labels, learner.pad_id, learner.device,
+                                  micro_batch_tokens=cfg.scoring.micro_batch_tokens))
+        if irreducible is not None:
+            pool["irreducible_loss"] = score_samples(irreducible, head_layer(irreducible, cfg.model.num_labels), ids,
+                                                     labels, learner.pad_id, learner.device,
+                                                     micro_batch_tokens=cfg.scoring.micro_batch_tokens)["loss"]
+        keep(learner.add_candidates(pool))
+        if eval_every_samples and trained() >= next_eval and learner.eval_set is not None:
+            keep([learner._evaluate()])
+            next_eval = (trained() // eval_every_samples + 1) * eval_every_samples
+        start += chunk
+    if eval_every_samples and learner.eval_set is not None and evals and evals[-1]["update"] != learner.updates:
+        keep([learner._evaluate()])
+    return evals, updates
