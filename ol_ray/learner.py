@@ -328,6 +328,7 @@ class OnlineLearner:
         """End of stream: train on the leftovers, evaluate and checkpoint one last time."""
         records, self.start_records = self.start_records, []
         if self.buffered and not self.done:
+            self.changed_since_checkpoint = True  # the leftovers' update must reach the final checkpoint
             pool = concat_columns(self.buffer)
             self.buffer, self.buffered = [], 0
             batch_size = self._decide_batch_size() or self.cfg.batching.batch_size

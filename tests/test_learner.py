@@ -351,3 +351,19 @@ def test_adaptive_policy_gets_gradient_noise_from_every_update(learner_cfg, tiny
     learner.end_window(0, {"row": 160}, read=160, quarantined=0)
     resumed = OnlineLearner(cfg, str(tmp_path / "run"))
     assert resumed.policy.state_dict() == learner.policy.state_dict()
+
+
+def test_the_leftover_update_at_the_end_reaches_a_checkpoint(learner_cfg, tiny_model_dir, sst2_rows, tmp_path):
+    """A window end checkpoints, then the stream ends with candidates buffered: their update is checkpointed too,
+    so a resumed run does not train them again."""
+    import dataclasses
+
+    cfg = dataclasses.replace(learner_cfg, checkpoint=dataclasses.replace(learner_cfg.checkpoint, every_updates=1),
+                              eval=dataclasses.replace(learner_cfg.eval, path=""))
+    learner = OnlineLearner(cfg, str(tmp_path / "run"))
+    learner.add_candidates(candidates(tiny_model_dir, sst2_rows, 0, 20))
+    assert [r["kind"] for r in learner.end_window(0, {"row": 20}, read=20, quarantined=0)] == ["checkpoint"]
+    final = learner.finish()
+    assert [r["kind"] for r in final] == ["update", "checkpoint"]
+    resumed = OnlineLearner(cfg, str(tmp_path / "run"))
+    assert resumed.updates == 2 and resumed.buffered == 0 and resumed.ledger.totals()["trained_twice"] == 0
