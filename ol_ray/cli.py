@@ -5,6 +5,7 @@
     ol-ray bench scaling configs/sst2.yaml --nodes 1 2
     ol-ray bench selection configs/sst2.yaml --strategies random entropy rho_loss --seeds 0 1 2
     ol-ray bench batching configs/sst2.yaml --policies fixed adaptive resource --seeds 0 1 2
+    ol-ray produce ../shared/data/sst2/train.tsv --servers localhost:9092 --topic sst2 --rate 200 --text-field sentence
 """
 
 from __future__ import annotations
@@ -37,6 +38,23 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", metavar="RUN_DIR",
                      help="continue a stopped or killed run from its newest checkpoint, with the run's own config "
                           "(overrides still apply)")
+    produce = commands.add_parser(
+        "produce", help="replay a data file into a Kafka topic, at a given rate",
+        description="Send every row of a data file (TSV, CSV, JSONL or Parquet) to a Kafka topic as a JSON message "
+                    "{text field, label field}, keyed by the row's sample id, for demos and benchmarks. Rows that "
+                    "do not parse are sent as they are, for the consumer's validation to quarantine.")
+    produce.add_argument("path", help="the data file")
+    produce.add_argument("--servers", required=True, help="bootstrap servers, host:port[,host:port]")
+    produce.add_argument("--topic", required=True, help="the topic to write")
+    produce.add_argument("--rate", type=float, default=0.0, help="messages per second (default 0: unpaced)")
+    produce.add_argument("--limit", type=int, default=0, help="send at most this many (default 0: all)")
+    produce.add_argument("--partitions", type=int, default=0,
+                         help="create the topic with this many partitions first (an existing one is kept)")
+    produce.add_argument("--text-field", default="text", help="the file's text column (default text)")
+    produce.add_argument("--label-field", default="label", help="the file's label column (default label)")
+    produce.add_argument("--shuffle-seed", type=int, help="send the rows in this seeded random order")
+    produce.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                         help="a librdkafka producer setting, e.g. security.protocol=SASL_SSL (repeatable)")
     bench = commands.add_parser(
         "bench", help="run a benchmark and print its figures",
         description="Benchmarks print their figures and write CSV and markdown tables to --out; speed is reported "
@@ -121,6 +139,22 @@ def bench_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def produce_command(args: argparse.Namespace) -> int:
+    """`ol-ray produce`: replay a data file into a Kafka topic."""
+    from ol_ray.config import StreamConfig
+    from ol_ray.kafka import produce
+
+    options = dict(option.split("=", 1) for option in args.option if "=" in option)
+    if len(options) != len(args.option):
+        raise ConfigError("--option takes KEY=VALUE")
+    stream = StreamConfig(path=args.path, text_field=args.text_field, label_field=args.label_field,
+                          shuffle_seed=args.shuffle_seed, kafka_servers=args.servers)
+    sent = produce(args.path, stream, args.topic, rate=args.rate, limit=args.limit, partitions=args.partitions,
+                   options=options)
+    print(f"delivered {sent} messages to {args.topic} at {args.servers}")
+    return 0
+
+
 def load_run_config(config: Optional[str], overrides: Sequence[str], resume: Optional[str]):
     """The config of a new run, or of the run in `resume` (its config.yaml, with its run directory)."""
     import os
@@ -179,6 +213,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         if args.command == "bench":
             return bench_command(args)
+        if args.command == "produce":
+            return produce_command(args)
         return run_command(args.config, args.overrides, args.resume)
     except ConfigError as error:
         print(f"ol-ray: bad config: {error}", file=sys.stderr)

@@ -24,7 +24,7 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class StreamConfig:
-    source: Literal["file", "directory", "memory", "hub"] = "file"  # where samples come from
+    source: Literal["file", "directory", "memory", "hub", "kafka"] = "file"  # where samples come from
     path: str = ""  # a data file (file source) or a folder of data files (directory source)
     format: Literal["auto", "tsv", "csv", "jsonl", "parquet"] = "auto"  # file format; auto = from the file extension
     text_field: str = "text"  # column or JSON key holding the text
@@ -36,9 +36,17 @@ class StreamConfig:
     max_samples: int = 0  # sample budget: stop after reading this many rows; 0 = no budget
     rate: float = 0.0  # replay rate in samples per second, so a finite file arrives like a live stream; 0 = unpaced
     shuffle_seed: Optional[int] = None  # replay a finite file in a seeded random order; null keeps file order
-    poll_interval_s: float = 1.0  # directory source: how often to look for new files
-    idle_timeout_s: float = 30.0  # directory source: stop after this long without a new file; 0 = never stop
+    poll_interval_s: float = 1.0  # directory and kafka sources: how often to look for new files or messages
+    idle_timeout_s: float = 30.0  # directory, and kafka with kafka_follow: stop after this long idle; 0 = never stop
     max_text_chars: int = 2000  # longer texts are truncated to this many characters (and counted)
+    max_record_bytes: int = 10_000_000  # rows (messages) over this many bytes are quarantined as oversize; 0 = no limit
+    kafka_servers: str = ""  # kafka source: bootstrap servers, host:port[,host:port...]
+    kafka_topics: tuple[str, ...] = ()  # kafka source: topics to read (every partition of each)
+    kafka_options: dict[str, str] = field(default_factory=dict)  # librdkafka consumer settings, e.g. sasl.username
+    kafka_start: Literal["earliest", "latest"] = "earliest"  # kafka: where partitions without a saved offset begin
+    kafka_follow: bool = False  # kafka: after catching up keep waiting for new messages (until idle_timeout_s)
+    kafka_key_as_id: bool = True  # kafka: the message key is the sample id (else topic:partition:offset)
+    kafka_group_id: str = ""  # kafka: also commit consumed offsets to this consumer group (visibility only)
     hub_dataset: str = ""  # Hugging Face dataset read through `datasets` when `path` does not exist (or source: hub)
     hub_config: str = ""  # its configuration name, if it has several
     hub_split: str = "train"  # its split
@@ -349,6 +357,11 @@ def check(cfg: Config) -> None:
         _require(bool(s.path) or bool(s.hub_dataset), f"stream.path is required for stream.source={s.source}")
     if s.source == "hub":
         _require(bool(s.hub_dataset), "stream.hub_dataset is required for stream.source=hub")
+    if s.source == "kafka":
+        _require(bool(s.kafka_servers), "stream.kafka_servers is required for stream.source=kafka (host:port)")
+        _require(bool(s.kafka_topics), "stream.kafka_topics must name at least one topic for stream.source=kafka")
+    _require(s.max_record_bytes >= 0, f"stream.max_record_bytes must be 0 (no limit) or positive; got "
+                                      f"{s.max_record_bytes}")
     _require(s.window_size >= 1, f"stream.window_size must be at least 1; got {s.window_size}")
     _require(s.max_samples >= 0, f"stream.max_samples must be 0 (no budget) or positive; got {s.max_samples}")
     _require(s.rate >= 0, f"stream.rate must be 0 (unpaced) or positive; got {s.rate}")

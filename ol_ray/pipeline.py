@@ -80,7 +80,8 @@ def preflight(cfg: Config, rows: Optional[Sequence[dict[str, Any]]], resume: boo
     from ol_ray.checkpoint import latest_checkpoint
     from ol_ray.models import check_model
 
-    make_source(cfg.stream, rows=rows)
+    source = make_source(cfg.stream, rows=rows)  # opens the file, folder, dataset or Kafka topics, or says why not
+    getattr(source, "close", lambda: None)()
     if cfg.eval.path and not os.path.exists(cfg.eval.path) and not cfg.stream.hub_dataset:
         raise SourceError(f"eval.path {cfg.eval.path} does not exist")
     check_model(cfg.model)

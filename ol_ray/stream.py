@@ -43,6 +43,7 @@ class Record(NamedTuple):
     sample_id: str  # stable across runs: "<file name>:<data row number>" unless the data carries ids
     raw: bytes  # the row as read, undecoded
     record_format: RecordFormat
+    origin: str = ""  # where it came from, as a JSON object (Kafka: topic, partition, offset); kept in quarantine
 
 
 @dataclass
@@ -50,7 +51,7 @@ class Window:
     """A bounded slice of the stream: become one ray.data.Dataset."""
 
     index: int  # 0, 1, 2, ... in stream order
-    records: list[dict[str, Any]]  # {"sample_id": str, "raw": bytes}
+    records: list[dict[str, Any]]  # {"sample_id": str, "raw": bytes, "origin": str}
     record_format: RecordFormat
     cursor: dict[str, Any] = field(default_factory=dict)  # source position after this window's last record
 
@@ -349,6 +350,10 @@ def make_source(cfg: StreamConfig, cursor: Optional[dict[str, Any]] = None,
         if rows is None:
             raise SourceError("stream.source=memory needs rows passed in code (run_pipeline(cfg, rows=...))")
         return MemorySource(rows, cfg, cursor)
+    if cfg.source == "kafka":
+        from ol_ray.kafka import KafkaSource
+
+        return KafkaSource(cfg, cursor)
     if cfg.source == "hub" or (cfg.hub_dataset and not os.path.exists(cfg.path)):
         return HubSource(cfg, cfg.hub_split, cursor)
     if cfg.source == "directory":
@@ -405,7 +410,7 @@ def windows(source: Source, cfg: StreamConfig, first_index: int = 0, already_rea
             if not batch:
                 opened_at = clock()
                 batch_format = record.record_format
-            batch.append({"sample_id": record.sample_id, "raw": record.raw})
+            batch.append({"sample_id": record.sample_id, "raw": record.raw, "origin": record.origin})
             batch_cursor = source.cursor()
             read += 1
         else:  # nothing pending at the source: its cursor now also covers files it finished or rejected

@@ -31,11 +31,13 @@ class FieldSpec:
     label_names: tuple[str, ...]
     num_labels: int
     max_text_chars: int
+    max_record_bytes: int = 0
 
     @classmethod
     def from_config(cls, cfg: Config) -> "FieldSpec":
         s = cfg.stream
-        return cls(s.text_field, s.label_field, s.id_field, s.label_names, cfg.model.num_labels, s.max_text_chars)
+        return cls(s.text_field, s.label_field, s.id_field, s.label_names, cfg.model.num_labels, s.max_text_chars,
+                   s.max_record_bytes)
 
 
 class RowError(ValueError):
@@ -129,22 +131,29 @@ def parse_record(sample_id: str, raw: bytes, record_format: RecordFormat, spec: 
     return ValidRow(sample_id, text[: spec.max_text_chars] if truncated else text, label, truncated)
 
 
-def quarantine_record(sample_id: str, raw: bytes, error: RowError, window: int) -> dict[str, Any]:
-    """What the quarantine file keeps of a rejected row: its id, the reason, where, and an excerpt."""
+def quarantine_record(sample_id: str, raw: bytes, error: RowError, window: int, origin: str = "") -> dict[str, Any]:
+    """What the quarantine file keeps of a rejected row: its id, the reason, where (the window, and the source's
+    origin fields such as Kafka's topic, partition and offset), and an excerpt."""
     excerpt = raw[: RAW_EXCERPT_CHARS * 4].decode("utf-8", errors="replace")[:RAW_EXCERPT_CHARS]
-    return {"sample_id": sample_id, "code": error.code, "reason": str(error), "window": window, "raw": excerpt}
+    where = json.loads(origin) if origin else {}
+    return {"sample_id": sample_id, "code": error.code, "reason": str(error), "window": window, **where,
+            "raw": excerpt}
 
 
 def split_records(sample_ids: Sequence[str], raws: Sequence[bytes], record_format: RecordFormat, spec: FieldSpec,
-                  window: int) -> tuple[list[ValidRow], list[dict[str, Any]]]:
+                  window: int, origins: Optional[Sequence[str]] = None) -> tuple[list[ValidRow], list[dict[str, Any]]]:
     """Valid rows and quarantine records for a list of raw records (plain Python; no Ray)."""
     good, bad = [], []
-    for sample_id, raw in zip(sample_ids, raws):
+    origins = [""] * len(sample_ids) if origins is None else origins
+    for sample_id, raw, origin in zip(sample_ids, raws, origins):
         raw = bytes(raw)
         try:
+            if spec.max_record_bytes and len(raw) > spec.max_record_bytes:
+                raise RowError("oversize", f"row of {len(raw)}+ bytes is over stream.max_record_bytes "
+                                           f"({spec.max_record_bytes})")
             good.append(parse_record(str(sample_id), raw, record_format, spec))
         except RowError as error:
-            bad.append(quarantine_record(str(sample_id), raw, error, window))
+            bad.append(quarantine_record(str(sample_id), raw, error, window, str(origin or "")))
     return good, bad
 
 
@@ -163,7 +172,7 @@ def validate_batch(batch: dict[str, np.ndarray], record_format: RecordFormat, sp
                    quarantine: Optional[Any] = None) -> dict[str, np.ndarray]:
     """Ray Data stage: keep the valid rows, send the others to the quarantine sink actor (and wait for it to take
     them, so none is lost if this worker dies after returning)."""
-    good, bad = split_records(batch["sample_id"], batch["raw"], record_format, spec, window)
+    good, bad = split_records(batch["sample_id"], batch["raw"], record_format, spec, window, batch.get("origin"))
     if bad:
         if quarantine is None:
             raise RuntimeError(f"{len(bad)} bad rows and no quarantine sink to take them")
