@@ -124,9 +124,12 @@ class AdaptiveBatch:
         return self.current
 
     def noise_scale(self) -> Optional[float]:
-        """B_simple from the averaged estimates; None before any or while |G|^2 is not yet positive."""
-        if self.weight == 0 or self.gradient_sq <= 0:
+        """B_simple from the averaged estimates; None before any. When the averaged |G|^2 is not positive but the
+        noise is, the gradient is lost in its noise (late in training): the noise scale is unbounded."""
+        if self.weight == 0 or (self.gradient_sq <= 0 and self.trace <= 0):
             return None
+        if self.gradient_sq <= 0:
+            return math.inf
         return max(self.trace, 0.0) / self.gradient_sq
 
     def observe(self, stats: Mapping[str, Any]) -> None:
@@ -141,8 +144,9 @@ class AdaptiveBatch:
             self.weight = decay * self.weight + (1 - decay)
         loss = stats.get("sample_loss_mean")
         if loss is not None and math.isfinite(loss):
-            self.loss_fast = loss if self.loss_fast is None else 0.7 * self.loss_fast + 0.3 * loss
-            self.loss_slow = loss if self.loss_slow is None else 0.95 * self.loss_slow + 0.05 * loss
+            # averages over about 5 and 50 updates: a single hard batch is not a rise
+            self.loss_fast = loss if self.loss_fast is None else 0.8 * self.loss_fast + 0.2 * loss
+            self.loss_slow = loss if self.loss_slow is None else 0.98 * self.loss_slow + 0.02 * loss
         if self.since_change < cfg.cooldown_updates:
             return
         low, high = cfg.min_batch_size, cfg.max_batch_size

@@ -9,9 +9,10 @@ B x selection.pool_size / batching.batch_size at every B. Dev accuracy is measur
 samples, so the curves of all policies share their x positions.
 
 Writes `batching.csv` (every evaluation), `batching_updates.csv` (every update: batch size, learning rate, wall time,
-RSS), `batching_table.md` and `.csv` (per policy, means over seeds: final accuracy, updates, mean B, wall time and its
-ratio to `fixed`, peak RSS and measured memory per sample) and `batching.png` (dev accuracy against samples and wall
-time, batch size against samples), and prints the table.
+RSS), `batching_table.md` and `.csv` (per policy, means over seeds: final accuracy and the mean of the last three
+evaluations, updates, mean B, wall time and its ratio to `fixed`, peak RSS and measured memory per sample) and
+`batching.png` (dev accuracy against samples and wall time, batch size against samples), and prints the table.
+`--from-dir` re-summarises an earlier run's CSVs.
 """
 
 from __future__ import annotations
@@ -36,21 +37,27 @@ def policy_config(cfg: Config, policy: str) -> Config:
     return dataclasses.replace(cfg, batching=batching)
 
 
+LAST_EVALS = 3  # the late accuracy averages the last evaluations: at a constant learning rate one point is noisy
+
+
 def summarise(runs: dict[str, list[tuple[list[dict[str, Any]], list[dict[str, Any]]]]]) -> list[dict[str, Any]]:
-    """One row per policy: means over seeds, wall time as a ratio to `fixed` (or the first policy)."""
+    """One row per policy: means over seeds (final accuracy, and the mean of the last LAST_EVALS evaluations), wall
+    time as a ratio to `fixed` (or the first policy)."""
     rows = []
     for policy, seeds in runs.items():
         finals = [evals[-1]["dev_accuracy"] for evals, _ in seeds]
+        lasts = [np.mean([e["dev_accuracy"] for e in evals[-LAST_EVALS:]]) for evals, _ in seeds]
         rows.append({
             "policy": policy, "seeds": len(seeds),
             "final_accuracy": float(np.mean(finals)), "final_accuracy_sd": float(np.std(finals)),
+            "last_evals_accuracy": float(np.mean(lasts)), "last_evals_accuracy_sd": float(np.std(lasts)),
             "samples_trained": float(np.mean([updates[-1]["samples_trained"] for _, updates in seeds])),
             "updates": float(np.mean([len(updates) for _, updates in seeds])),
             "mean_batch": float(np.mean([np.mean([u["batch_size"] for u in updates]) for _, updates in seeds])),
             "max_batch": int(max(max(u["batch_size"] for u in updates) for _, updates in seeds)),
             "wall_s": float(np.mean([evals[-1]["wall_s"] for evals, _ in seeds])),
             "peak_rss_mb": float(max(max(u["rss_mb"] for u in updates) for _, updates in seeds)),
-            "memory_per_sample_mb": float(np.mean([max(u.get("memory_per_sample_mb", 0.0) for u in updates)
+            "memory_per_sample_mb": float(np.mean([max(float(u.get("memory_per_sample_mb") or 0.0) for u in updates)
                                                    for _, updates in seeds])),
         })
     base = next((row for row in rows if row["policy"] == "fixed"), rows[0])
@@ -87,6 +94,41 @@ def plot(runs: dict[str, list[tuple[list[dict[str, Any]], list[dict[str, Any]]]]
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
+
+
+def runs_from_csv(out_dir: str) -> dict[str, list[tuple[list[dict[str, Any]], list[dict[str, Any]]]]]:
+    """The runs of an earlier `ol-ray bench batching`, from its batching.csv and batching_updates.csv."""
+    def read(name: str) -> list[dict[str, Any]]:
+        with open(os.path.join(out_dir, name), encoding="utf-8") as handle:
+            return [{key: _number(value) for key, value in row.items()} for row in csv.DictReader(handle)]
+
+    points, steps = read("batching.csv"), read("batching_updates.csv")
+    runs: dict[str, list[tuple[list[dict[str, Any]], list[dict[str, Any]]]]] = {}
+    for policy in dict.fromkeys(p["policy"] for p in points):
+        for seed in dict.fromkeys(p["seed"] for p in points if p["policy"] == policy):
+            runs.setdefault(policy, []).append(
+                ([p for p in points if (p["policy"], p["seed"]) == (policy, seed)],
+                 [u for u in steps if (u["policy"], u["seed"]) == (policy, seed)]))
+    return runs
+
+
+def _number(text: str) -> Any:
+    try:
+        return int(text)
+    except ValueError:
+        try:
+            return float(text)
+        except ValueError:
+            return text
+
+
+def report(runs: dict[str, list[tuple[list[dict[str, Any]], list[dict[str, Any]]]]], out_dir: str,
+           title: str) -> list[dict[str, Any]]:
+    """The markdown/CSV table and the PNG of a set of runs; prints the table."""
+    rows = summarise(runs)
+    print(write_results(rows, out_dir, "batching_table"))
+    plot(runs, os.path.join(out_dir, "batching.png"), title)
+    return rows
 
 
 def write_csv(path: str, rows: list[dict[str, Any]]) -> None:
@@ -136,9 +178,6 @@ def batching(cfg: Config, policies: Sequence[str], seeds: Sequence[int] = (0, 1,
                   flush=True)
             write_csv(os.path.join(out_dir, "batching.csv"), points)
             write_csv(os.path.join(out_dir, "batching_updates.csv"), steps)
-    rows = summarise(runs)
-    print(write_results(rows, out_dir, "batching_table"))
-    plot(runs, os.path.join(out_dir, "batching.png"),
-         f"{len(seeds)} seed(s), {samples} samples each, bounds [{cfg.batching.min_batch_size}, "
-         f"{cfg.batching.max_batch_size}], reference batch {cfg.batching.batch_size}")
-    return rows
+    return report(runs, out_dir, f"{len(seeds)} seed(s), {samples} samples each, bounds "
+                                 f"[{cfg.batching.min_batch_size}, {cfg.batching.max_batch_size}], reference batch "
+                                 f"{cfg.batching.batch_size}")

@@ -108,6 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--chunk", type=int, default=16, help="candidates scored per step of the stream (default 16)")
     batch.add_argument("--eval-every", type=int, default=400, help="trained samples between evaluations (400)")
     batch.add_argument("--out", default="runs/bench-batching", help="where the CSVs, markdown and PNG go")
+    batch.add_argument("--from-dir", metavar="DIR",
+                       help="run nothing: summarise and plot an earlier run's batching.csv and batching_updates.csv")
     return parser
 
 
@@ -128,6 +130,11 @@ def bench_command(args: argparse.Namespace) -> int:
                   batch_size=args.batch, eval_every=args.eval_every, target=args.target,
                   label_noise=args.label_noise, out_dir=args.out, mode=args.mode,
                   dev_from_stream=args.dev_from_stream)
+        return 0
+    if args.bench == "batching" and args.from_dir:
+        from ol_ray.bench_batching import report, runs_from_csv
+
+        report(runs_from_csv(args.from_dir), args.out, f"from {args.from_dir}")
         return 0
     if args.bench == "batching":
         from ol_ray.bench_batching import batching

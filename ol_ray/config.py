@@ -101,11 +101,11 @@ class BatchingConfig:
     max_batch_size: int = 256  # no policy goes above this
     policies: tuple[str, ...] = ()  # min_of: the policies whose smallest answer is used, e.g. [adaptive, resource]
     lr_scaling: Literal["none", "linear", "sqrt"] = "none"  # scale the learning rate by B / batch_size (or its root)
-    noise_decay: float = 0.95  # adaptive: averaging factor of the gradient-noise estimates
+    noise_decay: float = 0.99  # adaptive: averaging factor of the gradient-noise estimates (they are very noisy)
     hysteresis: float = 0.25  # adaptive: change B only when the target differs from it by more than this fraction
     cooldown_updates: int = 10  # adaptive: at least this many updates between changes of B
     step_factor: float = 2.0  # adaptive: grow or shrink B by at most this factor per change
-    loss_rise: float = 0.1  # adaptive: shrink B when the recent loss exceeds its long average by this fraction
+    loss_rise: float = 0.25  # adaptive: shrink B when the recent loss exceeds its long average by this fraction
     headroom: float = 0.2  # resource: fraction of device memory (CPU: of the RSS budget) left free
     memory_budget_mb: float = 0.0  # resource on CPU: the learner's RSS budget; 0 = the machine's available memory
     period_s: float = 10.0  # periodic: seconds between updates

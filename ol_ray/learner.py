@@ -407,8 +407,8 @@ class OnlineLearner:
             if key in stats:
                 records[0][key] = stats[key]
         noise_scale = getattr(self.policy, "noise_scale", None)
-        if noise_scale is not None and noise_scale() is not None:
-            records[0]["noise_scale"] = noise_scale()
+        if noise_scale is not None and noise_scale() is not None and math.isfinite(noise_scale()):
+            records[0]["noise_scale"] = noise_scale()  # unbounded (noise swamps the gradient): left out
         records = oom_records + records
         if evaluate_now and self.eval_set is not None and self.updates % self.cfg.eval.every_updates == 0:
             records.append(self._evaluate())

@@ -101,6 +101,14 @@ def test_adaptive_grows_toward_the_noise_scale_within_bounds_and_cooldown():
     assert all(sizes[i] <= 2 * sizes[i - 1] for i in range(1, 60))  # at most step_factor per change
 
 
+def test_adaptive_grows_to_the_bound_when_the_gradient_is_lost_in_noise():
+    policy = make_policy(config("adaptive", cooldown_updates=2))
+    for _ in range(12):  # |G_B|^2 exactly what pure noise gives (|G|^2 estimate below 0): converged, in effect
+        b = policy.batch_size(BatchContext(pool_size=0, updates=0))
+        policy.observe(noise_stats(0.5, 10 / (b // 2), 10 / b - 0.01, b))
+    assert policy.noise_scale() == float("inf") and policy.batch_size(BatchContext(pool_size=0, updates=0)) == 64
+
+
 def test_adaptive_hysteresis_stops_flapping():
     policy = make_policy(config("adaptive", cooldown_updates=1, hysteresis=0.25))
     for step in range(100):  # a noise scale wobbling +-15% around the current 32

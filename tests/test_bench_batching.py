@@ -48,3 +48,6 @@ def test_bench_batching_runs_every_policy_on_the_tiny_model(tiny_model_dir, sst2
     table = (out / "batching_table.md").read_text()
     assert all(f"| {policy} | 1 |" in table for policy in POLICIES)
     assert (out / "batching.png").stat().st_size > 10_000
+    again = tmp_path / "again"
+    assert main(["bench", "batching", "configs/sst2.yaml", "--from-dir", str(out), "--out", str(again)]) == 0
+    assert (again / "batching_table.md").read_text() == table

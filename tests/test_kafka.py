@@ -166,20 +166,20 @@ def test_a_pipeline_reads_kafka_and_resumes_exactly(broker, ray_local, sst2_rows
     from ol_ray.pipeline import run_pipeline
 
     messages = [(f"m{i}".encode(), json.dumps({"text": text, "label": int(label)}).encode())
-                for i, (text, label) in enumerate(sst2_rows[:600])]
+                for i, (text, label) in enumerate(sst2_rows[:400])]
     messages[100] = (b"m100", b"{broken")
     send(broker, "sst2", messages)
     overrides = ["stream.source=kafka", f"stream.kafka_servers={broker}", "stream.kafka_topics=[sst2]",
-                 "stream.window_size=150", "stream.poll_interval_s=0.2", f"model.name_or_path={tiny_model_dir}",
+                 "stream.window_size=200", "stream.poll_interval_s=0.2", f"model.name_or_path={tiny_model_dir}",
                  "model.max_length=32", "scoring.batch_size=32", "scoring.num_cpus=0.5", "selection.pool_size=24",
                  "batching.batch_size=16", "learner.torch_threads=1", "learner.num_cpus=0.5",
                  f"output.run_dir={tmp_path / 'run'}", "output.progress=false"]
-    first = run_pipeline(load_config(None, [*overrides, "stream.max_samples=300"]))
-    assert first["samples_read"] == 300 and first["accounting_ok"]
-    assert first["cursor"]["offsets"] and sum(first["cursor"]["offsets"].values()) == 300
+    first = run_pipeline(load_config(None, [*overrides, "stream.max_samples=200"]))
+    assert first["samples_read"] == 200 and first["accounting_ok"]
+    assert first["cursor"]["offsets"] and sum(first["cursor"]["offsets"].values()) == 200
     resumed = run_pipeline(load_config(None, overrides), resume=True)
-    assert resumed["samples_read"] == 600 and resumed["accounting_ok"]
+    assert resumed["samples_read"] == 400 and resumed["accounting_ok"]
     assert resumed["samples_quarantined"] == 1 and resumed["samples_trained_twice"] == 0
     quarantined = [json.loads(line) for line in open(tmp_path / "run" / "quarantine.jsonl")]
     assert [(q["sample_id"], q["topic"], q["code"]) for q in quarantined] == [("m100", "sst2", "malformed_json")]
-    assert sum(resumed["cursor"]["offsets"].values()) == 600
+    assert sum(resumed["cursor"]["offsets"].values()) == 400

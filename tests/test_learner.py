@@ -346,7 +346,7 @@ def test_adaptive_policy_gets_gradient_noise_from_every_update(learner_cfg, tiny
     records = learner.add_candidates(candidates(tiny_model_dir, sst2_rows, 0, 160))
     updates = [r for r in records if r["kind"] == "update"]
     assert all(r["noise_small_sq"] > 0 and r["noise_big_sq"] > 0 for r in updates)
-    assert "noise_scale" in updates[-1] and learner.policy.weight > 0
+    assert learner.policy.noise_scale() is not None and learner.policy.weight > 0
     assert all(4 <= r["batch_size"] <= 32 and r["pool_size"] == 2 * r["batch_size"] for r in updates)
     learner.end_window(0, {"row": 160}, read=160, quarantined=0)
     resumed = OnlineLearner(cfg, str(tmp_path / "run"))
