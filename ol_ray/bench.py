@@ -1,12 +1,14 @@
-"""Benchmarks: figures printed and written as CSV and markdown, each a ratio against a baseline measured in the same
-run. Never asserted in tests (a smoke run of each keeps the harness from rotting).
+"""The harness every `ol-ray bench ...` shares: seeded configs, CSV files in and out, markdown tables and plots.
 
-    ol-ray bench scaling configs/sst2.yaml --nodes 1 2 --samples 2048
+Benchmarks print their figures and write them as CSV, markdown and PNG; every speed figure is a ratio against a
+baseline measured in the same run, since machines are noisy. They are never asserted in tests (a smoke run of each
+keeps the harness from rotting).
 
-`scaling`: scoring throughput with 1, 2, ... scorer nodes. Each count gets a fresh multi-node Ray on this machine
-(`ray.cluster_utils.Cluster`: a head for the driver and the validation and tokenization tasks, plus N nodes of 1 CPU
-that carry the custom resource `scorer`), the configured model and the first `--samples` rows of the configured
-stream, and scorers that may only run where `scorer` is.
+    ol-ray bench pipeline configs/sst2.yaml      # the Ray pipeline against a plain loop doing the same work
+    ol-ray bench memory configs/sst2.yaml        # RSS of the driver and the learner over a long stream
+    ol-ray bench scaling configs/sst2.yaml       # scoring throughput with 1, 2, ... scorer nodes
+    ol-ray bench selection configs/sst2.yaml     # sample efficiency of the selection strategies
+    ol-ray bench batching configs/sst2.yaml      # batch-size policies on the same sample budget
 """
 
 from __future__ import annotations
@@ -14,87 +16,119 @@ from __future__ import annotations
 import csv
 import dataclasses
 import os
-import time
-from typing import Any, Sequence
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
 
 from ol_ray.config import Config
+
+
+def seeded(cfg: Config, seed: int) -> Config:
+    """The config of one seed's run: the stream in the seed's shuffled order, the head and the selection seeded."""
+    return dataclasses.replace(cfg, stream=dataclasses.replace(cfg.stream, shuffle_seed=seed),
+                               model=dataclasses.replace(cfg.model, seed=seed),
+                               selection=dataclasses.replace(cfg.selection, seed=seed))
+
+
+def write_csv(path: str, rows: Sequence[dict[str, Any]]) -> None:
+    """Rows as CSV, with every key any row has as a column (missing cells empty)."""
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def read_csv(path: str) -> list[dict[str, Any]]:
+    """The rows of a CSV that `write_csv` wrote, with numbers as numbers again."""
+    with open(path, encoding="utf-8") as handle:
+        return [{key: _number(value) for key, value in row.items()} for row in csv.DictReader(handle)]
+
+
+def _number(text: str) -> Any:
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            continue
+    return text
+
+
+def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
+    """A markdown table of the rows (floats to three significant digits)."""
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    cell = lambda value: f"{value:.3g}" if isinstance(value, float) else str(value)  # noqa: E731
+    return "\n".join(["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)] +
+                     ["| " + " | ".join(cell(row.get(c, "")) for c in columns) + " |" for row in rows])
 
 
 def write_results(rows: list[dict[str, Any]], out_dir: str, name: str) -> str:
     """`<name>.csv` and `<name>.md` (a markdown table) in `out_dir`; returns the markdown."""
     os.makedirs(out_dir, exist_ok=True)
-    columns = list(rows[0])
-    with open(os.path.join(out_dir, f"{name}.csv"), "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
-    cell = lambda value: f"{value:.3g}" if isinstance(value, float) else str(value)  # noqa: E731
-    table = "\n".join(["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)] +
-                      ["| " + " | ".join(cell(row[c]) for c in columns) + " |" for row in rows])
+    write_csv(os.path.join(out_dir, f"{name}.csv"), rows)
+    table = markdown_table(rows)
     with open(os.path.join(out_dir, f"{name}.md"), "w", encoding="utf-8") as handle:
         handle.write(table + "\n")
     return table
 
 
-def first_window(cfg: Config, samples: int):
-    """The first `samples` rows of the configured stream, as one window."""
-    from ol_ray.stream import make_source, windows
+def mean_curve(runs: Sequence[Sequence[dict[str, Any]]], x_key: str, y_key: str) -> tuple[np.ndarray, np.ndarray]:
+    """x and y averaged point by point over several seeds' runs, cut to the shortest run."""
+    length = min(len(run) for run in runs)
+    return (np.mean([[point[x_key] for point in run[:length]] for run in runs], axis=0),
+            np.mean([[point[y_key] for point in run[:length]] for run in runs], axis=0))
 
-    stream = dataclasses.replace(cfg.stream, window_size=samples, max_samples=samples, rate=0.0)
-    return next(windows(make_source(stream), stream))
+
+@dataclasses.dataclass
+class Panel:
+    """One plot: labelled lines (x, y) and its axes' labels."""
+    xlabel: str
+    ylabel: str
+    lines: list[tuple[str, Sequence[float], Sequence[float]]] = dataclasses.field(default_factory=list)
+    step: bool = False  # draw the lines as steps (values that hold until the next point)
+    log_y: bool = False
+    kind: str = "line"  # or "bar": lines are then (label, categories, heights), drawn side by side
+
+    def add(self, label: str, x: Sequence[float], y: Sequence[float]) -> "Panel":
+        self.lines.append((label, x, y))
+        return self
 
 
-def scaling(cfg: Config, nodes: Sequence[int] = (1, 2), samples: int = 2048, out_dir: str = "runs/bench-scaling",
-            node_cpus: int = 1) -> list[dict[str, Any]]:
-    """Scoring samples/s with each number of scorer nodes, and the ratio to the first count."""
-    import ray
-    from ray.cluster_utils import Cluster
+def plot_panels(panels: Sequence[Panel], path: str, title: str = "", columns: int = 3,
+                legend: Optional[Callable[[int], bool]] = None) -> str:
+    """The panels side by side (wrapping after `columns`) in one PNG; returns its path. Legends go on every panel
+    unless `legend(index)` says otherwise."""
+    import matplotlib
 
-    from ol_ray.models import load_model
-    from ol_ray.monitor import ResourceMonitor
-    from ol_ray.pipeline import quiet_ray_data, resolve_paths, scored_window
-    from ol_ray.quarantine import QuarantineSink
-    from ol_ray.weights import WeightPublisher, WeightStore
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
 
-    cfg = resolve_paths(cfg)
-    os.makedirs(out_dir, exist_ok=True)
-    window = first_window(cfg, samples)
-    model = load_model(cfg.model)
-    rows: list[dict[str, Any]] = []
-    for count in nodes:
-        scoring = dataclasses.replace(cfg.scoring, num_scorers=count, max_scorers=0, num_cpus=node_cpus,
-                                      num_gpus=0.0, resources={"scorer": 1})
-        run_cfg = dataclasses.replace(cfg, scoring=scoring)
-        cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
-        scorer_nodes = {cluster.add_node(num_cpus=node_cpus, resources={"scorer": 1}).node_id for _ in range(count)}
-        ray.init(address=cluster.address)
-        restore = quiet_ray_data(run_cfg)
-        try:
-            store = ray.remote(num_cpus=0)(WeightStore).remote()
-            monitor = ray.remote(num_cpus=0)(ResourceMonitor).remote()
-            sink = ray.remote(num_cpus=0)(QuarantineSink).remote(os.path.join(out_dir, f"quarantine-{count}.jsonl"))
-            WeightPublisher(store, every=1).maybe_publish(model, 0, force=True)
-            started = time.perf_counter()
-            first_at, first_count, scored = 0.0, 0, 0
-            for batch in scored_window(window, run_cfg, store, monitor, sink).iter_batches(batch_size=None,
-                                                                                          batch_format="numpy"):
-                scored += len(batch["sample_id"])
-                if not first_at:  # the scorers have started and warmed up
-                    first_at, first_count = time.perf_counter(), scored
-            ended = time.perf_counter()
-            wall, steady_s = ended - started, ended - first_at
-            used = set(ray.get(monitor.stop.remote())["scorer_nodes"])
-            rows.append({"scorer_nodes": count, "samples_scored": scored, "wall_s": wall,
-                         "samples_per_s": scored / wall,
-                         "steady_samples_per_s": (scored - first_count) / steady_s if scored > first_count else 0.0,
-                         "nodes_that_scored": len(used), "only_on_scorer_nodes": bool(used) and used <= scorer_nodes})
-        finally:
-            restore()
-            ray.shutdown()
-            cluster.shutdown()
-    for row in rows:
-        row["speedup"] = row["samples_per_s"] / rows[0]["samples_per_s"]
-        row["steady_speedup"] = (row["steady_samples_per_s"] / rows[0]["steady_samples_per_s"]
-                                 if rows[0]["steady_samples_per_s"] else 0.0)
-    print(write_results(rows, out_dir, "scaling"))
-    return rows
+    rows = (len(panels) + columns - 1) // columns
+    width = min(columns, len(panels))
+    figure, axes = plt.subplots(rows, width, figsize=(6 * width, 4.5 * rows), squeeze=False)
+    for index, (panel, axis) in enumerate(zip(panels, axes.flat)):
+        if panel.kind == "bar":
+            offset = 0.8 / max(len(panel.lines), 1)
+            for number, (label, categories, heights) in enumerate(panel.lines):
+                axis.bar(np.arange(len(heights)) + number * offset, heights, width=offset, label=label)
+                axis.set_xticks(np.arange(len(heights)) + 0.4 - offset / 2, [str(c) for c in categories])
+        for label, x, y in panel.lines if panel.kind == "line" else []:
+            if panel.step:
+                axis.step(x, y, where="post", label=label)
+            else:
+                axis.plot(x, y, label=label)
+        axis.set_xlabel(panel.xlabel)
+        axis.set_ylabel(panel.ylabel)
+        if panel.log_y:
+            axis.set_yscale("log", base=2)
+        axis.grid(alpha=0.3)
+        if panel.lines and (legend is None or legend(index)):
+            axis.legend(fontsize=8)
+    for axis in list(axes.flat)[len(panels):]:
+        axis.axis("off")
+    if title:
+        figure.suptitle(title)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path

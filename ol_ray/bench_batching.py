@@ -17,14 +17,14 @@ evaluations, updates, mean B, wall time and its ratio to `fixed`, peak RSS and m
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import os
 from typing import Any, Sequence
 
 import numpy as np
 
-from ol_ray.bench import write_results
+from ol_ray.bench import (Panel, mean_curve, plot_panels, read_csv, seeded, write_csv,
+                          write_results)
 from ol_ray.bench_loop import read_stream, run_plain
 from ol_ray.config import Config
 
@@ -68,41 +68,21 @@ def summarise(runs: dict[str, list[tuple[list[dict[str, Any]], list[dict[str, An
 
 def plot(runs: dict[str, list[tuple[list[dict[str, Any]], list[dict[str, Any]]]]], path: str, title: str) -> None:
     """Dev accuracy (mean over seeds) against samples trained and wall time; batch size of seed 0 against samples."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(1, 3, figsize=(18, 5))
+    panels = [Panel("samples trained", "dev accuracy"), Panel("wall time (s)", "dev accuracy"),
+              Panel("samples trained", "batch size (seed 0)", step=True, log_y=True)]
     for policy, seeds in runs.items():
-        length = min(len(evals) for evals, _ in seeds)
-        accuracy = np.mean([[e["dev_accuracy"] for e in evals[:length]] for evals, _ in seeds], axis=0)
-        for axis, key in zip(axes[:2], ("samples_trained", "wall_s")):
-            x = np.mean([[e[key] for e in evals[:length]] for evals, _ in seeds], axis=0)
-            axis.plot(x, accuracy, label=policy)
+        evals = [evals for evals, _ in seeds]
+        panels[0].add(policy, *mean_curve(evals, "samples_trained", "dev_accuracy"))
+        panels[1].add(policy, *mean_curve(evals, "wall_s", "dev_accuracy"))
         updates = seeds[0][1]
-        axes[2].step([u["samples_trained"] for u in updates], [u["batch_size"] for u in updates], where="post",
-                     label=policy)
-    for axis, xlabel, ylabel in zip(axes, ("samples trained", "wall time (s)", "samples trained"),
-                                    ("dev accuracy", "dev accuracy", "batch size (seed 0)")):
-        axis.set_xlabel(xlabel)
-        axis.set_ylabel(ylabel)
-        axis.grid(alpha=0.3)
-    axes[2].set_yscale("log", base=2)
-    axes[2].legend(fontsize=8)
-    figure.suptitle(title)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+        panels[2].add(policy, [u["samples_trained"] for u in updates], [u["batch_size"] for u in updates])
+    plot_panels(panels, path, title, legend=lambda index: index == 2)
 
 
 def runs_from_csv(out_dir: str) -> dict[str, list[tuple[list[dict[str, Any]], list[dict[str, Any]]]]]:
     """The runs of an earlier `ol-ray bench batching`, from its batching.csv and batching_updates.csv."""
-    def read(name: str) -> list[dict[str, Any]]:
-        with open(os.path.join(out_dir, name), encoding="utf-8") as handle:
-            return [{key: _number(value) for key, value in row.items()} for row in csv.DictReader(handle)]
-
-    points, steps = read("batching.csv"), read("batching_updates.csv")
+    points = read_csv(os.path.join(out_dir, "batching.csv"))
+    steps = read_csv(os.path.join(out_dir, "batching_updates.csv"))
     runs: dict[str, list[tuple[list[dict[str, Any]], list[dict[str, Any]]]]] = {}
     for policy in dict.fromkeys(p["policy"] for p in points):
         for seed in dict.fromkeys(p["seed"] for p in points if p["policy"] == policy):
@@ -112,16 +92,6 @@ def runs_from_csv(out_dir: str) -> dict[str, list[tuple[list[dict[str, Any]], li
     return runs
 
 
-def _number(text: str) -> Any:
-    try:
-        return int(text)
-    except ValueError:
-        try:
-            return float(text)
-        except ValueError:
-            return text
-
-
 def report(runs: dict[str, list[tuple[list[dict[str, Any]], list[dict[str, Any]]]]], out_dir: str,
            title: str) -> list[dict[str, Any]]:
     """The markdown/CSV table and the PNG of a set of runs; prints the table."""
@@ -129,14 +99,6 @@ def report(runs: dict[str, list[tuple[list[dict[str, Any]], list[dict[str, Any]]
     print(write_results(rows, out_dir, "batching_table"))
     plot(runs, os.path.join(out_dir, "batching.png"), title)
     return rows
-
-
-def write_csv(path: str, rows: list[dict[str, Any]]) -> None:
-    columns = list(dict.fromkeys(key for row in rows for key in row))
-    with open(path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
 
 
 def batching(cfg: Config, policies: Sequence[str], seeds: Sequence[int] = (0, 1, 2), samples: int = 3200,
@@ -153,13 +115,11 @@ def batching(cfg: Config, policies: Sequence[str], seeds: Sequence[int] = (0, 1,
     points: list[dict[str, Any]] = []
     steps: list[dict[str, Any]] = []
     for seed in seeds:
-        seeded = dataclasses.replace(cfg, stream=dataclasses.replace(cfg.stream, shuffle_seed=seed))
-        stream = read_stream(seeded, needed, 0.0, seed)
+        seed_cfg = seeded(cfg, seed)
+        stream = read_stream(seed_cfg, needed, 0.0, seed)
         for policy in policies:
             run_cfg = policy_config(dataclasses.replace(
-                cfg, model=dataclasses.replace(cfg.model, seed=seed),
-                selection=dataclasses.replace(cfg.selection, seed=seed),
-                learner=dataclasses.replace(cfg.learner, max_updates=0),
+                seed_cfg, learner=dataclasses.replace(cfg.learner, max_updates=0),
                 eval=dataclasses.replace(cfg.eval, every_updates=10**9, at_start=True)), policy)
             check(run_cfg)
             evals, updates = run_plain(run_cfg, stream, chunk=chunk, max_samples=samples,

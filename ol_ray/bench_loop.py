@@ -40,12 +40,13 @@ def read_stream(cfg: Config, count: int, label_noise: float, seed: int) -> Strea
 
 
 def run_plain(cfg: Config, stream: Stream, chunk: int, max_updates: int = 0, max_samples: int = 0,
-              eval_every_samples: int = 0, dev: Optional[Stream] = None
+              eval_every_samples: int = 0, dev: Optional[Stream] = None, started: Optional[float] = None
               ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Feed the stream in chunks of `chunk` candidates, each scored with the learner's weights as it arrives, until
     `max_updates` updates or `max_samples` trained samples (or the stream's end). The learner evaluates on its
     own schedule (eval.every_updates); with `eval_every_samples`, also each time that many more samples have been
-    trained. Returns the evaluation and update records, each with `wall_s` since the start (evaluations included).
+    trained. Returns the evaluation and update records, each with `wall_s` since the start (evaluations included),
+    which is `started` (a `time.perf_counter()` reading) when given, else after the model has loaded.
     `dev` replaces the configured dev set. rho_loss first trains its irreducible-loss model on the stream's first
     `selection.holdout_size` rows, which the run then skips."""
     from ol_ray.irreducible import train_irreducible, uses_rho_loss
@@ -68,7 +69,7 @@ def run_plain(cfg: Config, stream: Stream, chunk: int, max_updates: int = 0, max
         learner.eval_set = EvalSet([dev.input_ids[i] for i in order], dev.labels[order], 0)
         learner.start_records = [learner._evaluate()]
     head = head_layer(learner.model, cfg.model.num_labels)
-    started = time.perf_counter()
+    started = time.perf_counter() if started is None else started
     evals: list[dict[str, Any]] = []  # the first add_candidates hands over the evaluation at update 0 too
     updates: list[dict[str, Any]] = []
     next_eval = eval_every_samples

@@ -24,7 +24,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from ol_ray.bench import write_results
+from ol_ray.bench import Panel, mean_curve, plot_panels, read_csv, seeded, write_csv, write_results
 from ol_ray.bench_loop import Stream, read_stream, run_plain
 from ol_ray.config import Config
 
@@ -70,17 +70,12 @@ def summarise(curves: dict[tuple[str, int], list[list[dict[str, Any]]]], target:
 
 def curves_from_csv(paths: Sequence[str]) -> dict[tuple[str, int], list[list[dict[str, Any]]]]:
     """The curves of earlier runs, from their selection.csv files (several runs' seeds merge)."""
-    import csv
-
     runs: dict[tuple[str, int, int], list[dict[str, Any]]] = {}
     for path in paths:
-        with open(path, encoding="utf-8") as handle:
-            for point in csv.DictReader(handle):
-                key = (point["strategy"], int(point["pool"]), int(point["seed"]))
-                runs.setdefault(key, []).append({"update": int(point["update"]),
-                                                 "samples_trained": int(point["samples_trained"]),
-                                                 "wall_s": float(point["wall_s"]),
-                                                 "dev_accuracy": float(point["dev_accuracy"])})
+        for point in read_csv(path):
+            key = (point["strategy"], point["pool"], point["seed"])
+            runs.setdefault(key, []).append({name: point[name] for name in ("update", "samples_trained", "wall_s",
+                                                                            "dev_accuracy")})
     curves: dict[tuple[str, int], list[list[dict[str, Any]]]] = {}
     for (strategy, pool, seed), points in sorted(runs.items(), key=lambda item: item[0][2]):
         once = {p["update"]: p for p in reversed(points)}  # one point per update (older files repeat update 0)
@@ -100,27 +95,11 @@ def report(curves: dict[tuple[str, int], list[list[dict[str, Any]]]], target: fl
 
 def plot(curves: dict[tuple[str, int], list[list[dict[str, Any]]]], path: str, title: str) -> None:
     """Dev accuracy (mean over seeds) against samples trained, updates and wall time."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(1, 3, figsize=(18, 5), sharey=True)
+    panels = [Panel(xlabel, "dev accuracy") for xlabel in ("samples trained", "updates", "wall time (s)")]
     for (strategy, pool), runs in curves.items():
-        length = min(len(run) for run in runs)
-        accuracy = np.mean([[r["dev_accuracy"] for r in run[:length]] for run in runs], axis=0)
-        for axis, key in zip(axes, ("samples_trained", "update", "wall_s")):
-            x = np.mean([[r[key] for r in run[:length]] for run in runs], axis=0)
-            axis.plot(x, accuracy, label=f"{strategy} (pool {pool})")
-    for axis, label in zip(axes, ("samples trained", "updates", "wall time (s)")):
-        axis.set_xlabel(label)
-        axis.grid(alpha=0.3)
-    axes[0].set_ylabel("dev accuracy")
-    axes[2].legend(fontsize=8)
-    figure.suptitle(title)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+        for panel, key in zip(panels, ("samples_trained", "update", "wall_s")):
+            panel.add(f"{strategy} (pool {pool})", *mean_curve(runs, key, "dev_accuracy"))
+    plot_panels(panels, path, title, legend=lambda index: index == 2)
 
 
 def selection(cfg: Config, strategies: Sequence[str], seeds: Sequence[int] = (0, 1, 2), updates: int = 200,
@@ -130,8 +109,6 @@ def selection(cfg: Config, strategies: Sequence[str], seeds: Sequence[int] = (0,
     """Run every (strategy, pool, seed), write the CSV, markdown table and PNG, and return the table's rows.
     `dev_from_stream` > 0: the dev set is that many rows read after the training rows of the same stream (clean
     labels), for data sets without a separate dev file."""
-    import csv
-
     from ol_ray.config import check
     from ol_ray.pipeline import resolve_paths
 
@@ -141,19 +118,18 @@ def selection(cfg: Config, strategies: Sequence[str], seeds: Sequence[int] = (0,
     points: list[dict[str, Any]] = []
     for seed in seeds:
         needed = cfg.selection.holdout_size + updates * max(pools)
-        seeded = dataclasses.replace(cfg, stream=dataclasses.replace(cfg.stream, shuffle_seed=seed))
-        stream = read_stream(seeded, needed + dev_from_stream, label_noise, seed)
+        seed_cfg = seeded(cfg, seed)
+        stream = read_stream(seed_cfg, needed + dev_from_stream, label_noise, seed)
         dev = None
         if dev_from_stream:
-            clean = read_stream(seeded, needed + dev_from_stream, 0.0, seed)
+            clean = read_stream(seed_cfg, needed + dev_from_stream, 0.0, seed)
             dev = Stream(clean.input_ids[needed:], clean.labels[needed:], clean.sample_ids[needed:])
             stream = Stream(stream.input_ids[:needed], stream.labels[:needed], stream.sample_ids[:needed])
         for pool in pools:
             for strategy in strategies:
                 run_cfg = dataclasses.replace(
-                    cfg, model=dataclasses.replace(cfg.model, seed=seed),
-                    selection=dataclasses.replace(cfg.selection, strategy=strategy, pool_size=pool, seed=seed,
-                                                  mode=mode or cfg.selection.mode),
+                    seed_cfg, selection=dataclasses.replace(seed_cfg.selection, strategy=strategy, pool_size=pool,
+                                                            mode=mode or cfg.selection.mode),
                     batching=dataclasses.replace(cfg.batching, policy="fixed", batch_size=batch_size),
                     learner=dataclasses.replace(cfg.learner, max_updates=0, decay_updates=updates),
                     eval=dataclasses.replace(cfg.eval, every_updates=eval_every, at_start=True,
@@ -166,9 +142,6 @@ def selection(cfg: Config, strategies: Sequence[str], seeds: Sequence[int] = (0,
                                "dev_accuracy": r["dev_accuracy"], "dev_loss": r["dev_loss"]} for r in evals)
                 print(f"{strategy:>16} pool {pool:>4} seed {seed}: dev accuracy {evals[-1]['dev_accuracy']:.4f} "
                       f"after {evals[-1]['samples_trained']} samples, {evals[-1]['wall_s']:.0f} s", flush=True)
-                with open(os.path.join(out_dir, "selection.csv"), "w", newline="", encoding="utf-8") as handle:
-                    writer = csv.DictWriter(handle, fieldnames=list(points[0]))
-                    writer.writeheader()
-                    writer.writerows(points)
+                write_csv(os.path.join(out_dir, "selection.csv"), points)
     noise = f", {label_noise:.0%} of labels flipped" if label_noise else ""
     return report(curves, target, out_dir, f"{len(seeds)} seed(s), {updates} updates of {batch_size}{noise}")

@@ -86,6 +86,12 @@ def save_checkpoint(root: str, step: int, model: Any, tokenizer: Any, training_s
     return final
 
 
+def folder_mb(path: str) -> float:
+    """The size of the files under `path`, in MiB."""
+    total = sum(os.path.getsize(os.path.join(folder, name)) for folder, _, names in os.walk(path) for name in names)
+    return total / 2**20
+
+
 def checkpoints_newest_first(root: str) -> Iterator[str]:
     """Complete checkpoint folders under `root`, the one `latest` names first, then the others from newest."""
     try:

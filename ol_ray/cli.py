@@ -2,6 +2,9 @@
 
     ol-ray run configs/sst2.yaml learner.lr=3e-5 stream.max_samples=2000
     ol-ray run --resume runs/sst2-20261128-151100
+    ol-ray report runs/sst2-20261128-151100
+    ol-ray bench pipeline configs/sst2.yaml --updates 200
+    ol-ray bench memory configs/sst2.yaml --samples 100000
     ol-ray bench scaling configs/sst2.yaml --nodes 1 2
     ol-ray bench selection configs/sst2.yaml --strategies random entropy rho_loss --seeds 0 1 2
     ol-ray bench batching configs/sst2.yaml --policies fixed adaptive resource --seeds 0 1 2
@@ -38,6 +41,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", metavar="RUN_DIR",
                      help="continue a stopped or killed run from its newest checkpoint, with the run's own config "
                           "(overrides still apply)")
+    report = commands.add_parser(
+        "report", help="write a markdown report with plots of a run",
+        description="Write report.md and report/*.png into a run directory: dev accuracy against samples, updates "
+                    "and wall time; loss; batch size; throughput; staleness; memory; the label mix of the selected "
+                    "samples against the stream's. From the run's metrics.jsonl and summary.json.")
+    report.add_argument("run_dir", help="a run directory, e.g. runs/sst2-20261128-151100")
     produce = commands.add_parser(
         "produce", help="replay a data file into a Kafka topic, at a given rate",
         description="Send every row of a data file (TSV, CSV, JSONL or Parquet) to a Kafka topic as a JSON message "
@@ -60,6 +69,33 @@ def build_parser() -> argparse.ArgumentParser:
         description="Benchmarks print their figures and write CSV and markdown tables to --out; speed is reported "
                     "as a ratio against a baseline measured in the same run.")
     kinds = bench.add_subparsers(dest="bench", metavar="BENCHMARK", required=True)
+    piped = kinds.add_parser(
+        "pipeline", help="the Ray pipeline against a plain single-process loop doing the same work",
+        description="For each seed, a plain single-process loop (no Ray) and the Ray pipeline, both scoring pools "
+                    "of --pool with the current weights and training on --batch chosen by --strategy, for --updates "
+                    "updates, on the same cores: trained samples/s and their ratio, learner utilisation, staleness, "
+                    "time to the first update.")
+    piped.add_argument("config", help="a YAML config, e.g. configs/sst2.yaml")
+    piped.add_argument("overrides", nargs="*", metavar="section.key=value", help="override config values")
+    piped.add_argument("--updates", type=int, default=200, help="updates per side (default 200)")
+    piped.add_argument("--pool", type=int, default=32, help="candidates scored per update (default 32)")
+    piped.add_argument("--batch", type=int, default=16, help="samples trained per update (default 16)")
+    piped.add_argument("--strategy", default="entropy", help="the selection strategy (default entropy: the top "
+                                                             "--batch of each pool by uncertainty)")
+    piped.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds (default 0)")
+    piped.add_argument("--out", default="runs/bench-pipeline", help="where the CSVs, markdown and runs go")
+    memory = kinds.add_parser(
+        "memory", help="driver and learner memory over a long stream (a tiny model)",
+        description="The configured pipeline with a tiny model over the configured stream file repeated to "
+                    "--samples rows: resident memory of the driver and the learner and the checkpoint size against "
+                    "samples read, and their slopes per 10,000 samples after the warm-up.")
+    memory.add_argument("config", help="a YAML config, e.g. configs/sst2.yaml")
+    memory.add_argument("overrides", nargs="*", metavar="section.key=value", help="override config values")
+    memory.add_argument("--samples", type=int, default=100_000, help="rows to stream (default 100000)")
+    memory.add_argument("--every", type=float, default=2.0, help="seconds between memory readings (default 2)")
+    memory.add_argument("--warmup", type=float, default=0.2, help="share of the stream before the slope is fitted "
+                                                                  "(default 0.2)")
+    memory.add_argument("--out", default="runs/bench-memory", help="where the CSVs, markdown, PNG and run go")
     scaling = kinds.add_parser(
         "scaling", help="scoring samples/s with 1, 2, ... scorer nodes (a multi-node Ray on this machine)",
         description="Scoring throughput with each number of scorer nodes: for each, a fresh ray.cluster_utils "
@@ -115,9 +151,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def bench_command(args: argparse.Namespace) -> int:
     """`ol-ray bench ...`: run the named benchmark."""
-    from ol_ray import bench
-
     cfg = load_config(args.config, list(args.overrides))
+    if args.bench == "pipeline":
+        from ol_ray.bench_pipeline import pipeline
+
+        pipeline(cfg, updates=args.updates, pool=args.pool, batch=args.batch, strategy=args.strategy,
+                 seeds=args.seeds, out_dir=args.out)
+        return 0
+    if args.bench == "memory":
+        from ol_ray.bench_memory import memory
+
+        memory(cfg, samples=args.samples, every_s=args.every, warmup=args.warmup, out_dir=args.out)
+        return 0
     if args.bench == "selection" and args.from_csv:
         from ol_ray.bench_selection import curves_from_csv, report
 
@@ -142,7 +187,17 @@ def bench_command(args: argparse.Namespace) -> int:
         batching(cfg, args.policies, seeds=args.seeds, samples=args.samples, chunk=args.chunk,
                  eval_every=args.eval_every, out_dir=args.out)
         return 0
-    bench.scaling(cfg, nodes=args.nodes, samples=args.samples, out_dir=args.out, node_cpus=args.node_cpus)
+    from ol_ray.bench_scaling import scaling
+
+    scaling(cfg, nodes=args.nodes, samples=args.samples, out_dir=args.out, node_cpus=args.node_cpus)
+    return 0
+
+
+def report_command(run_dir: str) -> int:
+    """`ol-ray report`: write the run's report and say where."""
+    from ol_ray.report import write_report
+
+    print(f"wrote {write_report(run_dir)}")
     return 0
 
 
@@ -222,6 +277,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return bench_command(args)
         if args.command == "produce":
             return produce_command(args)
+        if args.command == "report":
+            return report_command(args.run_dir)
         return run_command(args.config, args.overrides, args.resume)
     except ConfigError as error:
         print(f"ol-ray: bad config: {error}", file=sys.stderr)

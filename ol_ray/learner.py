@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from ol_ray.batching import BatchContext, clamp_batch_size, lr_scale, make_policy, pool_for
-from ol_ray.checkpoint import checkpoints_newest_first, load_checkpoint, save_checkpoint
+from ol_ray.checkpoint import checkpoints_newest_first, folder_mb, load_checkpoint, save_checkpoint
 from ol_ray.config import Config
 from ol_ray.evaluation import evaluate, load_eval_set
 from ol_ray.ledger import Ledger
@@ -127,7 +127,8 @@ class OnlineLearner:
         self.buffered = 0
         self.updates = 0
         self.counts = {"received": 0, "text_truncated": 0, "tokens_truncated": 0, "nonfinite_updates": 0,
-                       "oom_retries": 0}
+                       "oom_retries": 0, "labels_received": [0] * cfg.model.num_labels,
+                       "labels_trained": [0] * cfg.model.num_labels}
         self.staleness_sum = 0
         self.staleness_max = 0
         self.score_version_max = 0  # the newest weight version any trained sample was scored with
@@ -241,6 +242,8 @@ class OnlineLearner:
         candidates = self._drop_duplicates(candidates)
         size = pool_length(candidates)
         self.counts["received"] += size
+        if size:  # the stream's label mix, against which the report sets what selection chose
+            self._count_labels("labels_received", candidates["label"])
         self.counts["text_truncated"] += int(np.sum(candidates.get("text_truncated", 0)))
         self.counts["tokens_truncated"] += int(np.sum(candidates.get("tokens_truncated", 0)))
         records, self.start_records = self.start_records, []
@@ -252,6 +255,11 @@ class OnlineLearner:
             self.buffered += size
         records.extend(self._train_while_due())
         return records
+
+    def _count_labels(self, key: str, labels: np.ndarray) -> None:
+        counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=self.cfg.model.num_labels)
+        previous = self.counts.get(key) or [0] * len(counts)  # absent in checkpoints from before the counts
+        self.counts[key] = [int(a + b) for a, b in zip(previous, counts)]
 
     def tick(self) -> list[dict[str, Any]]:
         """No new candidates, but time has passed: a time-driven policy (periodic) may be due."""
@@ -380,6 +388,7 @@ class OnlineLearner:
         staleness = self.updates - chosen["weight_version"]
         self.updates += 1
         self.ledger.record(chosen["window"], "trained", trained_ids)
+        self._count_labels("labels_trained", chosen["label"])
         self._log_ledger({"update": self.updates, "trained": trained_ids, "not_selected": not_selected_ids})
         self.score_version_max = max(self.score_version_max, int(chosen["weight_version"].max()))
         self.staleness_sum += int(staleness.sum())
@@ -488,7 +497,9 @@ class OnlineLearner:
         self.updates_at_checkpoint = self.updates
         self.changed_since_checkpoint = False
         return {"kind": "checkpoint", "update": self.updates, "path": self.checkpoint_path,
-                "checkpoint_s": time.perf_counter() - started, "time": time.time()}
+                "checkpoint_s": time.perf_counter() - started, "checkpoint_mb": folder_mb(self.checkpoint_path),
+                "state_mb": os.path.getsize(os.path.join(self.checkpoint_path, "state.json")) / 2**20,
+                "time": time.time()}
 
     # --- reporting ---------------------------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
@@ -505,6 +516,8 @@ class OnlineLearner:
             "samples_buffered": self.buffered,
             "nonfinite_updates": self.counts["nonfinite_updates"],
             "oom_retries": self.counts.get("oom_retries", 0),
+            "labels_received": self.counts.get("labels_received", []),
+            "labels_trained": self.counts.get("labels_trained", []),
             "memory_ceiling": self.oom_ceiling,
             "ledger_totals": totals,
             "ledger_balanced": self.ledger.balanced(),

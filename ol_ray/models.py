@@ -142,3 +142,20 @@ def load_numpy_state(model: nn.Module, state: dict[str, Any]) -> None:
         else:
             tensors[name] = torch.from_numpy(value)
     model.load_state_dict(tensors, strict=True)
+
+
+def save_tiny_classifier(folder: str, tokenizer_from: str, num_labels: int, seed: int = 0) -> str:
+    """A randomly initialised 2-layer BERT classifier (hidden size 32) with the tokenizer of `tokenizer_from` (a
+    `model.name_or_path`), saved to `folder` so `model.name_or_path` can name it; for benchmarks of the machinery
+    (memory over a long stream), where the model's arithmetic should not dominate. Returns the folder."""
+    from transformers import BertConfig, BertForSequenceClassification
+
+    tokenizer = load_tokenizer(tokenizer_from)
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=512, num_labels=num_labels,
+                        pad_token_id=tokenizer.pad_token_id or 0)
+    os.makedirs(folder, exist_ok=True)
+    BertForSequenceClassification(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder

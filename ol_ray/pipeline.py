@@ -508,6 +508,8 @@ def summarize(cfg: Config, started: float, info: dict[str, Any], samples_read: i
         "updates": learner["updates"],
         "nonfinite_updates": learner["nonfinite_updates"],
         "oom_retries": learner["oom_retries"],
+        "labels_received": learner["labels_received"],
+        "labels_trained": learner["labels_trained"],
         "memory_ceiling": learner["memory_ceiling"],
         "windows": learner["windows_done"],
         "learner_restarts": restarts,

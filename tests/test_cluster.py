@@ -76,7 +76,7 @@ def start_node(command: list[str], env: dict[str, str]) -> subprocess.Popen:
 
 
 def stop_node(node: subprocess.Popen) -> None:
-    for signal_number, wait in ((signal.SIGTERM, 60), (signal.SIGKILL, 30)):
+    for signal_number, wait in ((signal.SIGTERM, 5), (signal.SIGKILL, 30)):  # a throwaway cluster: no grace
         try:
             os.killpg(node.pid, signal_number)
             node.wait(timeout=wait)

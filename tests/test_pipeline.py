@@ -50,13 +50,15 @@ def run(ray_local, stream_file, dev_file, tiny_model_dir, tmp_path_factory):
     return run_pipeline(cfg), str(run_dir)
 
 
-def test_every_sample_read_is_accounted_for(run):
+def test_every_sample_read_is_accounted_for(run, sst2_rows):
     summary, run_dir = run
     assert summary["samples_read"] == 405
     assert summary["samples_quarantined"] == 5
     assert summary["samples_trained"] + summary["samples_not_selected"] + summary["samples_quarantined"] == 405
     assert summary["accounting_ok"]
     assert summary["samples_not_selected"] > 0  # pools of 24, batches of 16
+    assert sum(summary["labels_received"]) == 400 and sum(summary["labels_trained"]) == summary["samples_trained"]
+    assert summary["labels_received"][1] == sum(int(label) for _, label in sst2_rows[:400])
     reasons = [json.loads(line)["code"] for line in open(os.path.join(run_dir, "quarantine.jsonl"))]
     assert sorted(reasons) == sorted(["field_count", "field_count", "label_out_of_range", "empty_text",
                                       "undecodable"])

@@ -1,0 +1,135 @@
+"""`ol-ray bench memory`: do the driver's and the learner's memory stay flat over a long stream?
+
+    ol-ray bench memory configs/sst2.yaml --samples 100000
+
+The configured pipeline (scorers, learner, selection, checkpoints, evaluation) with two changes, so that the
+machinery and not the model's arithmetic is measured: a tiny classifier (`models.save_tiny_classifier`: 2 layers,
+hidden size 32, the configured model's tokenizer), and the configured stream file repeated until it holds
+`--samples` rows (each repeat is new rows with their own ids: row numbers), read in file order as fast as the
+pipeline takes it. The driver writes the resource monitor's readings (driver and learner resident memory) every
+`--every` seconds; the slope of each against samples read is fitted by least squares over the readings after the
+first `--warmup` of the stream (allocators and caches fill first), and printed in MiB per 10,000 samples, with the
+checkpoint's size and its `state.json` (the ledger and the set of ids seen) the same way.
+
+Writes `memory.csv` (every reading), `memory_table.md` and `.csv`, `memory.png` (memory against samples read) and the
+run itself under `run/`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from typing import Any, Sequence
+
+import numpy as np
+
+from ol_ray.bench import Panel, plot_panels, write_csv, write_results
+from ol_ray.config import Config, ConfigError
+
+PER_SAMPLES = 10_000
+
+
+def repeat_stream_file(path: str, kind: str, samples: int, out_path: str) -> str:
+    """Write `samples` data rows to `out_path`: the rows of the TSV, CSV or JSONL file at `path` over and over, under
+    its header line (TSV, CSV). Returns `out_path`."""
+    if kind not in ("tsv", "csv", "jsonl"):
+        raise ConfigError(f"bench memory repeats a TSV, CSV or JSONL stream file; {path} is {kind}")
+    with open(path, "rb") as handle:
+        header = handle.readline() if kind != "jsonl" else b""
+        rows = [line if line.endswith(b"\n") else line + b"\n" for line in handle if line.strip()]
+    if kind == "jsonl" and header.strip():
+        rows.insert(0, header if header.endswith(b"\n") else header + b"\n")
+    if not rows:
+        raise ConfigError(f"stream file {path} has no rows to repeat")
+    with open(out_path, "wb") as handle:
+        if kind != "jsonl":
+            handle.write(header)
+        for index in range(samples):
+            handle.write(rows[index % len(rows)])
+    return out_path
+
+
+def slope_per_samples(samples: Sequence[float], values: Sequence[float]) -> float:
+    """The least-squares slope of `values` against `samples`, per PER_SAMPLES samples (0 with under two points)."""
+    if len(samples) < 2 or np.ptp(samples) == 0:
+        return 0.0
+    return float(np.polyfit(np.asarray(samples, float), np.asarray(values, float), 1)[0] * PER_SAMPLES)
+
+
+def memory_rows(records: list[dict[str, Any]], samples: int, warmup: float) -> list[dict[str, Any]]:
+    """Per series (driver RSS, learner RSS, checkpoint size, its state.json), the value after the warm-up, at the
+    end and at peak, and the fitted slope per PER_SAMPLES samples after the warm-up."""
+    readings = [r for r in records if r["kind"] == "monitor"]
+    checkpoints = [r for r in records if r["kind"] == "checkpoint" and r.get("checkpoint_mb") is not None]
+    series = [("driver RSS", readings, "driver_rss_mb"), ("learner RSS", readings, "learner_rss_mb"),
+              ("checkpoint", checkpoints, "checkpoint_mb"), ("checkpoint state.json", checkpoints, "state_mb")]
+    rows = []
+    for name, source, key in series:
+        points = [(r["samples_read"], r[key]) for r in source if r.get(key)]
+        late = [(x, y) for x, y in points if x >= warmup * samples]
+        if not late:
+            continue
+        xs, ys = zip(*late)
+        rows.append({"series": name, "readings": len(late), "after_warmup_mb": ys[0], "end_mb": ys[-1],
+                     "peak_mb": max(y for _, y in points),
+                     f"slope_mb_per_{PER_SAMPLES // 1000}k_samples": slope_per_samples(xs, ys)})
+    return rows
+
+
+def memory(cfg: Config, samples: int = 100_000, every_s: float = 2.0, warmup: float = 0.2,
+           out_dir: str = "runs/bench-memory") -> list[dict[str, Any]]:
+    """Run the long stream, write the CSVs, table and plot, and return the table's rows."""
+    from ol_ray.config import check
+    from ol_ray.models import save_tiny_classifier
+    from ol_ray.pipeline import resolve_paths, run_pipeline
+    from ol_ray.stream import detect_format
+
+    cfg = resolve_paths(cfg)
+    if cfg.stream.source != "file":
+        raise ConfigError(f"bench memory repeats a stream file; stream.source is {cfg.stream.source}")
+    os.makedirs(out_dir, exist_ok=True)
+    kind = detect_format(cfg.stream.path, cfg.stream.format)
+    long_path = repeat_stream_file(cfg.stream.path, kind, samples, os.path.join(out_dir, f"stream.{kind}"))
+    tiny = save_tiny_classifier(os.path.join(out_dir, "tiny-model"), cfg.model.name_or_path, cfg.model.num_labels)
+    run_dir = os.path.join(out_dir, "run")
+    if os.path.isdir(run_dir) and os.listdir(run_dir):
+        raise ConfigError(f"{run_dir} holds an earlier run; give another --out or remove it")
+    run_cfg = dataclasses.replace(
+        cfg, model=dataclasses.replace(cfg.model, name_or_path=tiny),
+        stream=dataclasses.replace(cfg.stream, path=long_path, format=kind, shuffle_seed=None, max_samples=samples,
+                                   rate=0.0),
+        learner=dataclasses.replace(cfg.learner, max_updates=0),
+        output=dataclasses.replace(cfg.output, run_dir=run_dir, progress=False, monitor_every_s=every_s))
+    check(run_cfg)
+    started = time.perf_counter()
+    summary = run_pipeline(run_cfg)
+    wall = time.perf_counter() - started
+    with open(os.path.join(run_dir, "metrics.jsonl"), encoding="utf-8") as handle:
+        records = [json.loads(line) for line in handle if line.strip()]
+    write_csv(os.path.join(out_dir, "memory.csv"),
+              [{key: r.get(key) for key in ("kind", "samples_read", "update", "driver_rss_mb", "learner_rss_mb",
+                                            "checkpoint_mb", "state_mb", "time")}
+               for r in records if r["kind"] in ("monitor", "checkpoint")])
+    rows = memory_rows(records, summary["samples_read"], warmup)
+    print(f"{summary['samples_read']} samples read, {summary['samples_trained']} trained in {summary['updates']} "
+          f"updates, {wall:.0f} s ({summary['samples_read'] / wall:.0f} samples/s read)")
+    print(write_results(rows, out_dir, "memory_table"))
+    plot(records, os.path.join(out_dir, "memory.png"), f"{summary['samples_read']} samples, tiny model")
+    return rows
+
+
+def plot(records: list[dict[str, Any]], path: str, title: str) -> None:
+    readings = [r for r in records if r["kind"] == "monitor"]
+    checkpoints = [r for r in records if r["kind"] == "checkpoint" and r.get("checkpoint_mb") is not None]
+    rss = Panel("samples read", "resident memory (MiB)")
+    for key, label in (("driver_rss_mb", "driver"), ("learner_rss_mb", "learner")):
+        points = [(r["samples_read"], r[key]) for r in readings if r.get(key)]
+        if points:
+            rss.add(label, *zip(*points))
+    saved = Panel("samples read", "checkpoint size (MiB)")
+    for key, label in (("checkpoint_mb", "checkpoint"), ("state_mb", "state.json")):
+        if checkpoints:
+            saved.add(label, [r["samples_read"] for r in checkpoints], [r[key] for r in checkpoints])
+    plot_panels([panel for panel in (rss, saved) if panel.lines], path, title, columns=2)

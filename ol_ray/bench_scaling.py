@@ -1,0 +1,82 @@
+"""`ol-ray bench scaling`: scoring throughput with 1, 2, ... scorer nodes, as a ratio to the first count.
+
+    ol-ray bench scaling configs/sst2.yaml --nodes 1 2 --samples 2048
+
+Each count gets a fresh multi-node Ray on this machine (`ray.cluster_utils.Cluster`: a head for the driver and the
+validation and tokenization tasks, plus N nodes of 1 CPU that carry the custom resource `scorer`), the configured
+model and the first `--samples` rows of the configured stream, and scorers that may only run where `scorer` is.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from typing import Any, Sequence
+
+from ol_ray.bench import write_results
+from ol_ray.config import Config
+
+
+def first_window(cfg: Config, samples: int):
+    """The first `samples` rows of the configured stream, as one window."""
+    from ol_ray.stream import make_source, windows
+
+    stream = dataclasses.replace(cfg.stream, window_size=samples, max_samples=samples, rate=0.0)
+    return next(windows(make_source(stream), stream))
+
+
+def scaling(cfg: Config, nodes: Sequence[int] = (1, 2), samples: int = 2048, out_dir: str = "runs/bench-scaling",
+            node_cpus: int = 1) -> list[dict[str, Any]]:
+    """Scoring samples/s with each number of scorer nodes, and the ratio to the first count."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    from ol_ray.models import load_model
+    from ol_ray.monitor import ResourceMonitor
+    from ol_ray.pipeline import quiet_ray_data, resolve_paths, scored_window
+    from ol_ray.quarantine import QuarantineSink
+    from ol_ray.weights import WeightPublisher, WeightStore
+
+    cfg = resolve_paths(cfg)
+    os.makedirs(out_dir, exist_ok=True)
+    window = first_window(cfg, samples)
+    model = load_model(cfg.model)
+    rows: list[dict[str, Any]] = []
+    for count in nodes:
+        scoring = dataclasses.replace(cfg.scoring, num_scorers=count, max_scorers=0, num_cpus=node_cpus,
+                                      num_gpus=0.0, resources={"scorer": 1})
+        run_cfg = dataclasses.replace(cfg, scoring=scoring)
+        cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+        scorer_nodes = {cluster.add_node(num_cpus=node_cpus, resources={"scorer": 1}).node_id for _ in range(count)}
+        ray.init(address=cluster.address)
+        restore = quiet_ray_data(run_cfg)
+        try:
+            store = ray.remote(num_cpus=0)(WeightStore).remote()
+            monitor = ray.remote(num_cpus=0)(ResourceMonitor).remote()
+            sink = ray.remote(num_cpus=0)(QuarantineSink).remote(os.path.join(out_dir, f"quarantine-{count}.jsonl"))
+            WeightPublisher(store, every=1).maybe_publish(model, 0, force=True)
+            started = time.perf_counter()
+            first_at, first_count, scored = 0.0, 0, 0
+            for batch in scored_window(window, run_cfg, store, monitor, sink).iter_batches(batch_size=None,
+                                                                                          batch_format="numpy"):
+                scored += len(batch["sample_id"])
+                if not first_at:  # the scorers have started and warmed up
+                    first_at, first_count = time.perf_counter(), scored
+            ended = time.perf_counter()
+            wall, steady_s = ended - started, ended - first_at
+            used = set(ray.get(monitor.stop.remote())["scorer_nodes"])
+            rows.append({"scorer_nodes": count, "samples_scored": scored, "wall_s": wall,
+                         "samples_per_s": scored / wall,
+                         "steady_samples_per_s": (scored - first_count) / steady_s if scored > first_count else 0.0,
+                         "nodes_that_scored": len(used), "only_on_scorer_nodes": bool(used) and used <= scorer_nodes})
+        finally:
+            restore()
+            ray.shutdown()
+            cluster.shutdown()
+    for row in rows:
+        row["speedup"] = row["samples_per_s"] / rows[0]["samples_per_s"]
+        row["steady_speedup"] = (row["steady_samples_per_s"] / rows[0]["steady_samples_per_s"]
+                                 if rows[0]["steady_samples_per_s"] else 0.0)
+    print(write_results(rows, out_dir, "scaling"))
+    return rows
