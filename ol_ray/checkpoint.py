@@ -6,6 +6,7 @@ Layout of `<run_dir>/checkpoints/step-00000400/`:
                           loaded with torch.load(weights_only=True)
     candidates.npz/.json  scored candidates received but not yet used (numeric columns / ids and token ids)
     state.json            counters, ledger, weight version, stream cursor, window index, selection RNG state
+    arrays.npz            large numeric state: the 64-bit hashes of the sample ids received (duplicate detection)
 `checkpoints/latest` names the newest complete checkpoint. Nothing is unpickled when loading.
 """
 
@@ -60,8 +61,10 @@ def load_columns(folder: str) -> dict[str, np.ndarray]:
 
 
 def save_checkpoint(root: str, step: int, model: Any, tokenizer: Any, training_state: dict[str, Any],
-                    candidates: dict[str, np.ndarray], state: dict[str, Any], keep: int) -> str:
-    """Write checkpoint `step` under `root` and keep only the `keep` newest; returns its folder."""
+                    candidates: dict[str, np.ndarray], state: dict[str, Any], keep: int,
+                    arrays: Optional[dict[str, np.ndarray]] = None) -> str:
+    """Write checkpoint `step` under `root` and keep only the `keep` newest; returns its folder. `arrays` (large
+    numeric state, such as the seen ids' hashes) go to arrays.npz rather than into state.json."""
     os.makedirs(root, exist_ok=True)
     name = f"step-{step:08d}"
     final = os.path.join(root, name)
@@ -71,6 +74,7 @@ def save_checkpoint(root: str, step: int, model: Any, tokenizer: Any, training_s
     tokenizer.save_pretrained(os.path.join(tmp, "model"))
     torch.save(training_state, os.path.join(tmp, "training_state.pt"))
     save_columns(tmp, candidates)
+    np.savez(os.path.join(tmp, "arrays.npz"), **(arrays or {}))
     _write_atomically(os.path.join(tmp, "state.json"), json.dumps(state, indent=1))
     if os.path.exists(final):  # the same step again: move the old one aside, never delete what `latest` names first
         aside = os.path.join(root, f".old-{name}")
@@ -114,13 +118,17 @@ def latest_checkpoint(root: str) -> Optional[str]:
 
 
 def load_checkpoint(path: str) -> tuple[dict[str, Any], dict[str, Any], dict[str, np.ndarray]]:
-    """(state, training_state, candidates) of a checkpoint folder, loading no pickled objects; raises
+    """(state, training_state, candidates) of a checkpoint folder, loading no pickled objects (the arrays saved
+    apart are in state["arrays"]); raises
     CheckpointError naming the folder when any part is missing or corrupt. The model loads from `path/model`."""
     try:
         with open(os.path.join(path, "state.json"), encoding="utf-8") as handle:
             state = json.load(handle)
         training_state = torch.load(os.path.join(path, "training_state.pt"), weights_only=True)
         candidates = load_columns(path)
+        if os.path.exists(os.path.join(path, "arrays.npz")):  # absent in checkpoints written before it existed
+            with np.load(os.path.join(path, "arrays.npz"), allow_pickle=False) as arrays:
+                state["arrays"] = {key: arrays[key] for key in arrays.files}
     except Exception as error:  # json, zip, torch and OS errors all mean the same: this checkpoint is unusable
         raise CheckpointError(f"checkpoint {path} is unreadable: {type(error).__name__}: {error}") from None
     return state, training_state, candidates

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 from ol_ray.config import ConfigError, load_config
 
@@ -69,14 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Benchmarks print their figures and write CSV and markdown tables to --out; speed is reported "
                     "as a ratio against a baseline measured in the same run.")
     kinds = bench.add_subparsers(dest="bench", metavar="BENCHMARK", required=True)
-    piped = kinds.add_parser(
-        "pipeline", help="the Ray pipeline against a plain single-process loop doing the same work",
+    piped = bench_parser(
+        kinds, "pipeline", help="the Ray pipeline against a plain single-process loop doing the same work",
         description="For each seed, a plain single-process loop (no Ray) and the Ray pipeline, both scoring pools "
                     "of --pool with the current weights and training on --batch chosen by --strategy, for --updates "
                     "updates, on the same cores: trained samples/s and their ratio, learner utilisation, staleness, "
                     "time to the first update.")
-    piped.add_argument("config", help="a YAML config, e.g. configs/sst2.yaml")
-    piped.add_argument("overrides", nargs="*", metavar="section.key=value", help="override config values")
     piped.add_argument("--updates", type=int, default=200, help="updates per side (default 200)")
     piped.add_argument("--pool", type=int, default=32, help="candidates scored per update (default 32)")
     piped.add_argument("--batch", type=int, default=16, help="samples trained per update (default 16)")
@@ -84,37 +82,31 @@ def build_parser() -> argparse.ArgumentParser:
                                                              "--batch of each pool by uncertainty)")
     piped.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds (default 0)")
     piped.add_argument("--out", default="runs/bench-pipeline", help="where the CSVs, markdown and runs go")
-    memory = kinds.add_parser(
-        "memory", help="driver and learner memory over a long stream (a tiny model)",
+    memory = bench_parser(
+        kinds, "memory", help="driver and learner memory over a long stream (a tiny model)",
         description="The configured pipeline with a tiny model over the configured stream file repeated to "
                     "--samples rows: resident memory of the driver and the learner and the checkpoint size against "
                     "samples read, and their slopes per 10,000 samples after the warm-up.")
-    memory.add_argument("config", help="a YAML config, e.g. configs/sst2.yaml")
-    memory.add_argument("overrides", nargs="*", metavar="section.key=value", help="override config values")
     memory.add_argument("--samples", type=int, default=100_000, help="rows to stream (default 100000)")
     memory.add_argument("--every", type=float, default=2.0, help="seconds between memory readings (default 2)")
     memory.add_argument("--warmup", type=float, default=0.2, help="share of the stream before the slope is fitted "
                                                                   "(default 0.2)")
     memory.add_argument("--out", default="runs/bench-memory", help="where the CSVs, markdown, PNG and run go")
-    scaling = kinds.add_parser(
-        "scaling", help="scoring samples/s with 1, 2, ... scorer nodes (a multi-node Ray on this machine)",
+    scaling = bench_parser(
+        kinds, "scaling", help="scoring samples/s with 1, 2, ... scorer nodes (a multi-node Ray on this machine)",
         description="Scoring throughput with each number of scorer nodes: for each, a fresh ray.cluster_utils "
                     "Cluster with a head and N nodes of --node-cpus CPUs carrying the resource `scorer`; scores "
                     "the first --samples rows of the config's stream with its model.")
-    scaling.add_argument("config", help="a YAML config, e.g. configs/sst2.yaml")
-    scaling.add_argument("overrides", nargs="*", metavar="section.key=value", help="override config values")
     scaling.add_argument("--nodes", type=int, nargs="+", default=[1, 2], help="scorer node counts (default 1 2)")
     scaling.add_argument("--samples", type=int, default=2048, help="rows to score per count (default 2048)")
     scaling.add_argument("--node-cpus", type=int, default=1, help="CPUs of each scorer node (default 1)")
     scaling.add_argument("--out", default="runs/bench-scaling", help="where the CSV and markdown go")
-    chooser = kinds.add_parser(
-        "selection", help="sample efficiency of selection strategies against random (a plain loop, no Ray)",
+    chooser = bench_parser(
+        kinds, "selection", help="sample efficiency of selection strategies against random (a plain loop, no Ray)",
         description="For each strategy, pool size and seed: the same number of updates of --batch samples chosen "
                     "from pools of --pools candidates scored with the current weights; dev accuracy against "
                     "samples trained, updates and wall time, and the samples and time to reach --target, as ratios "
                     "to random.")
-    chooser.add_argument("config", help="a YAML config, e.g. configs/sst2.yaml")
-    chooser.add_argument("overrides", nargs="*", metavar="section.key=value", help="override config values")
     chooser.add_argument("--strategies", nargs="+", default=["random", "entropy", "loss"],
                          help="strategies to compare (random is the baseline)")
     chooser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds (default 0 1 2)")
@@ -130,13 +122,11 @@ def build_parser() -> argparse.ArgumentParser:
     chooser.add_argument("--out", default="runs/bench-selection", help="where the CSV, markdown and PNG go")
     chooser.add_argument("--from-csv", nargs="+", metavar="CSV",
                          help="run nothing: summarise and plot earlier runs' selection.csv files (seeds merge)")
-    batch = kinds.add_parser(
-        "batching", help="batch-size policies on the same sample budget (a plain loop, no Ray)",
+    batch = bench_parser(
+        kinds, "batching", help="batch-size policies on the same sample budget (a plain loop, no Ray)",
         description="For each policy and seed: the config's stream scored with the current weights in chunks, "
                     "trained until --samples samples; dev accuracy against samples and wall time, batch size over "
                     "time, updates made and peak memory, wall time as a ratio to fixed.")
-    batch.add_argument("config", help="a YAML config, e.g. configs/sst2.yaml")
-    batch.add_argument("overrides", nargs="*", metavar="section.key=value", help="override config values")
     batch.add_argument("--policies", nargs="+", default=["fixed", "adaptive", "uncertainty", "resource", "periodic",
                                                          "min_of"], help="policies to compare (fixed is the baseline)")
     batch.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds (default 0 1 2)")
@@ -146,6 +136,14 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--out", default="runs/bench-batching", help="where the CSVs, markdown and PNG go")
     batch.add_argument("--from-dir", metavar="DIR",
                        help="run nothing: summarise and plot an earlier run's batching.csv and batching_updates.csv")
+    return parser
+
+
+def bench_parser(kinds: Any, name: str, **kwargs: Any) -> argparse.ArgumentParser:
+    """A benchmark's subcommand, with the config and its overrides as its first arguments."""
+    parser = kinds.add_parser(name, **kwargs)
+    parser.add_argument("config", help="a YAML config, e.g. configs/sst2.yaml")
+    parser.add_argument("overrides", nargs="*", metavar="section.key=value", help="override config values")
     return parser
 
 

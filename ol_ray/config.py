@@ -129,6 +129,7 @@ class LearnerConfig:
     publish_every: int = 4  # publish weights every this many updates, when a scorer has asked since the last
     max_in_flight: int = 2  # candidate pools queued at the learner; more only adds staleness
     max_updates: int = 0  # stop after this many updates; 0 = run until the stream ends
+    duplicate_window: int = 10_000_000  # remember the newest this many sample ids (8 bytes each) for repeats; 0 = all
     max_restarts: int = 3  # a crashed learner actor restarts from the newest checkpoint at most this many times
     start_timeout_s: float = 600.0  # give up when the learner has not started after this long (resources pending?)
 
@@ -415,6 +416,8 @@ def check(cfg: Config) -> None:
     _require(lr.max_restarts >= 0, f"learner.max_restarts must not be negative; got {lr.max_restarts}")
     _require(lr.start_timeout_s > 0, f"learner.start_timeout_s must be positive; got {lr.start_timeout_s}")
     _require(lr.max_updates >= 0, f"learner.max_updates must not be negative; got {lr.max_updates}")
+    _require(lr.duplicate_window >= 0,
+             f"learner.duplicate_window must not be negative (0 = remember every id); got {lr.duplicate_window}")
     _require(cfg.eval.max_samples >= 0, f"eval.max_samples must be 0 (all) or positive; got {cfg.eval.max_samples}")
     try:
         cfg.output.run_dir.format(name="x", time="x")

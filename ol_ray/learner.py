@@ -24,7 +24,7 @@ from ol_ray.batching import BatchContext, clamp_batch_size, lr_scale, make_polic
 from ol_ray.checkpoint import checkpoints_newest_first, folder_mb, load_checkpoint, save_checkpoint
 from ol_ray.config import Config
 from ol_ray.evaluation import evaluate, load_eval_set
-from ol_ray.ledger import Ledger
+from ol_ray.ledger import Ledger, SeenIds
 from ol_ray.models import device_for, load_model, load_tokenizer
 from ol_ray.irreducible import holdout_start, uses_rho_loss
 from ol_ray.selection import make_strategy, pool_length
@@ -122,7 +122,7 @@ class OnlineLearner:
         self.policy = make_policy(cfg.batching)
         self.rng = np.random.default_rng(cfg.selection.seed)
         self.eval_set = load_eval_set(cfg)
-        self.ledger = Ledger()
+        self.ledger = Ledger(seen=SeenIds(cfg.learner.duplicate_window))
         self.buffer: list[Columns] = []
         self.buffered = 0
         self.updates = 0
@@ -191,7 +191,8 @@ class OnlineLearner:
             self.staleness_sum, self.staleness_max = state["staleness_sum"], state["staleness_max"]
             self.score_version_max = state["score_version_max"]
             self.last_eval = state["last_eval"]
-            self.ledger = Ledger.from_json(state["ledger"])
+            self.ledger = Ledger.from_json(state["ledger"], state.get("arrays", {}).get("seen_ids"),
+                                           self.cfg.learner.duplicate_window)
             self.cursor, self.windows_done = state["cursor"], state["windows_done"]
             self.buffered = len(candidates.get("sample_id", []))
             self.buffer = [candidates] if self.buffered else []
@@ -493,7 +494,7 @@ class OnlineLearner:
             training_state["cuda_rng"] = torch.cuda.get_rng_state_all()
         self.checkpoint_path = save_checkpoint(os.path.join(self.run_dir, "checkpoints"), self.updates, self.model,
                                                self.tokenizer, training_state, candidates, state,
-                                               self.cfg.checkpoint.keep)
+                                               self.cfg.checkpoint.keep, {"seen_ids": self.ledger.seen.hashes()})
         self.updates_at_checkpoint = self.updates
         self.changed_since_checkpoint = False
         return {"kind": "checkpoint", "update": self.updates, "path": self.checkpoint_path,

@@ -7,6 +7,7 @@ import pytest
 from ol_ray.batching import POLICIES
 from ol_ray.bench_batching import summarise
 from ol_ray.cli import main
+from data_files import write_sst2_tsv
 
 
 def test_summary_means_over_seeds_and_wall_time_against_fixed():
@@ -25,8 +26,8 @@ def test_summary_means_over_seeds_and_wall_time_against_fixed():
 
 def test_bench_batching_runs_every_policy_on_the_tiny_model(tiny_model_dir, sst2_rows, tmp_path):
     train, dev = tmp_path / "train.tsv", tmp_path / "dev.tsv"
-    train.write_text("sentence\tlabel\n" + "".join(f"{t}\t{y}\n" for t, y in sst2_rows[:300]))
-    dev.write_text("sentence\tlabel\n" + "".join(f"{t}\t{y}\n" for t, y in sst2_rows[-100:]))
+    write_sst2_tsv(train, sst2_rows[:300])
+    write_sst2_tsv(dev, sst2_rows[-100:])
     out = tmp_path / "bench"
     code = main(["bench", "batching", "configs/sst2.yaml", f"stream.path={train}", f"eval.path={dev}",
                  f"model.name_or_path={tiny_model_dir}", "model.max_length=32", "learner.lr=3e-3",

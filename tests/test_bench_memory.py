@@ -6,6 +6,7 @@ from ol_ray.bench import read_csv
 from ol_ray.bench_memory import memory_rows, repeat_stream_file, slope_per_samples
 from ol_ray.cli import main
 from ol_ray.config import ConfigError
+from data_files import write_sst2_tsv
 
 
 def test_the_stream_file_repeats_its_rows_under_one_header(tmp_path):
@@ -36,7 +37,7 @@ def test_slopes_are_per_ten_thousand_samples_after_the_warmup():
 
 def test_bench_memory_runs_a_tiny_model_over_a_repeated_stream(ray_local, tiny_model_dir, sst2_rows, tmp_path):
     train = tmp_path / "train.tsv"
-    train.write_text("sentence\tlabel\n" + "".join(f"{t}\t{y}\n" for t, y in sst2_rows[:150]))
+    write_sst2_tsv(train, sst2_rows[:150])
     out = tmp_path / "bench"
     code = main(["bench", "memory", "configs/sst2.yaml", f"stream.path={train}", "eval.path=",
                  f"model.name_or_path={tiny_model_dir}", "model.max_length=32", "learner.torch_threads=1",

@@ -6,6 +6,7 @@ import pytest
 from ol_ray.bench import read_csv
 from ol_ray.bench_pipeline import side_figures, summarise
 from ol_ray.cli import main
+from data_files import write_sst2_tsv
 
 
 def test_side_figures_come_from_the_learner_records():
@@ -38,8 +39,8 @@ def test_ratios_are_taken_seed_by_seed():
 
 def test_bench_pipeline_and_report_run_on_the_tiny_model(ray_local, tiny_model_dir, sst2_rows, tmp_path):
     train, dev = tmp_path / "train.tsv", tmp_path / "dev.tsv"
-    train.write_text("sentence\tlabel\n" + "".join(f"{t}\t{y}\n" for t, y in sst2_rows[:200]))
-    dev.write_text("sentence\tlabel\n" + "".join(f"{t}\t{y}\n" for t, y in sst2_rows[-100:]))
+    write_sst2_tsv(train, sst2_rows[:200])
+    write_sst2_tsv(dev, sst2_rows[-100:])
     out = tmp_path / "bench"
     code = main(["bench", "pipeline", "configs/sst2.yaml", f"stream.path={train}", f"eval.path={dev}",
                  f"model.name_or_path={tiny_model_dir}", "model.max_length=32", "learner.lr=3e-3",

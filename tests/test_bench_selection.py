@@ -7,6 +7,7 @@ import pytest
 
 from ol_ray.bench_selection import reach, summarise
 from ol_ray.cli import main
+from data_files import write_sst2_tsv
 
 
 def curve(accuracies, per_eval=100, seconds=10.0):
@@ -33,8 +34,8 @@ def test_reach_and_the_ratios_to_random():
 
 def test_bench_selection_runs_end_to_end_on_the_tiny_model(tiny_model_dir, sst2_rows, tmp_path):
     train, dev = tmp_path / "train.tsv", tmp_path / "dev.tsv"
-    train.write_text("sentence\tlabel\n" + "".join(f"{t}\t{y}\n" for t, y in sst2_rows[:200]))
-    dev.write_text("sentence\tlabel\n" + "".join(f"{t}\t{y}\n" for t, y in sst2_rows[-100:]))
+    write_sst2_tsv(train, sst2_rows[:200])
+    write_sst2_tsv(dev, sst2_rows[-100:])
     out = tmp_path / "bench"
     code = main(["bench", "selection", "configs/sst2.yaml", f"stream.path={train}", f"eval.path={dev}",
                  f"model.name_or_path={tiny_model_dir}", "model.max_length=32", "learner.lr=3e-3",

@@ -21,7 +21,8 @@ def candidates():
 def save(root, step, model, tokenizer, keep=2):
     return save_checkpoint(str(root), step, model, tokenizer,
                            {"optimizer": {"lr": 0.1}, "torch_rng": torch.get_rng_state()},
-                           candidates(), {"updates": step, "cursor": {"row": step * 10}}, keep)
+                           candidates(), {"updates": step, "cursor": {"row": step * 10}}, keep,
+                           {"seen_ids": np.array([2**64 - 1, 5], dtype=np.uint64)})
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +34,9 @@ def test_round_trip_without_pickle_and_hugging_face_format(model_and_tokenizer, 
     model, tokenizer = model_and_tokenizer
     path = save(tmp_path, 7, model, tokenizer)
     state, training_state, restored = load_checkpoint(path)
+    arrays = state.pop("arrays")
     assert state == {"updates": 7, "cursor": {"row": 70}}
+    assert arrays["seen_ids"].dtype == np.uint64 and arrays["seen_ids"].tolist() == [2**64 - 1, 5]
     assert torch.equal(training_state["torch_rng"], torch.get_rng_state()) or training_state["torch_rng"].numel()
     assert list(restored["sample_id"]) == ["a:1", "a:2"] and restored["input_ids"][0].tolist() == [2, 7, 3]
     assert np.array_equal(restored["embedding"], np.ones((2, 4)))

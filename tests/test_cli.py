@@ -5,6 +5,7 @@ import sys
 import pytest
 
 from ol_ray.cli import main
+from data_files import write_sst2_tsv
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -34,10 +35,10 @@ def test_bad_config_fails_before_ray_starts(capsys, tmp_path):
 
 def test_job_entry_point_runs_a_tiny_pipeline(tiny_model_dir, sst2_rows, tmp_path):
     data = tmp_path / "train.tsv"
-    data.write_text("sentence\tlabel\n" + "".join(f"{t}\t{y}\n" for t, y in sst2_rows[:96]))
+    write_sst2_tsv(data, sst2_rows[:96])
     result = subprocess.run(
         [sys.executable, os.path.join(ROOT, "jobs", "online_finetune.py"), os.path.join(ROOT, "configs", "sst2.yaml"),
-         f"stream.path={data}", f"model.name_or_path={tiny_model_dir}", "eval.path=", "stream.window_size=64",
+         f"stream.path={data}", f"model.name_or_path={tiny_model_dir}", "eval.path=", "stream.window_size=96",
          "stream.max_samples=0", "learner.torch_threads=1", f"output.run_dir={tmp_path / 'run'}",
          "output.progress=false", "ray.include_dashboard=false", "ray.object_store_mb=200"],
         capture_output=True, text=True, timeout=300, cwd=ROOT)

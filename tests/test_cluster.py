@@ -13,6 +13,7 @@ import time
 
 import pytest
 import yaml
+from data_files import write_sst2_tsv
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RAY = os.path.join(os.path.dirname(sys.executable), "ray")
@@ -148,7 +149,7 @@ def test_job_submitted_with_ray_job_submit_scores_on_the_scorer_node(real_cluste
                                                                     tmp_path):
     address, env = real_cluster
     data = tmp_path / "train.tsv"
-    data.write_text("sentence\tlabel\n" + "".join(f"{t}\t{y}\n" for t, y in sst2_rows[:240]))
+    write_sst2_tsv(data, sst2_rows[:240])
     run_dir = tmp_path / "run"
     job_id = f"ol-ray-test-{int(time.time())}"
     submit = [RAY, "job", "submit", "--address", address, "--working-dir", ROOT, "--submission-id", job_id,
@@ -186,7 +187,7 @@ def test_job_submitted_with_ray_job_submit_scores_on_the_scorer_node(real_cluste
 
 def test_bench_scaling_places_scorers_on_scorer_nodes(tiny_model_dir, sst2_rows, tmp_path):
     data = tmp_path / "train.tsv"
-    data.write_text("sentence\tlabel\n" + "".join(f"{t}\t{y}\n" for t, y in sst2_rows[:300]))
+    write_sst2_tsv(data, sst2_rows[:300])
     out = tmp_path / "bench"
     result = subprocess.run(
         [sys.executable, "-m", "ol_ray.cli", "bench", "scaling", os.path.join(ROOT, "configs", "sst2.yaml"),

@@ -8,6 +8,7 @@ from ol_ray.config import ModelConfig, load_config
 from ol_ray.evaluation import evaluate, load_eval_set, macro_f1
 from ol_ray.models import load_model
 from ol_ray.stream import SourceError
+from data_files import write_sst2_tsv
 
 
 def test_macro_f1():
@@ -19,7 +20,7 @@ def test_macro_f1():
 
 def test_eval_set_is_validated_tokenized_and_sorted(tiny_model_dir, sst2_rows, tmp_path):
     dev = tmp_path / "dev.tsv"
-    dev.write_text("sentence\tlabel\n" + "".join(f"{t}\t{y}\n" for t, y in sst2_rows[:30]) + "bad\t9\n")
+    write_sst2_tsv(dev, sst2_rows[:30], "bad\t9\n")
     cfg = load_config(None, ["stream.path=x", "stream.text_field=sentence", f"model.name_or_path={tiny_model_dir}",
                              f"eval.path={dev}"])
     eval_set = load_eval_set(cfg)

@@ -15,6 +15,7 @@ import pytest
 from ol_ray.config import StreamConfig, load_config
 from ol_ray.stream import SourceError, windows
 from ol_ray.validation import FieldSpec, split_records
+from data_files import write_sst2_tsv
 
 kafka = pytest.importorskip("confluent_kafka")
 
@@ -151,7 +152,7 @@ def test_produce_replays_a_data_file_into_a_topic(broker, sst2_rows, tmp_path):
     from ol_ray.kafka import KafkaSource
 
     data = tmp_path / "train.tsv"
-    data.write_text("sentence\tlabel\n" + "".join(f"{t}\t{y}\n" for t, y in sst2_rows[:50]) + "a broken row\n")
+    write_sst2_tsv(data, sst2_rows[:50], "a broken row\n")
     code = main(["produce", str(data), "--servers", broker, "--topic", "replayed", "--partitions", "3",
                  "--text-field", "sentence", "--rate", "500"])
     assert code == 0

@@ -13,6 +13,7 @@ from ol_ray.models import head_layer
 from ol_ray.scoring import score_samples
 from ol_ray.selection import STRATEGIES
 from ol_ray.tokenization import tokenize_texts
+from data_files import write_sst2_tsv
 
 CPU = torch.device("cpu")
 
@@ -31,7 +32,7 @@ def candidates(tiny_model_dir, rows, start, size, version=0, window=0, ids=None)
 @pytest.fixture
 def learner_cfg(tiny_model_dir, tmp_path, sst2_rows):
     dev = tmp_path / "dev.tsv"
-    dev.write_text("sentence\tlabel\n" + "".join(f"{r[0]}\t{r[1]}\n" for r in sst2_rows[-200:]) + "broken row\n")
+    write_sst2_tsv(dev, sst2_rows[-200:], "broken row\n")
     return load_config(None, [
         "stream.path=unused", "stream.text_field=sentence", f"model.name_or_path={tiny_model_dir}",
         "selection.pool_size=16", "batching.batch_size=8", "learner.lr=5e-3", "learner.torch_threads=1",

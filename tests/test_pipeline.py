@@ -7,6 +7,7 @@ import pytest
 
 from ol_ray.config import load_config
 from ol_ray.pipeline import run_pipeline
+from data_files import write_sst2_tsv
 
 BAD_ROWS = [
     b"a row with no label field\n",
@@ -32,7 +33,7 @@ def stream_file(tmp_path_factory, sst2_rows):
 @pytest.fixture(scope="module")
 def dev_file(tmp_path_factory, sst2_rows):
     path = tmp_path_factory.mktemp("dev") / "dev.tsv"
-    path.write_text("sentence\tlabel\n" + "".join(f"{t}\t{y}\n" for t, y in sst2_rows[-300:]))
+    write_sst2_tsv(path, sst2_rows[-300:])
     return str(path)
 
 
@@ -114,7 +115,7 @@ def test_rho_loss_holds_out_the_stream_head_and_scores_the_irreducible_loss(ray_
 
     run_dir = tmp_path / "rho"
     cfg = load_config(None, [
-        f"stream.path={stream_file}", "stream.text_field=sentence", "stream.window_size=200",
+        f"stream.path={stream_file}", "stream.text_field=sentence", "stream.window_size=400",
         f"model.name_or_path={tiny_model_dir}", "model.max_length=32", "scoring.batch_size=32",
         "scoring.num_cpus=0.5", "selection.strategy=rho_loss", "selection.mode=soft", "selection.holdout_size=60",
         "selection.irreducible_epochs=1", "selection.pool_size=32", "batching.batch_size=8", "learner.lr=3e-3",
@@ -139,7 +140,7 @@ def test_batch_policies_run_in_the_pipeline_from_config(ray_local, stream_file, 
               "batching.period_s=0.3", "batching.cooldown_updates=2", "batching.lr_scaling=sqrt",
               "learner.micro_batch_size=4"]
     cfg = load_config(None, [
-        f"stream.path={stream_file}", "stream.text_field=sentence", "stream.window_size=200",
+        f"stream.path={stream_file}", "stream.text_field=sentence", "stream.window_size=500",
         f"model.name_or_path={tiny_model_dir}", "model.max_length=32", "scoring.batch_size=32",
         "scoring.num_cpus=0.5", "selection.pool_size=24", "batching.batch_size=16", "batching.min_batch_size=4",
         "batching.max_batch_size=32", "learner.torch_threads=1", "learner.num_cpus=0.5", "output.monitor_every_s=0.5",
