@@ -98,8 +98,10 @@ def plot_panels(panels: Sequence[Panel], path: str, title: str = "", columns: in
                 legend: Optional[Callable[[int], bool]] = None) -> str:
     """The panels side by side (wrapping after `columns`) in one PNG; returns its path. Legends go on every panel
     unless `legend(index)` says otherwise."""
-    import matplotlib
-
+    try:
+        import matplotlib
+    except ImportError:
+        raise ImportError("the benchmarks and `ol-ray report` draw with matplotlib: pip install 'ol_ray[bench]'") from None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
