@@ -101,7 +101,8 @@ def plot_panels(panels: Sequence[Panel], path: str, title: str = "", columns: in
     try:
         import matplotlib
     except ImportError:
-        raise ImportError("the benchmarks and `ol-ray report` draw with matplotlib: pip install 'ol_ray[bench]'") from None
+        raise ImportError("the benchmarks and `ol-ray report` draw with matplotlib: "
+                          "pip install 'ol_ray[bench]'") from None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
