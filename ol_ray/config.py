@@ -59,6 +59,10 @@ class ModelConfig:
     max_length: int = 128  # tokens per sample; longer samples are truncated (and counted)
     seed: int = 0  # seeds the new classification head and everything random in the learner
     trust_remote_code: bool = False  # let transformers run code shipped with the model; only for models you trust
+    lora_r: int = 0  # LoRA rank: > 0 trains and publishes only low-rank adapters and the new head (peft); 0 = all
+    lora_alpha: float = 16.0  # LoRA scale: the adapters add (lora_alpha / lora_r) * B A x to each adapted layer
+    lora_dropout: float = 0.0  # dropout on the adapters' input, during training
+    lora_targets: tuple[str, ...] = ()  # modules to adapt, e.g. [query, value]; empty = peft's choice for the model
 
 
 @dataclass(frozen=True)
@@ -376,6 +380,9 @@ def check(cfg: Config) -> None:
         _require(len(s.label_names) == cfg.model.num_labels,
                  f"stream.label_names has {len(s.label_names)} names but model.num_labels is {cfg.model.num_labels}")
     _require(cfg.model.num_labels >= 2, f"model.num_labels must be at least 2; got {cfg.model.num_labels}")
+    _require(cfg.model.lora_r >= 0, f"model.lora_r must not be negative (0 = no LoRA); got {cfg.model.lora_r}")
+    _require(cfg.model.lora_alpha > 0, f"model.lora_alpha must be positive; got {cfg.model.lora_alpha}")
+    _require(0 <= cfg.model.lora_dropout < 1, f"model.lora_dropout must be in [0, 1); got {cfg.model.lora_dropout}")
     _require(cfg.model.max_length >= 2, f"model.max_length must be at least 2; got {cfg.model.max_length}")
     _require(bool(cfg.model.name_or_path), "model.name_or_path must name a model")
     _require(sc.num_scorers >= 1, f"scoring.num_scorers must be at least 1; got {sc.num_scorers}")

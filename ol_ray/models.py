@@ -73,10 +73,16 @@ def check_model(cfg: ModelConfig) -> None:
 def load_model(cfg: ModelConfig, pretrained: bool = True, path: Optional[str] = None) -> nn.Module:
     """A sequence classifier with `num_labels` classes, from `path` (default: the configured model). With
     `pretrained=False` only the architecture is built (scorers then load the learner's published weights, so
-    random initialisation would be wasted work)."""
+    random initialisation would be wasted work). With `model.lora_r > 0` the pretrained model wrapped with LoRA
+    adapters (`ol_ray.lora`): new ones, or those of `path` when it holds a saved adapter (a LoRA checkpoint)."""
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
+    from ol_ray.lora import is_adapter_folder, with_lora
+
     quiet_transformers()
+    adapter = path if is_adapter_folder(path) else None
+    if adapter or cfg.lora_r > 0:  # only adapters and the head travel: every copy needs the same pretrained base
+        pretrained, path = True, None if adapter else path
     path = path or resolve_model_path(cfg.name_or_path)
     trust = cfg.trust_remote_code
     try:
@@ -91,7 +97,7 @@ def load_model(cfg: ModelConfig, pretrained: bool = True, path: Optional[str] = 
         raise ModelError(f"cannot load model {cfg.name_or_path} ({path}): {error}") from None
     if model.config.pad_token_id is None:
         model.config.pad_token_id = load_tokenizer(cfg.name_or_path, trust).pad_token_id
-    return model
+    return with_lora(model, cfg, adapter)
 
 
 def head_layer(model: nn.Module, num_labels: int) -> nn.Linear:
@@ -119,12 +125,18 @@ def autocast(device: torch.device, precision: str):
     return contextlib.nullcontext()
 
 
-def state_to_numpy(model: nn.Module) -> dict[str, Any]:
+def state_to_numpy(model: nn.Module, trainable_only: bool = False) -> dict[str, Any]:
     """The model's state as CPU numpy arrays, which readers of the Ray object store share without copies. On a CPU
     model the arrays are views of the live parameters, so `ray.put` them at once (it copies; that is the snapshot).
-    bfloat16, which numpy lacks, travels as raw 16-bit integers with its dtype name."""
+    bfloat16, which numpy lacks, travels as raw 16-bit integers with its dtype name. `trainable_only`: just the
+    parameters that train (all of them in full fine-tuning; the adapters and the head with LoRA), no buffers."""
+    from ol_ray.lora import trainable_names
+
+    wanted = trainable_names(model) if trainable_only else None
     state: dict[str, Any] = {}
     for name, tensor in model.state_dict().items():
+        if wanted is not None and name not in wanted:
+            continue
         tensor = tensor.detach().to("cpu")
         if tensor.dtype == torch.bfloat16:
             state[name] = ("bfloat16", tensor.view(torch.int16).numpy())
@@ -134,14 +146,22 @@ def state_to_numpy(model: nn.Module) -> dict[str, Any]:
 
 
 def load_numpy_state(model: nn.Module, state: dict[str, Any]) -> None:
-    """Copy a `state_to_numpy` state into the model, in place, on the model's device."""
+    """Copy a `state_to_numpy` state into the model, in place, on the model's device. Every parameter that trains
+    must be in it; frozen ones and buffers (the same in every copy) may be left out."""
+    from ol_ray.lora import trainable_names
+
     tensors = {}
     for name, value in state.items():
         if isinstance(value, tuple):
             tensors[name] = torch.from_numpy(value[1]).view(getattr(torch, value[0]))
         else:
             tensors[name] = torch.from_numpy(value)
-    model.load_state_dict(tensors, strict=True)
+    missing, unexpected = model.load_state_dict(tensors, strict=False)
+    absent = sorted(trainable_names(model).intersection(missing))
+    if unexpected or absent:
+        raise ModelError(f"the weights do not fit this model: {len(unexpected)} unknown tensors "
+                         f"({', '.join(unexpected[:3])}), {len(absent)} trained tensors missing "
+                         f"({', '.join(absent[:3])})")
 
 
 def save_tiny_classifier(folder: str, tokenizer_from: str, num_labels: int, seed: int = 0) -> str:

@@ -76,6 +76,7 @@ class WeightStore:
             "weight_publishes": self.publishes,
             "weight_pulls": self.pulls,
             "weight_bytes_published": self.published_bytes,
+            "weight_bytes_per_publish": self.published_bytes // self.publishes if self.publishes else 0,
             "samples_scored": self.samples_scored,
             "scoring_lead_max": self.lead_max,
         }
@@ -134,7 +135,7 @@ class WeightPublisher:
             return False
         if not (force or reset) and (version - self.version < self.every or not ray.get(self.store.wanted.remote())):
             return False
-        state = state_to_numpy(model)
+        state = state_to_numpy(model, trainable_only=True)  # with LoRA: the adapters and the head only
         nbytes = sum(value[1].nbytes if isinstance(value, tuple) else value.nbytes for value in state.values())
         ref = ray.put(state)
         ray.get(self.store.publish.remote(version, [ref], nbytes, reset))

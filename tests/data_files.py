@@ -1,8 +1,12 @@
-"""Small SST-2 files for tests: rows of the real data set, written the way SST-2 is laid out."""
+"""Small SST-2 inputs for tests: rows of the real data set as a file laid out like SST-2, or as a learner's pool."""
 
 from __future__ import annotations
 
 import os
+
+import numpy as np
+
+from ol_ray.tokenization import tokenize_texts
 
 
 def write_sst2_tsv(path: os.PathLike, rows: list[list[str]], tail: str = "") -> str:
@@ -10,3 +14,15 @@ def write_sst2_tsv(path: os.PathLike, rows: list[list[str]], tail: str = "") -> 
     with open(path, "w", encoding="utf-8") as handle:
         handle.write("sentence\tlabel\n" + "".join(f"{text}\t{label}\n" for text, label in rows) + tail)
     return str(path)
+
+
+def candidates(tiny_model_dir, rows, start, size, version=0, window=0, ids=None):
+    """Rows `start` to `start + size` as the columns a learner receives (tokenized, unscored)."""
+    input_ids, _ = tokenize_texts([row[0] for row in rows[start:start + size]], tiny_model_dir, 64)
+    packed = np.empty(size, dtype=object)
+    packed[:] = input_ids
+    ids = ids or [f"s{i}" for i in range(start, start + size)]
+    return {"sample_id": np.array(ids, dtype=object),
+            "input_ids": packed, "label": np.array([int(row[1]) for row in rows[start:start + size]]),
+            "weight_version": np.full(size, version, dtype=np.int64), "text_truncated": np.zeros(size, dtype=bool),
+            "tokens_truncated": np.zeros(size, dtype=bool), "window": np.full(size, window, dtype=np.int64)}

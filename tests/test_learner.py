@@ -12,21 +12,9 @@ from ol_ray.learner import OnlineLearner, concat_columns
 from ol_ray.models import head_layer
 from ol_ray.scoring import score_samples
 from ol_ray.selection import STRATEGIES
-from ol_ray.tokenization import tokenize_texts
-from data_files import write_sst2_tsv
+from data_files import candidates, write_sst2_tsv
 
 CPU = torch.device("cpu")
-
-
-def candidates(tiny_model_dir, rows, start, size, version=0, window=0, ids=None):
-    input_ids, _ = tokenize_texts([row[0] for row in rows[start:start + size]], tiny_model_dir, 64)
-    packed = np.empty(size, dtype=object)
-    packed[:] = input_ids
-    ids = ids or [f"s{i}" for i in range(start, start + size)]
-    return {"sample_id": np.array(ids, dtype=object),
-            "input_ids": packed, "label": np.array([int(row[1]) for row in rows[start:start + size]]),
-            "weight_version": np.full(size, version, dtype=np.int64), "text_truncated": np.zeros(size, dtype=bool),
-            "tokens_truncated": np.zeros(size, dtype=bool), "window": np.full(size, window, dtype=np.int64)}
 
 
 @pytest.fixture

@@ -1,0 +1,58 @@
+"""LoRA adapters (Hu et al. 2021, "LoRA: Low-Rank Adaptation of Large Language Models") through peft.
+
+With `model.lora_r > 0` every model ol_ray builds (the learner's, the scorers', the irreducible-loss model) is the
+pretrained model wrapped by `peft.get_peft_model`: its weights frozen, low-rank adapters B A (rank `lora_r`, scaled
+by `lora_alpha / lora_r`) added to the `lora_targets` layers, and the new classification head trained in full
+(peft's `modules_to_save` for sequence classification). Only the trainable tensors are published to the scorers,
+which hold the same frozen base; checkpoints hold the adapters the peft way (`adapter_config.json`,
+`adapter_model.safetensors`), so `PeftModel.from_pretrained(base, path)` loads them. Needs `ol_ray[lora]` (peft).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+from torch import nn
+
+from ol_ray.config import ModelConfig
+
+ADAPTER_CONFIG = "adapter_config.json"
+
+
+class LoraError(RuntimeError):
+    """LoRA asked for where it cannot be had."""
+
+
+def _peft():
+    try:
+        import peft
+    except ImportError:
+        raise LoraError("model.lora_r > 0 needs peft: pip install 'ol_ray[lora]'") from None
+    return peft
+
+
+def is_adapter_folder(path: Optional[str]) -> bool:
+    """Whether `path` holds a peft adapter (a checkpoint of a LoRA run) rather than a whole model."""
+    return bool(path) and os.path.isfile(os.path.join(path, ADAPTER_CONFIG))
+
+
+def with_lora(model: nn.Module, cfg: ModelConfig, adapter_path: Optional[str] = None) -> nn.Module:
+    """`model` with LoRA adapters when `cfg.lora_r > 0`: new ones, or those saved in `adapter_path` (trainable
+    again); the model itself otherwise."""
+    if cfg.lora_r <= 0:
+        return model
+    peft = _peft()
+    if adapter_path:
+        return peft.PeftModel.from_pretrained(model, adapter_path, is_trainable=True)
+    config = peft.LoraConfig(task_type=peft.TaskType.SEQ_CLS, r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
+                             lora_dropout=cfg.lora_dropout, target_modules=list(cfg.lora_targets) or None)
+    try:
+        return peft.get_peft_model(model, config)
+    except ValueError as error:  # peft names the target modules it could not find
+        raise LoraError(f"model.lora_targets: {error}") from None
+
+
+def trainable_names(model: nn.Module) -> set[str]:
+    """The state-dict names of the parameters that train (with LoRA: the adapters and the head)."""
+    return {name for name, parameter in model.named_parameters() if parameter.requires_grad}
