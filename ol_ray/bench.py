@@ -57,9 +57,17 @@ def _number(text: str) -> Any:
 def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
     """A markdown table of the rows (floats to three significant digits)."""
     columns = list(dict.fromkeys(key for row in rows for key in row))
-    cell = lambda value: f"{value:.3g}" if isinstance(value, float) else str(value)  # noqa: E731
     return "\n".join(["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)] +
                      ["| " + " | ".join(cell(row.get(c, "")) for c in columns) + " |" for row in rows])
+
+
+def cell(value: Any) -> str:
+    """A table cell: floats to three significant digits, without exponents below a billion."""
+    if not isinstance(value, float):
+        return str(value)
+    if value != value or abs(value) < 1000:  # NaN, or small enough for three significant digits
+        return f"{value:.3g}"
+    return f"{value:,.0f}" if abs(value) < 1e9 else f"{value:.3g}"
 
 
 def write_results(rows: list[dict[str, Any]], out_dir: str, name: str) -> str:

@@ -99,7 +99,7 @@ def memory(cfg: Config, samples: int = 100_000, every_s: float = 2.0, warmup: fl
     run_cfg = dataclasses.replace(
         cfg, model=dataclasses.replace(cfg.model, name_or_path=tiny),
         stream=dataclasses.replace(cfg.stream, path=long_path, format=kind, shuffle_seed=None, max_samples=samples,
-                                   rate=0.0),
+                                   rate=0.0, id_field=""),  # ids from row numbers: a repeat is a new row
         learner=dataclasses.replace(cfg.learner, max_updates=0),
         output=dataclasses.replace(cfg.output, run_dir=run_dir, progress=False, monitor_every_s=every_s))
     check(run_cfg)

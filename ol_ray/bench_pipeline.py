@@ -28,7 +28,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ol_ray.bench import seeded, write_csv, write_results
-from ol_ray.config import Config
+from ol_ray.config import Config, ConfigError
 
 SPEED = ("trained_samples_per_s", "steady_samples_per_s")
 
@@ -96,6 +96,9 @@ def pipeline(cfg: Config, updates: int = 200, pool: int = 32, batch: int = 16, s
     cfg = resolve_paths(cfg)
     os.makedirs(out_dir, exist_ok=True)
     cores = cfg.ray.num_cpus or os.cpu_count() or 1
+    used = [seed for seed in seeds if os.path.isdir(os.path.join(out_dir, f"pipeline-seed{seed}"))]
+    if used:  # before the plain side spends minutes: a run directory is never overwritten
+        raise ConfigError(f"{out_dir} already holds pipeline runs of seeds {used}; give another --out")
     rows: list[dict[str, Any]] = []
     for seed in seeds:
         run_cfg = bench_config(cfg, updates, pool, batch, strategy, seed)

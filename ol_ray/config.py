@@ -133,7 +133,7 @@ class LearnerConfig:
     publish_every: int = 4  # publish weights every this many updates, when a scorer has asked since the last
     max_in_flight: int = 2  # candidate pools queued at the learner; more only adds staleness
     max_updates: int = 0  # stop after this many updates; 0 = run until the stream ends
-    duplicate_window: int = 10_000_000  # remember the newest this many sample ids (8 bytes each) for repeats; 0 = all
+    duplicate_window: int = 10_000_000  # remember the newest this many sample ids (16 bytes each) for repeats; 0 = all
     max_restarts: int = 3  # a crashed learner actor restarts from the newest checkpoint at most this many times
     start_timeout_s: float = 600.0  # give up when the learner has not started after this long (resources pending?)
 

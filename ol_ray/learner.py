@@ -25,6 +25,7 @@ from ol_ray.checkpoint import checkpoints_newest_first, folder_mb, load_checkpoi
 from ol_ray.config import Config
 from ol_ray.evaluation import evaluate, load_eval_set
 from ol_ray.ledger import Ledger, SeenIds
+from ol_ray.lora import check_resumable
 from ol_ray.models import device_for, load_model, load_tokenizer
 from ol_ray.irreducible import holdout_start, uses_rho_loss
 from ol_ray.selection import make_strategy, pool_length
@@ -170,6 +171,7 @@ class OnlineLearner:
         tried = False
         for path in checkpoints_newest_first(os.path.join(self.run_dir, "checkpoints")):
             tried = True
+            check_resumable(os.path.join(path, "model"), self.cfg.model)  # a config mismatch is no corrupt file
             try:
                 state, training_state, candidates = load_checkpoint(path)
                 self._build(os.path.join(path, "model"))

@@ -56,6 +56,30 @@ def with_lora(model: nn.Module, cfg: ModelConfig, adapter_path: Optional[str] = 
             raise LoraError(f"model.lora_targets: {error}") from None
 
 
+def check_resumable(model_folder: str, cfg: ModelConfig) -> None:
+    """Raise LoraError when a checkpoint's model does not match the config's LoRA settings (a resumed run must
+    train what it saved: scorers build their model from the config, and the optimizer state fits only the same
+    trainable tensors)."""
+    import json
+
+    saved = None
+    if is_adapter_folder(model_folder):
+        with open(os.path.join(model_folder, ADAPTER_CONFIG), encoding="utf-8") as handle:
+            saved = json.load(handle)
+    if saved is None and not os.path.isfile(os.path.join(model_folder, "config.json")):
+        return  # neither an adapter nor a whole model: a broken checkpoint, which the caller skips
+    if saved is None and cfg.lora_r > 0:
+        raise LoraError(f"model.lora_r={cfg.lora_r}, but the checkpoint {model_folder} holds a fully fine-tuned "
+                        f"model; resume with model.lora_r=0")
+    if saved is None:
+        return
+    targets = sorted(saved.get("target_modules") or [])
+    if cfg.lora_r != saved.get("r") or (cfg.lora_targets and sorted(cfg.lora_targets) != targets):
+        raise LoraError(f"the checkpoint {model_folder} holds LoRA adapters of rank {saved.get('r')} on "
+                        f"{targets}; the config says model.lora_r={cfg.lora_r}, model.lora_targets="
+                        f"{list(cfg.lora_targets)}: resume with the settings the run was started with")
+
+
 def trainable_names(model: nn.Module) -> set[str]:
     """The state-dict names of the parameters that train (with LoRA: the adapters and the head)."""
     return {name for name, parameter in model.named_parameters() if parameter.requires_grad}

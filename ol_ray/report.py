@@ -121,7 +121,8 @@ def write_report(run_dir: str) -> str:
                                         "(and the learner's GPU memory, on a GPU), from the resource monitor.")
     received = (summary or {}).get("labels_received") or []
     if received:
-        chosen = summary.get("labels_trained") or list(np.sum([u["selected_labels"] for u in updates], axis=0))
+        chosen = summary.get("labels_trained") or [sum(u["selected_labels"][label] for u in updates)
+                                                    for label in range(len(received))]
         labels = list(range(len(received)))
         figure("labels", [Panel("label", "share of samples", kind="bar")
                           .add("stream (received)", labels, label_shares(received))

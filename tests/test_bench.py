@@ -2,7 +2,8 @@
 
 import pytest
 
-from ol_ray.bench import Panel, markdown_table, mean_curve, plot_panels, read_csv, seeded, write_csv, write_results
+from ol_ray.bench import (Panel, cell, markdown_table, mean_curve, plot_panels, read_csv, seeded, write_csv,
+                          write_results)
 from ol_ray.config import Config
 
 
@@ -25,6 +26,8 @@ def test_results_table_rounds_floats_and_writes_both_files(tmp_path):
     assert table.splitlines() == ["| side | ratio |", "|---|---|", "| plain | 1 |", "| pipeline | 0.877 |"]
     assert (tmp_path / "t.md").read_text().strip() == table and read_csv(str(tmp_path / "t.csv"))[1]["ratio"] == 0.87654
     assert markdown_table([{"a": 1}, {"b": 2}]).splitlines()[2:] == ["| 1 |  |", "|  | 2 |"]
+    assert [cell(v) for v in (3200.0, 0.000123, float("nan"), 2.5e12, "x")] == ["3,200", "0.000123", "nan",
+                                                                                   "2.5e+12", "x"]
 
 
 def test_mean_curve_averages_seeds_point_by_point_up_to_the_shortest():

@@ -20,6 +20,12 @@ def lora(tiny_model_dir, **changes):
     return ModelConfig(name_or_path=tiny_model_dir, lora_r=4, lora_targets=("query", "value"), **changes)
 
 
+def cfg_overrides(tiny_model_dir):
+    return ["stream.path=unused", "stream.text_field=sentence", f"model.name_or_path={tiny_model_dir}",
+            "model.lora_r=4", "model.lora_targets=[query]", "selection.pool_size=8", "batching.batch_size=8",
+            "learner.lr=5e-3", "learner.torch_threads=1", "checkpoint.every_updates=1"]
+
+
 def logits(model, ids=((2, 40, 41, 3), (2, 50, 3, 0))):
     model.eval()
     with torch.no_grad():
@@ -59,10 +65,7 @@ def test_checkpoints_hold_adapters_that_peft_loads_and_the_learner_resumes_from(
                                                                                  tmp_path):
     from transformers import AutoModelForSequenceClassification
 
-    cfg = load_config(None, ["stream.path=unused", "stream.text_field=sentence",
-                             f"model.name_or_path={tiny_model_dir}", "model.lora_r=4", "model.lora_targets=[query]",
-                             "selection.pool_size=8", "batching.batch_size=8", "learner.lr=5e-3",
-                             "learner.torch_threads=1", "checkpoint.every_updates=1"])
+    cfg = load_config(None, cfg_overrides(tiny_model_dir))
     learner = OnlineLearner(cfg, str(tmp_path / "run"))
     before = logits(learner.model).clone()
     learner.add_candidates(candidates(tiny_model_dir, sst2_rows, 0, 32, window=0))
@@ -77,6 +80,18 @@ def test_checkpoints_hold_adapters_that_peft_loads_and_the_learner_resumes_from(
     resumed = OnlineLearner(cfg, str(tmp_path / "run"))
     assert resumed.updates == 4 and torch.allclose(logits(resumed.model), trained, atol=1e-6)
     assert any(p.requires_grad for p in resumed.model.parameters())  # trainable again, not frozen for inference
+    for other in (["model.lora_r=0"], ["model.lora_r=8"], ["model.lora_targets=[value]"]):  # not what was saved
+        with pytest.raises(LoraError, match="holds LoRA adapters of rank 4"):
+            OnlineLearner(load_config(None, [*cfg_overrides(tiny_model_dir), *other]), str(tmp_path / "run"))
+
+
+def test_a_fully_fine_tuned_checkpoint_does_not_resume_as_lora(tiny_model_dir, sst2_rows, tmp_path):
+    full = load_config(None, [*cfg_overrides(tiny_model_dir), "model.lora_r=0"])
+    learner = OnlineLearner(full, str(tmp_path / "run"))
+    learner.add_candidates(candidates(tiny_model_dir, sst2_rows, 0, 8, window=0))
+    learner.end_window(0, {"row": 8}, read=8, quarantined=0)
+    with pytest.raises(LoraError, match="fully fine-tuned"):
+        OnlineLearner(load_config(None, cfg_overrides(tiny_model_dir)), str(tmp_path / "run"))
 
 
 def test_bad_lora_settings_are_named(tiny_model_dir):
