@@ -356,3 +356,22 @@ def test_the_leftover_update_at_the_end_reaches_a_checkpoint(learner_cfg, tiny_m
     assert [r["kind"] for r in final] == ["update", "checkpoint"]
     resumed = OnlineLearner(cfg, str(tmp_path / "run"))
     assert resumed.updates == 2 and resumed.buffered == 0 and resumed.ledger.totals()["trained_twice"] == 0
+
+
+def test_a_checkpoint_from_before_the_hashed_ids_still_catches_repeats(learner_cfg, tiny_model_dir, sst2_rows,
+                                                                       tmp_path):
+    learner = OnlineLearner(learner_cfg, str(tmp_path / "run"))
+    learner.add_candidates(candidates(tiny_model_dir, sst2_rows, 0, 48, window=0))
+    (checkpoint,) = learner.end_window(0, {"row": 48}, read=48, quarantined=0)
+    os.remove(os.path.join(checkpoint["path"], "arrays.npz"))  # the old layout: the ids in state.json, as strings
+    with open(os.path.join(checkpoint["path"], "state.json"), encoding="utf-8") as handle:
+        state = json.load(handle)
+    state["ledger"]["seen"] = [f"s{i}" for i in range(48)]
+    with open(os.path.join(checkpoint["path"], "state.json"), "w", encoding="utf-8") as handle:
+        json.dump(state, handle)
+    rejected = []
+    resumed = OnlineLearner(learner_cfg, str(tmp_path / "run"), quarantine=rejected.extend)
+    assert resumed.restored_from == checkpoint["path"] and resumed.updates == learner.updates
+    resumed.add_candidates(candidates(tiny_model_dir, sst2_rows, 40, 16, window=1))  # s40-s47 repeat, s48-s55 new
+    assert sorted(r["sample_id"] for r in rejected) == [f"s{i}" for i in range(40, 48)]
+    assert all(r["code"] == "duplicate_id" for r in rejected)
