@@ -18,7 +18,6 @@ run itself under `run/`.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import time
 from typing import Any, Sequence
@@ -58,16 +57,21 @@ def slope_per_samples(samples: Sequence[float], values: Sequence[float]) -> floa
     return float(np.polyfit(np.asarray(samples, float), np.asarray(values, float), 1)[0] * PER_SAMPLES)
 
 
+SERIES = (("driver RSS", "monitor", "driver_rss_mb"), ("learner RSS", "monitor", "learner_rss_mb"),
+          ("checkpoint", "checkpoint", "checkpoint_mb"), ("checkpoint state.json", "checkpoint", "state_mb"))
+
+
+def series_points(records: list[dict[str, Any]]) -> dict[str, list[tuple[int, float]]]:
+    """(samples read, MiB) of each series: the monitor's readings and the checkpoints' sizes in metrics.jsonl."""
+    return {name: [(r["samples_read"], r[key]) for r in records if r["kind"] == kind and r.get(key)]
+            for name, kind, key in SERIES}
+
+
 def memory_rows(records: list[dict[str, Any]], samples: int, warmup: float) -> list[dict[str, Any]]:
     """Per series (driver RSS, learner RSS, checkpoint size, its state.json), the value after the warm-up, at the
     end and at peak, and the fitted slope per PER_SAMPLES samples after the warm-up."""
-    readings = [r for r in records if r["kind"] == "monitor"]
-    checkpoints = [r for r in records if r["kind"] == "checkpoint" and r.get("checkpoint_mb") is not None]
-    series = [("driver RSS", readings, "driver_rss_mb"), ("learner RSS", readings, "learner_rss_mb"),
-              ("checkpoint", checkpoints, "checkpoint_mb"), ("checkpoint state.json", checkpoints, "state_mb")]
     rows = []
-    for name, source, key in series:
-        points = [(r["samples_read"], r[key]) for r in source if r.get(key)]
+    for name, points in series_points(records).items():
         late = [(x, y) for x, y in points if x >= warmup * samples]
         if not late:
             continue
@@ -84,6 +88,7 @@ def memory(cfg: Config, samples: int = 100_000, every_s: float = 2.0, warmup: fl
     from ol_ray.config import check
     from ol_ray.models import save_tiny_classifier
     from ol_ray.pipeline import resolve_paths, run_pipeline
+    from ol_ray.report import read_run
     from ol_ray.stream import detect_format
 
     cfg = resolve_paths(cfg)
@@ -106,8 +111,7 @@ def memory(cfg: Config, samples: int = 100_000, every_s: float = 2.0, warmup: fl
     started = time.perf_counter()
     summary = run_pipeline(run_cfg)
     wall = time.perf_counter() - started
-    with open(os.path.join(run_dir, "metrics.jsonl"), encoding="utf-8") as handle:
-        records = [json.loads(line) for line in handle if line.strip()]
+    records, _ = read_run(run_dir)
     write_csv(os.path.join(out_dir, "memory.csv"),
               [{key: r.get(key) for key in ("kind", "samples_read", "update", "driver_rss_mb", "learner_rss_mb",
                                             "checkpoint_mb", "state_mb", "time")}
@@ -121,15 +125,8 @@ def memory(cfg: Config, samples: int = 100_000, every_s: float = 2.0, warmup: fl
 
 
 def plot(records: list[dict[str, Any]], path: str, title: str) -> None:
-    readings = [r for r in records if r["kind"] == "monitor"]
-    checkpoints = [r for r in records if r["kind"] == "checkpoint" and r.get("checkpoint_mb") is not None]
-    rss = Panel("samples read", "resident memory (MiB)")
-    for key, label in (("driver_rss_mb", "driver"), ("learner_rss_mb", "learner")):
-        points = [(r["samples_read"], r[key]) for r in readings if r.get(key)]
+    rss, saved = Panel("samples read", "resident memory (MiB)"), Panel("samples read", "checkpoint size (MiB)")
+    for name, points in series_points(records).items():
         if points:
-            rss.add(label, *zip(*points))
-    saved = Panel("samples read", "checkpoint size (MiB)")
-    for key, label in (("checkpoint_mb", "checkpoint"), ("state_mb", "state.json")):
-        if checkpoints:
-            saved.add(label, [r["samples_read"] for r in checkpoints], [r[key] for r in checkpoints])
+            (rss if name.endswith("RSS") else saved).add(name, *zip(*points))
     plot_panels([panel for panel in (rss, saved) if panel.lines], path, title, columns=2)

@@ -20,7 +20,6 @@ are ratios to the plain loop's. Writes `pipeline.csv` (a row per seed and side) 
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import time
 from typing import Any, Sequence
@@ -45,12 +44,12 @@ def side_figures(records: Sequence[dict[str, Any]], started: float) -> dict[str,
     trained = updates[-1]["samples_trained"]
     steady_s = updates[-1]["time"] - updates[0]["time"]
     busy = sum(r["step_s"] for r in updates) + sum(r.get("eval_s", 0.0) for r in evals)
-    staleness = np.concatenate([[r["staleness_mean"]] * r["batch_size"] for r in updates])
+    staleness_mean = sum(r["staleness_mean"] * r["batch_size"] for r in updates) / sum(r["batch_size"] for r in updates)
     return {"updates": len(updates), "samples_trained": trained, "wall_s": wall,
             "trained_samples_per_s": trained / wall,
             "steady_samples_per_s": (trained - updates[0]["samples_trained"]) / steady_s if steady_s > 0 else 0.0,
             "first_update_s": updates[0]["time"] - started, "learner_utilisation": busy / wall,
-            "staleness_mean": float(staleness.mean()), "staleness_max": max(r["staleness_max"] for r in updates),
+            "staleness_mean": staleness_mean, "staleness_max": max(r["staleness_max"] for r in updates),
             "dev_accuracy": evals[-1]["dev_accuracy"] if evals else float("nan")}
 
 
@@ -77,12 +76,12 @@ def run_plain_side(cfg: Config, updates: int, pool: int, cores: int) -> dict[str
 
 def run_pipeline_side(cfg: Config, run_dir: str) -> dict[str, Any]:
     from ol_ray.pipeline import run_pipeline
+    from ol_ray.report import read_run
 
     cfg = dataclasses.replace(cfg, output=dataclasses.replace(cfg.output, run_dir=run_dir))
     started = time.time()
     summary = run_pipeline(cfg)
-    with open(os.path.join(run_dir, "metrics.jsonl"), encoding="utf-8") as handle:
-        records = [json.loads(line) for line in handle if line.strip()]
+    records, _ = read_run(run_dir)
     return {**side_figures(records, started), "accounting_ok": summary["accounting_ok"],
             "weight_publishes": summary.get("weight_publishes", 0)}
 

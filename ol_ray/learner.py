@@ -190,6 +190,8 @@ class OnlineLearner:
             self.memory_per_sample.extend(state.get("memory_per_sample", []))
             self.updates = self.updates_at_checkpoint = state["updates"]
             self.counts = state["counts"]
+            for key in ("labels_received", "labels_trained"):  # absent in checkpoints from before the label counts
+                self.counts.setdefault(key, [0] * self.cfg.model.num_labels)
             self.staleness_sum, self.staleness_max = state["staleness_sum"], state["staleness_max"]
             self.score_version_max = state["score_version_max"]
             self.last_eval = state["last_eval"]
@@ -261,8 +263,7 @@ class OnlineLearner:
 
     def _count_labels(self, key: str, labels: np.ndarray) -> None:
         counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=self.cfg.model.num_labels)
-        previous = self.counts.get(key) or [0] * len(counts)  # absent in checkpoints from before the counts
-        self.counts[key] = [int(a + b) for a, b in zip(previous, counts)]
+        self.counts[key] = [int(a + b) for a, b in zip(self.counts[key], counts)]
 
     def tick(self) -> list[dict[str, Any]]:
         """No new candidates, but time has passed: a time-driven policy (periodic) may be due."""
@@ -310,12 +311,7 @@ class OnlineLearner:
 
     def _drop_duplicates(self, candidates: Columns) -> Columns:
         """Samples whose id was seen before go to quarantine (a replayed or repeated row must not train twice)."""
-        keep = np.ones(pool_length(candidates), dtype=bool)
-        for i, sample_id in enumerate(candidates["sample_id"]):
-            if sample_id in self.ledger.seen:
-                keep[i] = False
-            else:
-                self.ledger.seen.add(sample_id)
+        keep = np.array([self.ledger.seen.add(sample_id) for sample_id in candidates["sample_id"]], dtype=bool)
         if keep.all():
             return candidates
         self.quarantine([{"sample_id": str(sample_id), "code": "duplicate_id", "window": int(window),
@@ -519,8 +515,8 @@ class OnlineLearner:
             "samples_buffered": self.buffered,
             "nonfinite_updates": self.counts["nonfinite_updates"],
             "oom_retries": self.counts.get("oom_retries", 0),
-            "labels_received": self.counts.get("labels_received", []),
-            "labels_trained": self.counts.get("labels_trained", []),
+            "labels_received": self.counts["labels_received"],
+            "labels_trained": self.counts["labels_trained"],
             "memory_ceiling": self.oom_ceiling,
             "ledger_totals": totals,
             "ledger_balanced": self.ledger.balanced(),

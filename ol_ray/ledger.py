@@ -58,16 +58,23 @@ class SeenIds:
             self._merge()
 
     def __contains__(self, sample_id: str) -> bool:
-        key = id_hash(sample_id)
+        return self._remembered(id_hash(sample_id))
+
+    def _remembered(self, key: int) -> bool:
         if key in self.recent:
             return True
         at = int(np.searchsorted(self.lookup, np.uint64(key)))
         return at < len(self.lookup) and int(self.lookup[at]) == key
 
-    def add(self, sample_id: str) -> None:
-        self.recent[id_hash(sample_id)] = None
+    def add(self, sample_id: str) -> bool:
+        """Remember `sample_id`; False when it was remembered already (a repeat), True when it is new."""
+        key = id_hash(sample_id)
+        if self._remembered(key):
+            return False
+        self.recent[key] = None
         if len(self.recent) >= max(4096, len(self.arrival) // 32):
             self._merge()
+        return True
 
     def __len__(self) -> int:
         return len(self.arrival) + len(self.recent)

@@ -10,6 +10,7 @@ which hold the same frozen base; checkpoints hold the adapters the peft way (`ad
 
 from __future__ import annotations
 
+import json
 import os
 import warnings
 from typing import Optional
@@ -60,8 +61,6 @@ def check_resumable(model_folder: str, cfg: ModelConfig) -> None:
     """Raise LoraError when a checkpoint's model does not match the config's LoRA settings (a resumed run must
     train what it saved: scorers build their model from the config, and the optimizer state fits only the same
     trainable tensors)."""
-    import json
-
     saved = None
     if is_adapter_folder(model_folder):
         with open(os.path.join(model_folder, ADAPTER_CONFIG), encoding="utf-8") as handle:

@@ -122,8 +122,10 @@ def load_model(cfg: ModelConfig, pretrained: bool = True, path: Optional[str] = 
 
     quiet_transformers()
     adapter = path if is_adapter_folder(path) else None
+    if adapter:  # a LoRA checkpoint: the configured base, with the saved adapter on top
+        path = None
     if adapter or cfg.lora_r > 0:  # only adapters and the head travel: every copy needs the same pretrained base
-        pretrained, path = True, None if adapter else path
+        pretrained = True
     path = path or resolve_model_path(cfg.name_or_path)
     trust = cfg.trust_remote_code
     try:

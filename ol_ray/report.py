@@ -121,12 +121,10 @@ def write_report(run_dir: str) -> str:
                                         "(and the learner's GPU memory, on a GPU), from the resource monitor.")
     received = (summary or {}).get("labels_received") or []
     if received:
-        chosen = summary.get("labels_trained") or [sum(u["selected_labels"][label] for u in updates)
-                                                    for label in range(len(received))]
         labels = list(range(len(received)))
         figure("labels", [Panel("label", "share of samples", kind="bar")
                           .add("stream (received)", labels, label_shares(received))
-                          .add("selected (trained)", labels, label_shares(chosen))],
+                          .add("selected (trained)", labels, label_shares(summary["labels_trained"]))],
                "## Labels\n\nThe label mix of the samples selected for training against the stream's.")
     head = [f"# Run report: {os.path.basename(os.path.abspath(run_dir))}\n", overview(records, summary)]
     path = os.path.join(run_dir, "report.md")
