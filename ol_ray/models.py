@@ -112,11 +112,12 @@ def check_model(cfg: ModelConfig) -> None:
 
 
 def load_model(cfg: ModelConfig, pretrained: bool = True, path: Optional[str] = None) -> nn.Module:
-    """A sequence classifier with `num_labels` classes, from `path` (default: the configured model). With
-    `pretrained=False` only the architecture is built (scorers then load the learner's published weights, so
-    random initialisation would be wasted work). With `model.lora_r > 0` the pretrained model wrapped with LoRA
-    adapters (`ol_ray.lora`): new ones, or those of `path` when it holds a saved adapter (a LoRA checkpoint)."""
-    from transformers import AutoConfig, AutoModelForSequenceClassification
+    """The configured kind of model, from `path` (default: the configured model): a sequence classifier with
+    `num_labels` classes, or a causal LM. With `pretrained=False` only the architecture is built (scorers then load
+    the learner's published weights, so random initialisation would be wasted work). With `model.lora_r > 0` the
+    pretrained model wrapped with LoRA adapters (`ol_ray.lora`): new ones, or those of `path` when it holds a saved
+    adapter (a LoRA checkpoint)."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
 
     from ol_ray.lora import is_adapter_folder, with_lora
 
@@ -128,19 +129,29 @@ def load_model(cfg: ModelConfig, pretrained: bool = True, path: Optional[str] = 
         pretrained = True
     path = path or resolve_model_path(cfg.name_or_path)
     trust = cfg.trust_remote_code
+    causal = cfg.kind == "causal_lm"
+    auto = AutoModelForCausalLM if causal else AutoModelForSequenceClassification
+    head_options = {} if causal else {"num_labels": cfg.num_labels}
     try:
         if pretrained:
             torch.manual_seed(cfg.seed)  # the new classification head
-            model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=cfg.num_labels,
-                                                                       trust_remote_code=trust)
+            model = auto.from_pretrained(path, trust_remote_code=trust, **head_options)
         else:
-            config = AutoConfig.from_pretrained(path, num_labels=cfg.num_labels, trust_remote_code=trust)
-            model = AutoModelForSequenceClassification.from_config(config, trust_remote_code=trust)
+            config = AutoConfig.from_pretrained(path, trust_remote_code=trust, **head_options)
+            model = auto.from_config(config, trust_remote_code=trust)
     except (OSError, ValueError) as error:
         raise ModelError(f"cannot load model {cfg.name_or_path} ({path}): {error}") from None
-    if model.config.pad_token_id is None:
+    if model.config.pad_token_id is None and not causal:  # a decoder classifier finds its last token by padding
         model.config.pad_token_id = load_tokenizer(cfg.name_or_path, trust).pad_token_id
     return with_lora(model, cfg, adapter)
+
+
+def pad_id_of(tokenizer: Any) -> int:
+    """The id that pads batches (attention masks hide it): the pad token, else EOS (GPT-2 has no pad), else 0."""
+    for token_id in (tokenizer.pad_token_id, tokenizer.eos_token_id):
+        if token_id is not None:
+            return int(token_id)
+    return 0
 
 
 def head_layer(model: nn.Module, num_labels: int) -> nn.Linear:
@@ -150,6 +161,17 @@ def head_layer(model: nn.Module, num_labels: int) -> nn.Linear:
     if not heads:
         raise ModelError(f"the model has no linear layer with {num_labels} outputs to use as its classification head")
     return heads[-1]
+
+
+def output_layer(model: nn.Module, cfg: ModelConfig) -> nn.Module:
+    """The layer whose input and gradient the scorer reads: the classification head, or a causal LM's output
+    (vocabulary) projection."""
+    if cfg.kind != "causal_lm":
+        return head_layer(model, cfg.num_labels)
+    layer = model.get_output_embeddings()
+    if layer is None:
+        raise ModelError(f"the causal LM {cfg.name_or_path} exposes no output embedding layer")
+    return layer
 
 
 def device_for(num_gpus: float) -> torch.device:

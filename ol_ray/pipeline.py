@@ -29,6 +29,7 @@ from typing import Any, Callable, Optional, Sequence
 import yaml
 
 from ol_ray.config import Config, to_dict
+from ol_ray.evaluation import headline
 from ol_ray.irreducible import holdout_start, prepare_irreducible, uses_rho_loss
 from ol_ray.stream import Source, SourceError, Window, make_source, windows
 
@@ -172,8 +173,7 @@ def scored_window(window: Window, cfg: Config, weight_store: Any, monitor: Any, 
                    "window": window.index, "quarantine": quarantine})
     dataset = dataset.map_batches(
         tokenize_batch, batch_format="numpy", num_cpus=sc.task_num_cpus,
-        fn_kwargs={"name_or_path": cfg.model.name_or_path, "max_length": cfg.model.max_length,
-                   "trust_remote_code": cfg.model.trust_remote_code})
+        fn_kwargs={"model": cfg.model, "chat_template": cfg.stream.chat_template})
     return dataset.map_batches(
         Scorer, batch_format="numpy", batch_size=sc.batch_size, num_cpus=sc.num_cpus, num_gpus=sc.num_gpus,
         resources=sc.resources or None,
@@ -242,7 +242,7 @@ class RunOutputs:
         self.metrics = open(self.path, "a", encoding="utf-8")
         self.samples_read = 0
         self.samples_trained = 0
-        self.dev_accuracy: Optional[float] = None
+        self.dev_figure: tuple[str, Optional[float]] = ("dev_accuracy", None)
         self.bar = None
         if progress:
             from tqdm import tqdm
@@ -280,12 +280,13 @@ class RunOutputs:
             if record["kind"] == "update":
                 self.samples_trained = record["samples_trained"]
             elif record["kind"] == "eval":
-                self.dev_accuracy = record["dev_accuracy"]
+                self.dev_figure = headline(record)
         self.metrics.flush()
         if self.bar is not None and records:
             postfix = {"trained": self.samples_trained}
-            if self.dev_accuracy is not None:
-                postfix["dev_acc"] = f"{self.dev_accuracy:.4f}"
+            name, value = self.dev_figure
+            if value is not None:
+                postfix[{"dev_accuracy": "dev_acc", "dev_perplexity": "dev_ppl"}[name]] = f"{value:.4f}"
             self.bar.set_postfix(postfix)
 
     def close(self) -> None:
@@ -514,9 +515,8 @@ def summarize(cfg: Config, started: float, info: dict[str, Any], samples_read: i
         "windows": learner["windows_done"],
         "learner_restarts": restarts,
         "restored_from": info.get("restored_from"),
-        "dev_accuracy": learner["last_eval"].get("accuracy"),
-        "dev_loss": learner["last_eval"].get("loss"),
-        "dev_macro_f1": learner["last_eval"].get("macro_f1"),
+        "dev_accuracy": None, "dev_loss": None, "dev_macro_f1": None,  # a classifier's; a causal LM's below
+        **{"dev_" + name: value for name, value in learner["last_eval"].items() if name != "update"},
         "wall_s": wall,
         "trained_samples_per_s": learner["samples_trained"] / wall if wall > 0 else 0.0,
         **weights,

@@ -16,6 +16,7 @@ from typing import Any, Optional
 import numpy as np
 
 from ol_ray.bench import Panel, markdown_table, plot_panels
+from ol_ray.evaluation import headline
 
 
 class ReportError(RuntimeError):
@@ -79,12 +80,15 @@ def write_report(run_dir: str) -> str:
         sections.append(f"{text}\n\n![{name}](report/{name}.png)\n")
 
     if evals:
-        accuracy = column(evals, "dev_accuracy")
-        figure("accuracy", [Panel("samples trained", "dev accuracy").add("dev", column(evals, "samples_trained"),
-                                                                         accuracy),
-                            Panel("updates", "dev accuracy").add("dev", column(evals, "update"), accuracy),
-                            Panel("wall time (s)", "dev accuracy").add("dev", since(evals), accuracy)],
-               "## Learning\n\nDev accuracy at each evaluation, against samples trained, updates and wall time.")
+        key, _ = headline(evals[-1])
+        name = key.removeprefix("dev_")
+        figure_values = column(evals, key)
+        axis = f"dev {name}"
+        figure(name, [Panel("samples trained", axis).add("dev", column(evals, "samples_trained"),
+                                                               figure_values),
+                            Panel("updates", axis).add("dev", column(evals, "update"), figure_values),
+                            Panel("wall time (s)", axis).add("dev", since(evals), figure_values)],
+               f"## Learning\n\nDev {name} at each evaluation, against samples trained, updates and wall time.")
     if updates:
         steps = column(updates, "update")
         loss = Panel("updates", "training loss (batch mean)").add("per update", steps,
@@ -140,11 +144,11 @@ def overview(records: list[dict[str, Any]], summary: Optional[dict[str, Any]]) -
         evals = [r for r in records if r["kind"] == "eval"]
         last = {"updates": updates[-1]["update"] if updates else 0,
                 "samples_trained": updates[-1]["samples_trained"] if updates else 0,
-                "dev_accuracy": evals[-1]["dev_accuracy"] if evals else None}
+                **(dict([headline(evals[-1])]) if evals else {"dev_accuracy": None})}
         return ("No summary.json: the run is still going or did not finish. Figures from its last records.\n\n" +
                 markdown_table([last]) + "\n")
     keys = ("samples_read", "samples_trained", "samples_not_selected", "samples_quarantined", "updates",
-            "dev_accuracy", "dev_macro_f1", "wall_s", "trained_samples_per_s", "learner_utilisation",
+            "dev_accuracy", "dev_macro_f1", "dev_perplexity", "dev_token_accuracy", "wall_s", "trained_samples_per_s", "learner_utilisation",
             "first_update_s", "staleness_mean", "staleness_max", "learner_restarts", "learner_device")
     rows = [{"figure": key, "value": summary[key]} for key in keys if summary.get(key) is not None]
     return markdown_table(rows) + "\n"

@@ -3,8 +3,10 @@
 `score_samples` is the plain math (callable without Ray): one forward pass gives, per sample, the loss, predictive
 entropy, margin, max probability, predicted label, class probabilities, the head's input features, the last-layer
 gradient norm in closed form and a mean-pooled embedding; `exact_grad_norms` gives the whole model's per-sample
-gradient norms with torch.func (vmap over grad) for small models. `Scorer` is the Ray Data callable class (`map_batches(Scorer, compute=ActorPoolStrategy(...))`) around it:
-before each batch it asks the weight store for the newest version and pulls weights only when they are newer.
+gradient norms with torch.func (vmap over grad) for small models; a causal LM's statistics come from
+`ol_ray.causal_lm.score_lm_samples`. `Scorer` is the Ray Data callable class
+(`map_batches(Scorer, compute=ActorPoolStrategy(...))`) around them: before each batch it asks the weight store for
+the newest version and pulls weights only when they are newer.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ol_ray.config import Config
-from ol_ray.models import autocast, device_for, head_layer, load_model, load_numpy_state, load_tokenizer
+from ol_ray.models import (autocast, device_for, load_model, load_numpy_state, load_tokenizer, output_layer,
+                           pad_id_of)
 from ol_ray.tokenization import length_groups, pad_batch
 from ol_ray.weights import WeightClient
 
@@ -129,8 +132,8 @@ class Scorer:
         self.cfg = cfg
         self.device = device_for(cfg.scoring.num_gpus)
         self.model = load_model(cfg.model, pretrained=False).to(self.device)
-        self.head = head_layer(self.model, cfg.model.num_labels)
-        self.pad_id = load_tokenizer(cfg.model.name_or_path, cfg.model.trust_remote_code).pad_token_id or 0
+        self.head = output_layer(self.model, cfg.model)
+        self.pad_id = pad_id_of(load_tokenizer(cfg.model.name_or_path, cfg.model.trust_remote_code))
         self.weights = WeightClient(weight_store)
         # a new or restarted scorer starts from the newest weights
         self.weights.refresh(self.model, wait=True, timeout_s=cfg.learner.start_timeout_s)
@@ -140,7 +143,7 @@ class Scorer:
         if irreducible is not None:  # rho_loss: the fixed irreducible-loss model, trained on the holdout
             self.irreducible = load_model(cfg.model, pretrained=False).to(self.device)
             load_numpy_state(self.irreducible, irreducible)
-            self.irreducible_head = head_layer(self.irreducible, cfg.model.num_labels)
+            self.irreducible_head = output_layer(self.irreducible, cfg.model)
         self.monitor = monitor
         self.node_id = ray.get_runtime_context().get_node_id()
         self.scored_counter = _counter("ol_ray_samples_scored", "Samples scored by ol_ray scorers.")
@@ -149,12 +152,9 @@ class Scorer:
         size = len(batch["sample_id"])
         self.weights.refresh(self.model)
         started = time.perf_counter()
-        stats = score_samples(self.model, self.head, batch["input_ids"], batch["label"], self.pad_id, self.device,
-                              self.cfg.scoring.precision, self.cfg.scoring.micro_batch_tokens)
+        stats = self._score(self.model, self.head, batch)
         if self.irreducible is not None:
-            stats["irreducible_loss"] = score_samples(
-                self.irreducible, self.irreducible_head, batch["input_ids"], batch["label"], self.pad_id, self.device,
-                self.cfg.scoring.precision, self.cfg.scoring.micro_batch_tokens)["loss"]
+            stats["irreducible_loss"] = self._score(self.irreducible, self.irreducible_head, batch)["loss"]
         if self.cfg.scoring.grad_norm == "exact":
             stats["grad_norm"] = exact_grad_norms(self.model, batch["input_ids"], batch["label"], self.pad_id,
                                                   self.device)
@@ -168,6 +168,17 @@ class Scorer:
         out.update(stats)
         out["weight_version"] = np.full(size, self.weights.version, dtype=np.int64)
         return out
+
+
+    def _score(self, model: nn.Module, head: nn.Module, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        sc = self.cfg.scoring
+        if "target_mask" in batch:
+            from ol_ray.causal_lm import score_lm_samples
+
+            return score_lm_samples(model, head, batch["input_ids"], batch["target_mask"], self.pad_id, self.device,
+                                    sc.precision, sc.micro_batch_tokens)
+        return score_samples(model, head, batch["input_ids"], batch["label"], self.pad_id, self.device, sc.precision,
+                             sc.micro_batch_tokens)
 
 
 def _counter(name: str, description: str):

@@ -24,7 +24,8 @@ from ol_ray.config import StreamConfig
 
 logger = logging.getLogger(__name__)
 
-EXTENSIONS = {".tsv": "tsv", ".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}
+EXTENSIONS = {".tsv": "tsv", ".csv": "csv", ".jsonl": "jsonl", ".json": "json", ".parquet": "parquet",
+              ".txt": "text"}
 
 
 class SourceError(RuntimeError):
@@ -35,8 +36,8 @@ class SourceError(RuntimeError):
 class RecordFormat:
     """How validation parses a record's raw bytes."""
 
-    kind: Literal["tsv", "csv", "json"]
-    columns: tuple[str, ...] = ()  # header of a delimited file, in order
+    kind: Literal["tsv", "csv", "json", "text"]  # text: the raw bytes are the text field's value
+    columns: tuple[str, ...] = ()  # header of a delimited file, in order; a text record's one field
 
 
 class Record(NamedTuple):
@@ -75,14 +76,26 @@ class Source(Protocol):
 
 
 def detect_format(path: str, configured: str) -> str:
-    """The configured format, or the one the file extension names."""
+    """The configured format, or the one the file extension names; a .json file holding JSON lines (not one
+    array) is jsonl."""
     if configured != "auto":
         return configured
     ext = os.path.splitext(path)[1].lower()
     if ext not in EXTENSIONS:
         raise SourceError(f"cannot tell the format of {path} from its extension; set stream.format "
                           f"(one of {', '.join(sorted(set(EXTENSIONS.values())))})")
+    if EXTENSIONS[ext] == "json" and _first_byte(path) != b"[":
+        return "jsonl"
     return EXTENSIONS[ext]
+
+
+def _first_byte(path: str) -> bytes:
+    """The file's first byte that is not whitespace (b"" for an empty file)."""
+    with open(path, "rb") as handle:
+        while True:
+            chunk = handle.read(4096)
+            if not chunk or chunk.strip():
+                return chunk.strip()[:1]
 
 
 def _strip_newline(line: bytes) -> bytes:
@@ -90,7 +103,9 @@ def _strip_newline(line: bytes) -> bytes:
 
 
 class FileSource:
-    """One TSV, CSV, JSONL or Parquet file, in file order (resumes from a byte offset) or in a seeded shuffled order."""
+    """One TSV, CSV, JSON lines, JSON array, Parquet or text file, in file order (resumes from a byte offset or a
+    row number) or in a seeded shuffled order. A text file's records are its paragraphs (runs of lines between
+    blank lines), each the value of `text_field`."""
 
     def __init__(self, path: str, cfg: StreamConfig, cursor: Optional[dict[str, Any]] = None):
         if not os.path.isfile(path):
@@ -99,6 +114,7 @@ class FileSource:
         self.name = os.path.basename(path)
         self.kind = detect_format(path, cfg.format)
         self.shuffle_seed = cfg.shuffle_seed
+        self.text_field = cfg.text_field
         cursor = cursor or {}
         if cursor.get("file", path) != path:
             raise SourceError(f"checkpoint cursor is for {cursor['file']}, not {path}")
@@ -110,8 +126,10 @@ class FileSource:
         self.record_format = self._read_format()
 
     def _read_format(self) -> RecordFormat:
-        if self.kind in ("jsonl", "parquet"):
+        if self.kind in ("jsonl", "json", "parquet"):
             return RecordFormat("json")
+        if self.kind == "text":
+            return RecordFormat("text", (self.text_field,))
         with open(self.path, "rb") as handle:
             header = _strip_newline(handle.readline())
             if self.offset < 0:
@@ -139,6 +157,10 @@ class FileSource:
             return
         if self.kind == "parquet":
             yield from self._parquet_records()
+        elif self.kind == "json":
+            yield from self._table_records(self._json_array())
+        elif self.kind == "text":
+            yield from self._paragraph_records()
         elif self.shuffle_seed is None:
             yield from self._sequential_records()
         else:
@@ -180,17 +202,64 @@ class FileSource:
                 self.row += 1
                 yield Record(self._sample_id(line_index + 1), _strip_newline(line), self.record_format)
 
+    def _paragraph_spans(self) -> list[tuple[int, int]]:
+        """(start, end) byte offsets of the file's paragraphs, from the resume offset on."""
+        spans, start, position = [], -1, max(self.offset, 0)
+        with open(self.path, "rb") as handle:
+            handle.seek(position)
+            for line in handle:
+                if line.strip() and start < 0:
+                    start = position
+                elif not line.strip() and start >= 0:
+                    spans.append((start, position))
+                    start = -1
+                position += len(line)
+        if start >= 0:
+            spans.append((start, position))
+        return spans
+
+    def _paragraph_records(self) -> Iterator[Record]:
+        spans = self._paragraph_spans() if self.shuffle_seed is None else []
+        if self.shuffle_seed is not None:  # the whole file's paragraphs, in a seeded order; resume by count
+            self.offset, all_spans = 0, self._paragraph_spans()
+            order = np.random.default_rng(self.shuffle_seed).permutation(len(all_spans))
+            spans = [all_spans[i] for i in order[self.row:]]
+            numbers = [int(i) + 1 for i in order[self.row:]]
+        with open(self.path, "rb") as handle:
+            for position, (start, end) in enumerate(spans):
+                handle.seek(start)
+                raw = handle.read(end - start).rstrip(b"\r\n")
+                self.row += 1
+                number = numbers[position] if self.shuffle_seed is not None else self.row
+                if self.shuffle_seed is None:
+                    self.offset = end
+                yield Record(self._sample_id(number), raw, self.record_format)
+
+    def _json_array(self) -> list[Any]:
+        try:
+            with open(self.path, encoding="utf-8") as handle:
+                rows = json.load(handle)
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise SourceError(f"{self.path} is not a JSON array of rows: {error}") from None
+        if not isinstance(rows, list):
+            raise SourceError(f"{self.path} holds a JSON {type(rows).__name__}, not an array of rows")
+        return rows
+
+    def _table_records(self, table: list[Any]) -> Iterator[Record]:
+        """Rows held in memory, in file order or the seeded shuffled order, resuming after `row` of them."""
+        order = (np.random.default_rng(self.shuffle_seed).permutation(len(table)) if self.shuffle_seed is not None
+                 else np.arange(len(table)))
+        while self.row < len(order):
+            index = int(order[self.row])
+            self.row += 1
+            yield Record(self._sample_id(index + 1), _json_bytes(table[index]), self.record_format)
+
     def _parquet_records(self) -> Iterator[Record]:
         import pyarrow.parquet as pq
 
         parquet = pq.ParquetFile(self.path)
         if self.shuffle_seed is not None:
-            order = np.random.default_rng(self.shuffle_seed).permutation(parquet.metadata.num_rows)
-            table = parquet.read().to_pylist()
-            while self.row < len(order):
-                index = int(order[self.row])
-                self.row += 1
-                yield Record(self._sample_id(index + 1), _json_bytes(table[index]), self.record_format)
+            yield from self._table_records(parquet.read().to_pylist())
             return
         position = 0
         for batch in parquet.iter_batches(batch_size=4096):

@@ -2,6 +2,9 @@
 
     theta_{t+1} = theta_t - eta * grad( sum_i w_i L(theta_t; x_i, y_i) / B )
 
+L is the cross-entropy of the label for a classifier, and for a causal LM the mean next-token NLL over the sample's
+target tokens (`ol_ray.causal_lm`).
+
 Plain functions, callable without Ray: `weighted_step` runs the update in memory-bounded micro-batches (gradient
 accumulation, the normalisation exact), optionally measuring the gradient noise and the memory per sample that the
 `adaptive` and `resource` batch policies read. The learner wraps it with selection, out-of-memory recovery and
@@ -13,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import math
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 import torch
@@ -21,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ol_ray.models import autocast
-from ol_ray.tokenization import length_groups, pad_batch
+from ol_ray.tokenization import length_groups, pad_batch, pad_masks
 
 
 @dataclass(frozen=True)
@@ -29,6 +32,7 @@ class TrainBatch:
     input_ids: Sequence[np.ndarray]  # token ids per sample, unpadded
     labels: np.ndarray  # int64 class per sample
     weights: np.ndarray  # float32 importance weight per sample
+    target_masks: Optional[Sequence[np.ndarray]] = None  # causal LM: which tokens are targets, per sample
 
 
 def micro_batch_plan(lengths: Sequence[int], max_tokens: int, max_samples: int = 0,
@@ -74,6 +78,18 @@ class ActivationMeter:
         return torch.autograd.graph.saved_tensors_hooks(self.pack, lambda tensor: tensor)
 
 
+def _sample_losses(logits: torch.Tensor, inputs: dict[str, torch.Tensor], batch: TrainBatch, group: np.ndarray,
+                   device: torch.device) -> torch.Tensor:
+    """Each sample's loss in float32: the label's cross-entropy, or a causal LM's mean target-token NLL."""
+    if batch.target_masks is None:
+        labels = torch.as_tensor(batch.labels[group], dtype=torch.long, device=device)
+        return F.cross_entropy(logits.float(), labels, reduction="none")
+    from ol_ray.causal_lm import sample_token_losses
+
+    masks = pad_masks([batch.target_masks[i] for i in group], device)
+    return sample_token_losses(logits, inputs["input_ids"], inputs["attention_mask"], masks)[0]
+
+
 def weighted_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: TrainBatch, pad_id: int,
                   device: torch.device, grad_clip: float = 0.0, precision: str = "fp32",
                   micro_batch_tokens: int = 0, micro_batch_size: int = 0, noise_probe: bool = False,
@@ -103,11 +119,10 @@ def weighted_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: Tra
     sample_loss_sum = torch.zeros((), device=device)
     for index, group in enumerate(plan):
         inputs = pad_batch([batch.input_ids[i] for i in group], pad_id, device)
-        labels = torch.as_tensor(batch.labels[group], dtype=torch.long, device=device)
         weights = torch.as_tensor(batch.weights[group], dtype=torch.float32, device=device)
         with autocast(device, precision), (meter.hooks() if meter else contextlib.nullcontext()):
             logits = model(**inputs).logits
-        per_sample = F.cross_entropy(logits.float(), labels, reduction="none")
+            per_sample = _sample_losses(logits, inputs, batch, group, device)
         loss = (weights * per_sample).sum() / size
         loss.backward()
         loss_sum += loss.detach()

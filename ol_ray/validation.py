@@ -1,5 +1,9 @@
 """Validation: parse raw records into (sample_id, text, label) rows, or quarantine them with a reason.
 
+A causal-LM row (`model.kind: causal_lm`) is one of three shapes, tried in this order: `messages` (a chat: a list of
+{role, content}, kept as JSON for the tokenizer's chat template), `prompt` + `response` (the prompt from one or more
+fields), or `text` (language modelling on all of it). Its label is 0: a causal LM has no classes.
+
 `parse_record` is plain Python; `validate_batch` is the Ray Data stage over a window (`map_batches`), which sends the
 rejected rows to the quarantine sink and passes the good ones on. Nothing is dropped silently: every record read
 either continues or becomes a quarantine record.
@@ -32,12 +36,17 @@ class FieldSpec:
     num_labels: int
     max_text_chars: int
     max_record_bytes: int = 0
+    causal_lm: bool = False  # rows are text, prompt/response or messages, without labels
+    prompt_fields: tuple[str, ...] = ("prompt",)
+    response_field: str = "response"
+    messages_field: str = "messages"
 
     @classmethod
     def from_config(cls, cfg: Config) -> "FieldSpec":
         s = cfg.stream
         return cls(s.text_field, s.label_field, s.id_field, s.label_names, cfg.model.num_labels, s.max_text_chars,
-                   s.max_record_bytes)
+                   s.max_record_bytes, cfg.model.kind == "causal_lm", s.prompt_fields, s.response_field,
+                   s.messages_field)
 
 
 class RowError(ValueError):
@@ -51,9 +60,11 @@ class RowError(ValueError):
 @dataclass(frozen=True)
 class ValidRow:
     sample_id: str
-    text: str
+    text: str  # the text; for causal-LM rows the response, or "" for messages
     label: int
     text_truncated: bool
+    prompt: str = ""  # causal-LM prompt/response rows: the prompt (no loss on it)
+    messages: str = ""  # causal-LM chat rows: the messages as JSON
 
 
 def _fields(raw: bytes, record_format: RecordFormat) -> dict[str, Any]:
@@ -65,6 +76,8 @@ def _fields(raw: bytes, record_format: RecordFormat) -> dict[str, Any]:
         raise RowError("undecodable", f"undecodable bytes: not valid UTF-8 at byte {error.start}") from None
     if not line.strip():
         raise RowError("empty_row", "empty row")
+    if record_format.kind == "text":
+        return {record_format.columns[0]: line}
     if record_format.kind == "json":
         try:
             value = json.loads(line)
@@ -109,6 +122,57 @@ def _label(value: Any, spec: FieldSpec) -> int:
     return value
 
 
+def _text(fields: dict[str, Any], name: str, allow_empty: bool = False) -> str:
+    """The string in field `name`; RowError when it is absent, not a string, or (unless allowed) blank."""
+    if name not in fields:
+        raise RowError("missing_text", f"missing text field {name!r}")
+    text = fields[name]
+    if not isinstance(text, str):
+        raise RowError("bad_text", f"text field {name!r} is a {type(text).__name__}, not a string")
+    if not allow_empty and not text.strip():
+        raise RowError("empty_text", f"empty text in field {name!r}")
+    return text
+
+
+def _messages(value: Any, name: str) -> str:
+    """A chat as canonical JSON: a list of {role, content} strings with at least one assistant turn to learn."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            raise RowError("bad_messages", f"field {name!r} is not a JSON list of messages") from None
+    if not isinstance(value, list) or not value:
+        raise RowError("bad_messages", f"field {name!r} must be a non-empty list of {{role, content}} messages")
+    turns = []
+    for position, message in enumerate(value):
+        if not (isinstance(message, dict) and isinstance(message.get("role"), str)
+                and isinstance(message.get("content"), str)):
+            raise RowError("bad_messages", f"message {position} of {name!r} is not a {{role, content}} of strings")
+        turns.append({"role": message["role"], "content": message["content"]})
+    if not any(turn["role"] == "assistant" and turn["content"].strip() for turn in turns):
+        raise RowError("bad_messages", f"field {name!r} has no assistant message to learn from")
+    return json.dumps(turns, ensure_ascii=False)
+
+
+def _clip(text: str, limit: int) -> tuple[str, bool]:
+    return (text[:limit], True) if len(text) > limit else (text, False)
+
+
+def parse_lm_fields(sample_id: str, fields: dict[str, Any], spec: FieldSpec) -> ValidRow:
+    """A causal-LM row: messages, else prompt/response, else text (texts cut at max_text_chars, counted)."""
+    if spec.messages_field in fields:
+        return ValidRow(sample_id, "", 0, False, messages=_messages(fields[spec.messages_field], spec.messages_field))
+    if spec.response_field in fields:
+        response, cut = _clip(_text(fields, spec.response_field), spec.max_text_chars)
+        parts = [_text(fields, name, allow_empty=True) for name in spec.prompt_fields if name in fields]
+        if not any(part.strip() for part in parts):
+            raise RowError("missing_text", f"no prompt in {', '.join(spec.prompt_fields)} beside the response")
+        prompt, prompt_cut = _clip("\n\n".join(part for part in parts if part.strip()), spec.max_text_chars)
+        return ValidRow(sample_id, response, 0, cut or prompt_cut, prompt=prompt)
+    text, cut = _clip(_text(fields, spec.text_field), spec.max_text_chars)
+    return ValidRow(sample_id, text, 0, cut)
+
+
 def parse_record(sample_id: str, raw: bytes, record_format: RecordFormat, spec: FieldSpec) -> ValidRow:
     """One raw record as a valid row; raises RowError with the quarantine reason otherwise."""
     fields = _fields(raw, record_format)
@@ -117,18 +181,14 @@ def parse_record(sample_id: str, raw: bytes, record_format: RecordFormat, spec: 
         if value is None or str(value).strip() == "":
             raise RowError("missing_id", f"missing id field {spec.id_field!r}")
         sample_id = str(value).strip()
-    if spec.text_field not in fields:
-        raise RowError("missing_text", f"missing text field {spec.text_field!r}")
-    text = fields[spec.text_field]
-    if not isinstance(text, str):
-        raise RowError("bad_text", f"text field {spec.text_field!r} is a {type(text).__name__}, not a string")
-    if not text.strip():
-        raise RowError("empty_text", "empty text")
+    if spec.causal_lm:
+        return parse_lm_fields(sample_id, fields, spec)
+    text = _text(fields, spec.text_field)
     if spec.label_field not in fields:
         raise RowError("missing_label", f"missing label field {spec.label_field!r}")
     label = _label(fields[spec.label_field], spec)
-    truncated = len(text) > spec.max_text_chars
-    return ValidRow(sample_id, text[: spec.max_text_chars] if truncated else text, label, truncated)
+    text, truncated = _clip(text, spec.max_text_chars)
+    return ValidRow(sample_id, text, label, truncated)
 
 
 def quarantine_record(sample_id: str, raw: bytes, error: RowError, window: int, origin: str = "") -> dict[str, Any]:
@@ -157,15 +217,20 @@ def split_records(sample_ids: Sequence[str], raws: Sequence[bytes], record_forma
     return good, bad
 
 
-def rows_to_columns(rows: list[ValidRow], window: int) -> dict[str, np.ndarray]:
-    """Valid rows as the columns later stages take, each tagged with its window (for the ledger)."""
-    return {
+def rows_to_columns(rows: list[ValidRow], window: int, causal_lm: bool = False) -> dict[str, np.ndarray]:
+    """Valid rows as the columns later stages take, each tagged with its window (for the ledger); causal-LM rows
+    also carry their prompt and messages."""
+    columns = {
         "sample_id": np.array([r.sample_id for r in rows], dtype=object),
         "text": np.array([r.text for r in rows], dtype=object),
         "label": np.array([r.label for r in rows], dtype=np.int64),
         "text_truncated": np.array([r.text_truncated for r in rows], dtype=bool),
         "window": np.full(len(rows), window, dtype=np.int64),
     }
+    if causal_lm:
+        columns["prompt"] = np.array([r.prompt for r in rows], dtype=object)
+        columns["messages"] = np.array([r.messages for r in rows], dtype=object)
+    return columns
 
 
 def validate_batch(batch: dict[str, np.ndarray], record_format: RecordFormat, spec: FieldSpec, window: int,
@@ -179,4 +244,4 @@ def validate_batch(batch: dict[str, np.ndarray], record_format: RecordFormat, sp
         import ray
 
         ray.get(quarantine.write.remote(bad))
-    return rows_to_columns(good, window)
+    return rows_to_columns(good, window, spec.causal_lm)

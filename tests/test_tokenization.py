@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 import torch
 
+from ol_ray.config import ModelConfig
 from ol_ray.tokenization import length_groups, pad_batch, tokenize_batch, tokenize_texts
 
 
@@ -15,7 +16,7 @@ def test_tokenize_truncates_and_flags(tiny_model_dir):
 def test_tokenize_batch_replaces_text(tiny_model_dir):
     batch = {"sample_id": np.array(["a", "b"], dtype=object), "text": np.array(["good", "bad"], dtype=object),
              "label": np.array([1, 0])}
-    out = tokenize_batch(batch, tiny_model_dir, 16)
+    out = tokenize_batch(batch, ModelConfig(name_or_path=tiny_model_dir, max_length=16))
     assert "text" not in out and out["input_ids"].shape == (2,) and out["tokens_truncated"].dtype == bool
 
 
