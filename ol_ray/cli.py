@@ -150,6 +150,9 @@ def bench_parser(kinds: Any, name: str, **kwargs: Any) -> argparse.ArgumentParse
 def bench_command(args: argparse.Namespace) -> int:
     """`ol-ray bench ...`: run the named benchmark."""
     cfg = load_config(args.config, list(args.overrides))
+    if cfg.model.kind != "sequence_classification":  # their plain loops, tables and targets speak of accuracy
+        raise ConfigError(f"ol-ray bench measures sequence classifiers; model.kind={cfg.model.kind} runs with "
+                          f"ol-ray run and is drawn by ol-ray report")
     if args.bench == "pipeline":
         from ol_ray.bench_pipeline import pipeline
 

@@ -10,7 +10,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from tiny_model import build_tiny_model  # noqa: E402
+from tiny_model import LM_SENTENCES, build_tiny_causal_lm, build_tiny_model  # noqa: E402
 
 
 
@@ -49,6 +49,18 @@ def sst2_rows() -> list[list[str]]:
 def tiny_model_dir(tmp_path_factory, sst2_rows) -> str:
     """A 2-layer, hidden-32 BERT classifier with a word-level tokenizer from SST-2 words; nothing downloaded."""
     return build_tiny_model(str(tmp_path_factory.mktemp("tiny-bert")), [row[0] for row in sst2_rows])
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2_dir(tmp_path_factory) -> str:
+    """A 2-layer, hidden-32 GPT-2 with a word-level tokenizer (no BOS, no pad) made offline."""
+    return build_tiny_causal_lm(str(tmp_path_factory.mktemp("tiny-gpt2")), LM_SENTENCES, "gpt2")
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_dir(tmp_path_factory) -> str:
+    """A 2-layer, hidden-32 Llama (grouped-query attention, tied embeddings) whose tokenizer adds <s>."""
+    return build_tiny_causal_lm(str(tmp_path_factory.mktemp("tiny-llama")), LM_SENTENCES, "llama")
 
 
 @pytest.fixture(scope="module")

@@ -26,3 +26,15 @@ def candidates(tiny_model_dir, rows, start, size, version=0, window=0, ids=None)
             "input_ids": packed, "label": np.array([int(row[1]) for row in rows[start:start + size]]),
             "weight_version": np.full(size, version, dtype=np.int64), "text_truncated": np.zeros(size, dtype=bool),
             "tokens_truncated": np.zeros(size, dtype=bool), "window": np.full(size, window, dtype=np.int64)}
+
+
+def lm_candidates(model_dir, texts, start=0, window=0):
+    """Texts as the columns a causal-LM learner receives (tokenized with target masks, unscored)."""
+    from ol_ray.tokenization import object_column, tokenize_lm
+
+    size = len(texts)
+    input_ids, _, masks = tokenize_lm(texts, [""] * size, [""] * size, model_dir, 64)
+    return {"sample_id": np.array([f"t{i}" for i in range(start, start + size)], dtype=object),
+            "input_ids": object_column(input_ids), "target_mask": object_column(masks),
+            "label": np.zeros(size, dtype=np.int64), "weight_version": np.zeros(size, dtype=np.int64),
+            "window": np.full(size, window, dtype=np.int64)}

@@ -70,3 +70,8 @@ def test_missing_inputs_are_one_clear_line(capsys, tmp_path, override, message):
 def test_resume_needs_a_run_directory(capsys, tmp_path):
     assert main(["run", "--resume", str(tmp_path)]) == 2
     assert "not an ol_ray run directory" in capsys.readouterr().err
+
+
+def test_benchmarks_refuse_a_causal_lm_in_one_line(capsys):
+    assert main(["bench", "pipeline", os.path.join(ROOT, "configs", "lm_lora.yaml")]) == 2
+    assert "sequence classifiers" in capsys.readouterr().err

@@ -69,10 +69,22 @@ def test_yaml_then_dotted_overrides(tmp_path):
     ("selection.max_class_share=2", "selection.max_class_share"),
     ("selection.holdout_size=0", "selection.holdout_size"),
     ("scoring.grad_norm=full", "scoring.grad_norm"),
+    ("model.kind=seq2seq", "model.kind"),
+    (("model.kind=causal_lm", "selection.max_class_share=0.5"), "selection.max_class_share"),
+    (("model.kind=causal_lm", "scoring.grad_norm=exact"), "scoring.grad_norm"),
+    ("eval.skip=-1", "eval.skip"),
+    ("eval.path=data.tsv", "eval.path"),  # the stream's own file, without a head/tail split
+    (("eval.path=data.tsv", "stream.max_samples=100", "eval.skip=50"), "eval.skip"),
 ])
 def test_bad_values_name_the_key(override, names):
     with pytest.raises(ConfigError, match=names.replace(".", r"\.")):
         load_config(None, ["stream.path=data.tsv", *([override] if isinstance(override, str) else override)])
+
+
+def test_a_file_can_be_split_into_a_streamed_head_and_a_dev_tail():
+    cfg = load_config(None, ["stream.path=data.json", "eval.path=data.json", "stream.max_samples=100",
+                             "eval.skip=100"])
+    assert cfg.eval.skip == 100
 
 
 def test_placement_resources_and_scorer_pool(tmp_path):

@@ -55,3 +55,22 @@ def test_resource_policy_reads_measured_gpu_memory(tiny_model_dir, sst2_rows):
     smaller = fitting_batch({**snapshot, "learner_gpu_free_mb": snapshot["learner_gpu_free_mb"] / 2},
                             stats["memory_per_sample_mb"], 0.2, 0.0)
     assert fit > 32 and smaller < fit
+
+
+def test_a_causal_lm_scores_and_steps_in_bf16_on_gpu(tiny_llama_dir):
+    from ol_ray.causal_lm import score_lm_samples
+    from ol_ray.models import output_layer
+    from ol_ray.tokenization import tokenize_lm
+    from tiny_model import LM_SENTENCES
+
+    device = torch.device("cuda")
+    cfg = ModelConfig(name_or_path=tiny_llama_dir, kind="causal_lm")
+    model = load_model(cfg).to(device)
+    ids, _, masks = tokenize_lm(LM_SENTENCES, [""] * 5, [""] * 5, tiny_llama_dir, 64)
+    full = score_lm_samples(model, output_layer(model, cfg), ids, masks, 0, device, "fp32")
+    half = score_lm_samples(model, output_layer(model, cfg), ids, masks, 0, device, "bf16")
+    assert np.allclose(full["loss"], half["loss"], rtol=0.05) and np.isfinite(half["grad_norm"]).all()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    stats = weighted_step(model, optimizer, TrainBatch(ids, np.zeros(5, np.int64), np.ones(5, np.float32), masks), 0,
+                          device, grad_clip=1.0, precision="bf16", measure_memory=True)
+    assert np.isfinite(stats["loss"]) and stats["memory_per_sample_mb"] > 0

@@ -99,3 +99,28 @@ def test_bad_lora_settings_are_named(tiny_model_dir):
         load_config(None, ["stream.path=x", "model.lora_r=-1"])
     with pytest.raises(LoraError, match="model.lora_targets"):
         load_model(dataclasses.replace(lora(tiny_model_dir), lora_targets=("no_such_layer",)))
+
+
+def test_a_causal_lm_trains_and_publishes_adapters_only_and_peft_loads_its_checkpoint(tiny_llama_dir, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from tiny_model import LM_SENTENCES
+    from data_files import lm_candidates
+
+    cfg = load_config(None, ["stream.path=unused", f"model.name_or_path={tiny_llama_dir}", "model.kind=causal_lm",
+                             "model.lora_r=4", "model.lora_targets=[q_proj, v_proj]", "selection.pool_size=8",
+                             "batching.batch_size=8", "learner.lr=1e-2", "learner.torch_threads=1"])
+    learner = OnlineLearner(cfg, str(tmp_path / "run"))
+    trained = {name for name, p in learner.model.named_parameters() if p.requires_grad}
+    assert trained and all("lora_" in name for name in trained)  # no head of its own: the LM head stays frozen
+    published = state_to_numpy(learner.model, trainable_only=True)
+    assert set(published) == trained and sum("lora_A" in name for name in published) == 4
+    ids = ((2, 7, 8, 9), (2, 10, 11, 0))
+    before = logits(learner.model, ids).clone()
+    learner.add_candidates(lm_candidates(tiny_llama_dir, LM_SENTENCES * 4))
+    (checkpoint,) = learner.end_window(0, {"row": 20}, read=20, quarantined=0)
+    after = logits(learner.model, ids)
+    assert learner.updates == 2 and not torch.allclose(after, before)
+    base = AutoModelForCausalLM.from_pretrained(tiny_llama_dir)
+    loaded = peft.PeftModel.from_pretrained(base, os.path.join(checkpoint["path"], "model"))
+    assert torch.allclose(logits(loaded, ids), after, atol=1e-6)

@@ -2,6 +2,7 @@
 
 import json
 import os
+import random
 
 import pytest
 
@@ -160,3 +161,46 @@ def test_batch_policies_run_in_the_pipeline_from_config(ray_local, stream_file, 
     assert all(r["micro_batches"] >= r["batch_size"] / 4 for r in updates)  # accumulation: passes of <= 4 samples
     assert all(r["memory_per_sample_mb"] > 0 for r in updates)
     assert all("noise_small_sq" in r for r in updates if r["batch_size"] >= 2)
+
+
+def lm_rows(count, seed):
+    """Texts of three sentences of the little language, with prompt/response and chat rows among them."""
+    from tiny_model import LM_SENTENCES
+
+    rng = random.Random(seed)
+    rows = []
+    for i in range(count):
+        pick = [rng.choice(LM_SENTENCES) for _ in range(3)]
+        if i % 5 == 1:
+            rows.append({"prompt": pick[0], "response": pick[1]})
+        elif i % 5 == 3:
+            rows.append({"messages": [{"role": "user", "content": pick[0]}, {"role": "assistant", "content": pick[1]}]})
+        else:
+            rows.append({"text": " ".join(pick)})
+    return rows
+
+
+def test_a_causal_lm_pipeline_lowers_held_out_perplexity(ray_local, tiny_gpt2_dir, tmp_path):
+    from ol_ray.report import write_report
+
+    stream, dev = tmp_path / "stream.jsonl", tmp_path / "dev.jsonl"
+    bad = ['{"messages": [{"role": "user", "content": "no answer"}]}', '{"prompt": "no response"}']
+    stream.write_text("".join(json.dumps(row) + "\n" for row in lm_rows(300, seed=0)) + "\n".join(bad) + "\n")
+    dev.write_text("".join(json.dumps(row) + "\n" for row in lm_rows(60, seed=1)))
+    cfg = load_config(None, [
+        f"stream.path={stream}", "stream.window_size=151", f"model.name_or_path={tiny_gpt2_dir}",
+        "model.kind=causal_lm", "model.max_length=48", "scoring.batch_size=32", "selection.strategy=entropy",
+        "selection.pool_size=24", "batching.batch_size=16", "learner.lr=5e-3", "learner.torch_threads=1",
+        "learner.num_cpus=0.5", "learner.publish_every=2", f"eval.path={dev}", "eval.every_updates=100",
+        f"output.run_dir={tmp_path / 'run'}", "output.progress=false"])
+    summary = run_pipeline(cfg)
+    assert summary["accounting_ok"] and summary["samples_read"] == 302 and summary["samples_quarantined"] == 2
+    assert summary["labels_received"] == [] and summary["score_version_max"] > 0  # scored by published versions
+    with open(tmp_path / "run" / "metrics.jsonl", encoding="utf-8") as handle:
+        records = [json.loads(line) for line in handle]
+    evals = [r for r in records if r["kind"] == "eval"]
+    assert evals[-1]["dev_perplexity"] < 0.6 * evals[0]["dev_perplexity"]
+    assert summary["dev_perplexity"] == evals[-1]["dev_perplexity"] and summary["dev_accuracy"] is None
+    assert all(r["target_tokens"] > 0 for r in records if r["kind"] == "update")
+    write_report(str(tmp_path / "run"))
+    assert (tmp_path / "run" / "report" / "perplexity.png").exists()

@@ -240,3 +240,34 @@ def test_hub_source_reads_a_local_dataset_folder(tmp_path):
                                                   "stream.shuffle_seed=1")))
     by_id = {r.sample_id: r.raw for r in shuffled}
     assert all(by_id[r.sample_id] == r.raw for r in records)  # ids follow rows, not replay positions
+
+
+def test_a_json_array_file_streams_its_rows_and_resumes(tmp_path):
+    rows = [{"instruction": f"task {i}", "output": f"answer {i}"} for i in range(6)]
+    (tmp_path / "a.json").write_text(json.dumps(rows, indent=2))
+    source = FileSource(str(tmp_path / "a.json"), stream_cfg())
+    first = [next(iter(source.records())) for _ in range(1)]
+    assert source.kind == "json" and json.loads(first[0].raw) == rows[0] and first[0].sample_id == "a.json:1"
+    rest = all_records(FileSource(str(tmp_path / "a.json"), stream_cfg(), source.cursor()))
+    assert [json.loads(r.raw)["output"] for r in rest] == [f"answer {i}" for i in range(1, 6)]
+    shuffled = all_records(FileSource(str(tmp_path / "a.json"), stream_cfg("stream.shuffle_seed=3")))
+    assert sorted(r.sample_id for r in shuffled) == sorted(f"a.json:{i}" for i in range(1, 7))
+    (tmp_path / "lines.json").write_text("".join(json.dumps(row) + "\n" for row in rows))  # JSON lines named .json
+    assert len(all_records(FileSource(str(tmp_path / "lines.json"), stream_cfg()))) == 6
+    (tmp_path / "bad.json").write_text("[{\"a\": 1},")
+    with pytest.raises(SourceError, match="not a JSON array"):
+        all_records(FileSource(str(tmp_path / "bad.json"), stream_cfg()))
+
+
+def test_a_text_file_streams_its_paragraphs_and_resumes(tmp_path):
+    (tmp_path / "play.txt").write_text("First:\nSpeak.\n\n\nAll:\nWe speak.\n  \nSecond:\nNo.")
+    source = FileSource(str(tmp_path / "play.txt"), stream_cfg())
+    first = next(iter(source.records()))
+    assert first.raw == b"First:\nSpeak." and first.record_format.columns == ("sentence",)
+    rest = all_records(FileSource(str(tmp_path / "play.txt"), stream_cfg(), source.cursor()))
+    assert [(r.sample_id, r.raw) for r in rest] == [("play.txt:2", b"All:\nWe speak."), ("play.txt:3", b"Second:\nNo.")]
+    shuffled = FileSource(str(tmp_path / "play.txt"), stream_cfg("stream.shuffle_seed=1"))
+    taken = next(iter(shuffled.records()))
+    resumed = all_records(FileSource(str(tmp_path / "play.txt"), stream_cfg("stream.shuffle_seed=1"),
+                                     shuffled.cursor()))
+    assert sorted([taken.sample_id] + [r.sample_id for r in resumed]) == ["play.txt:1", "play.txt:2", "play.txt:3"]

@@ -1,9 +1,12 @@
+import json
+
 import numpy as np
 import pytest
 import torch
 
 from ol_ray.config import ModelConfig
-from ol_ray.tokenization import length_groups, pad_batch, tokenize_batch, tokenize_texts
+from ol_ray.models import load_tokenizer
+from ol_ray.tokenization import length_groups, pad_batch, tokenize_batch, tokenize_lm, tokenize_texts
 
 
 def test_tokenize_truncates_and_flags(tiny_model_dir):
@@ -41,3 +44,48 @@ def test_length_groups_reduce_padding():
     lengths = [3] * 30 + [40] * 2
     padded = lambda groups: sum(len(g) * max(lengths[i] for i in g) for g in groups)  # noqa: E731
     assert padded(length_groups(lengths, 128)) < padded(length_groups(lengths, 0)) / 3
+
+
+def test_a_response_is_the_only_target_and_ends_with_eos(tiny_gpt2_dir, tiny_llama_dir):
+    for folder, start in ((tiny_gpt2_dir, []), (tiny_llama_dir, [2])):  # the Llama tokenizer adds <s>
+        ids, cut, masks = tokenize_lm(["the mat ."], ["the cat sat on"], [""], folder, 64)
+        prompt = tokenize_lm(["the cat sat on"], [""], [""], folder, 64)[0][0][len(start):]
+        response = tokenize_lm(["the mat ."], [""], [""], folder, 64)[0][0][len(start):]
+        assert ids[0].tolist() == start + prompt.tolist() + response.tolist() + [3]  # 3: </s>
+        assert masks[0].tolist() == [0] * (len(start) + len(prompt)) + [1] * (len(response) + 1)
+        assert not cut[0]
+        text_ids, _, text_masks = tokenize_lm(["the cat sat"], [""], [""], folder, 64)
+        assert text_masks[0].tolist() == [0] * len(start) + [1, 1, 1]  # a text is all targets, no EOS added
+
+
+def test_chats_learn_the_assistant_turns_through_the_chat_template(tiny_llama_dir):
+    chat = [{"role": "user", "content": "the cat"}, {"role": "assistant", "content": "sat on"},
+            {"role": "user", "content": "a dog"}, {"role": "assistant", "content": "ran"}]
+    ids, _, masks = tokenize_lm([""], [""], [json.dumps(chat)], tiny_llama_dir, 64)
+    tokenizer = load_tokenizer(tiny_llama_dir)
+    whole = tokenizer(tokenizer.apply_chat_template(chat, tokenize=False), add_special_tokens=False)["input_ids"]
+    assert ids[0].tolist() == whole  # the pieces tokenize to the whole rendering, no <s> added to the template's
+    targets = tokenizer.decode([t for t, m in zip(ids[0], masks[0]) if m])
+    assert targets == "sat on <|im_end|> ran <|im_end|>"
+    as_prompt, _, prompt_masks = tokenize_lm(["sat on"], ["the cat"], [""], tiny_llama_dir, 64, chat_template=True)
+    first_turns = tokenize_lm([""], [""], [json.dumps(chat[:2])], tiny_llama_dir, 64)
+    assert as_prompt[0].tolist() == first_turns[0][0].tolist() and prompt_masks[0].sum() == 3
+
+
+def test_a_long_prompt_loses_its_start_so_the_response_keeps_targets(tiny_gpt2_dir):
+    prompt = " ".join(["the cat sat on the mat ."] * 4)  # 28 tokens
+    long_response = " ".join(["a dog ran in the park ."] * 3)  # 21 tokens
+    ids, cut, masks = tokenize_lm(["a dog ran", long_response], [prompt, prompt], ["", ""], tiny_gpt2_dir, 16)
+    assert cut.tolist() == [True, True]
+    assert masks[0].tolist() == [0] * 8 + [1] * 4  # the prompt's last 8 tokens (half of 16), response and EOS
+    assert ids[0][-4:].tolist() == tokenize_lm(["a dog ran"], ["x"], [""], tiny_gpt2_dir, 16)[0][0][-4:].tolist()
+    assert masks[1].tolist() == [0] * 8 + [1] * 8  # then the response's end goes
+
+
+def test_tokenize_batch_of_a_causal_lm_adds_target_masks(tiny_gpt2_dir):
+    batch = {"sample_id": np.array(["a", "b"], dtype=object), "text": np.array(["the mat", "a dog"], dtype=object),
+             "prompt": np.array(["the cat", ""], dtype=object), "messages": np.array(["", ""], dtype=object),
+             "label": np.array([0, 0])}
+    out = tokenize_batch(batch, ModelConfig(name_or_path=tiny_gpt2_dir, kind="causal_lm", max_length=16))
+    assert not {"text", "prompt", "messages"} & set(out)
+    assert [m.tolist() for m in out["target_mask"]] == [[0, 0, 1, 1, 1], [1, 1]]

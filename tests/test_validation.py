@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from ol_ray.stream import RecordFormat
-from ol_ray.validation import FieldSpec, RowError, parse_record, split_records
+from ol_ray.validation import FieldSpec, RowError, parse_record, rows_to_columns, split_records
 
 TSV = RecordFormat("tsv", ("sentence", "label"))
 CSV = RecordFormat("csv", ("id", "sentence", "label"))
@@ -78,3 +78,47 @@ def test_split_records_keeps_every_row_somewhere():
     assert [(b["sample_id"], b["code"], b["window"]) for b in bad] == [("r2", "label_out_of_range", 3),
                                                                       ("r3", "undecodable", 3)]
     assert "\ufffd" in bad[1]["raw"]  # undecodable bytes are kept as replacement characters
+
+
+LM_SPEC = FieldSpec("text", "label", "", (), 2, 40, causal_lm=True, prompt_fields=("instruction", "input"),
+                    response_field="output")
+
+
+def lm_row(fields):
+    return parse_record("r:1", json.dumps(fields).encode(), JSON, LM_SPEC)
+
+
+def test_causal_lm_rows_are_chats_prompts_with_responses_or_texts():
+    chat = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
+    row = lm_row({"messages": chat, "text": "ignored"})
+    assert json.loads(row.messages) == chat and row.text == "" and row.label == 0
+    row = lm_row({"instruction": "Add 2 and 2.", "input": "", "output": "4"})
+    assert (row.prompt, row.text) == ("Add 2 and 2.", "4")
+    row = lm_row({"instruction": "Translate.", "input": "chat", "output": "cat"})
+    assert row.prompt == "Translate.\n\nchat"
+    row = lm_row({"text": "x" * 50})
+    assert (row.text, row.prompt, row.text_truncated) == ("x" * 40, "", True)
+    columns = rows_to_columns([row], window=3, causal_lm=True)
+    assert set(columns) >= {"prompt", "messages", "text"} and columns["window"].tolist() == [3]
+
+
+@pytest.mark.parametrize("fields, code", [
+    ({"messages": [{"role": "user", "content": "hi"}]}, "bad_messages"),
+    ({"messages": "not json"}, "bad_messages"),
+    ({"messages": [{"role": "assistant"}]}, "bad_messages"),
+    ({"messages": []}, "bad_messages"),
+    ({"instruction": "Add.", "output": "  "}, "empty_text"),
+    ({"input": "", "output": "4"}, "missing_text"),
+    ({"output": "4"}, "missing_text"),
+    ({"instruction": 3, "output": "4"}, "bad_text"),
+    ({"label": 1}, "missing_text"),
+])
+def test_bad_causal_lm_rows_are_quarantined_with_a_reason(fields, code):
+    with pytest.raises(RowError) as error:
+        lm_row(fields)
+    assert error.value.code == code
+
+
+def test_paragraphs_of_a_text_file_are_texts():
+    row = parse_record("p:1", b"First:\nSpeak.", RecordFormat("text", ("text",)), LM_SPEC)
+    assert row.text == "First:\nSpeak."

@@ -1,4 +1,5 @@
-"""A tiny BERT classifier (2 layers, hidden 32) with a word-level tokenizer built offline from SST-2 words."""
+"""Tiny models built offline: a BERT classifier with a word-level tokenizer from SST-2 words, and GPT-2 and Llama
+causal LMs with a word-level tokenizer (and a chat template) from a few sentences."""
 
 from __future__ import annotations
 
@@ -29,6 +30,9 @@ def build_tiny_model(folder: str, texts: list[str], num_labels: int = 2, vocab_s
     return folder
 
 
+# a repetitive little language: what a tiny causal LM can learn in a few hundred samples
+LM_SENTENCES = ["the cat sat on the mat .", "a dog ran in the park .", "birds sing in the morning .",
+                "the sun is warm today .", "we read a good book ."]
 CHAT_TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }} {{ m['content'] }}<|im_end|>{% endfor %}"
                  "{% if add_generation_prompt %}<|im_start|>assistant{% endif %}")
 LM_SPECIAL_TOKENS = ["<pad>", "<unk>", "<s>", "</s>", "<|im_start|>", "<|im_end|>"]
