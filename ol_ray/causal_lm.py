@@ -10,8 +10,9 @@ over the targets; perplexity is exp(loss); grad_norm is the norm of the loss gra
 layer's weight (exact, from Gram matrices: dL/dW = (1/n) sum_t e_t h_t^T with e_t = p_t - onehot(y_t), so
 |dL/dW|^2 = (1/n^2) sum_{t,s} (e_t . e_s)(h_t . h_s), without forming the vocabulary-by-hidden matrix). For the
 set strategies, `embedding` is the mean last hidden state over the real tokens, and BADGE's gradient embedding
-reads `features` (the mean head input over the targets) with `probs` = (mean max probability, its complement): the
-vocabulary collapsed to "the top token or another", which keeps BADGE's kernel (1 - p)(1 - p')(h . h') finite.
+reads `features` (the mean head input over the targets) with `probs` = ((1 + p) / 2, (1 - p) / 2), p the mean top-1
+probability: two "classes" whose error vector has norm (1 - p) / sqrt(2) whatever p is, so BADGE's kernel is
+(1 - p)(1 - p')(h . h') / 2: uncertain samples far apart in feature space first.
 """
 
 from __future__ import annotations
@@ -72,14 +73,9 @@ def score_lm_samples(model: nn.Module, head: nn.Module, input_ids: Sequence[np.n
 def _score_group(model: nn.Module, head: nn.Module, input_ids: Sequence[np.ndarray],
                  target_masks: Sequence[np.ndarray], pad_id: int, device: torch.device,
                  precision: str) -> dict[str, np.ndarray]:
-    captured: dict[str, torch.Tensor] = {}
-    hook = head.register_forward_hook(lambda module, inputs, output: captured.__setitem__("h", inputs[0]))
-    try:
-        batch = pad_batch(input_ids, pad_id, device)
-        with autocast(device, precision):
-            out = model(**batch, output_hidden_states=True)
-    finally:
-        hook.remove()
+    from ol_ray.scoring import forward_with_head_input
+
+    batch, out, head_input = forward_with_head_input(model, head, input_ids, pad_id, device, precision)
     targets, mask = shifted_targets(batch["input_ids"], batch["attention_mask"], pad_masks(target_masks, device))
     weight = mask.float()
     counts = weight.sum(dim=1).clamp(min=1.0)
@@ -87,13 +83,17 @@ def _score_group(model: nn.Module, head: nn.Module, input_ids: Sequence[np.ndarr
     probs = log_probs.exp()
     top2 = probs.topk(2, dim=-1).values
     nll = -log_probs.gather(-1, targets.long()[..., None]).squeeze(-1)
+    entropy = -(probs * log_probs).sum(dim=-1)
+    correct = (probs.argmax(dim=-1) == targets).float()
+    del log_probs  # scoring holds a few vocabulary-wide copies at once: free each when done
 
     def mean(values: torch.Tensor) -> torch.Tensor:  # over each sample's targets
         return (values * weight).sum(dim=1) / counts
 
     loss = mean(nll)
-    hidden_in = captured["h"][:, :-1].float() * weight[..., None]  # the head's input at target positions only
-    error = (probs - F.one_hot(targets.long(), probs.shape[-1]).float()) * weight[..., None]
+    hidden_in = head_input[:, :-1].float() * weight[..., None]  # the head's input at target positions only
+    error = probs.scatter_add_(-1, targets.long()[..., None], -torch.ones_like(weight)[..., None])
+    error.mul_(weight[..., None])  # e_t = p_t - onehot(y_t) at the targets, in place of probs
     gram = (error @ error.transpose(1, 2)) * (hidden_in @ hidden_in.transpose(1, 2)
                                               + (weight[:, :, None] * weight[:, None, :]
                                                  if getattr(head, "bias", None) is not None else 0.0))
@@ -101,31 +101,39 @@ def _score_group(model: nn.Module, head: nn.Module, input_ids: Sequence[np.ndarr
     max_prob = mean(top2[..., 0])
     stats = {
         "loss": loss,
-        "entropy": mean(-(probs * log_probs).sum(dim=-1)),
+        "entropy": mean(entropy),
         "perplexity": loss.exp(),
         "margin": mean(top2[..., 0] - top2[..., 1]),
         "max_prob": max_prob,
-        "token_accuracy": mean((probs.argmax(dim=-1) == targets).float()),
+        "token_accuracy": mean(correct),
         "target_tokens": mask.sum(dim=1),
         "grad_norm": gram.sum(dim=(1, 2)).clamp(min=0.0).sqrt() / counts,
         "embedding": (out.hidden_states[-1].float() * attention).sum(dim=1) / attention.sum(dim=1).clamp(min=1.0),
-        "probs": torch.stack([max_prob, 1.0 - max_prob], dim=-1),
+        "probs": badge_probs(max_prob),
         "features": hidden_in.sum(dim=1) / counts[:, None],
     }
     return {name: value.cpu().numpy() for name, value in stats.items()}
 
 
+def badge_probs(max_prob: torch.Tensor) -> torch.Tensor:
+    """Two-"class" probabilities ((1 + p) / 2, (1 - p) / 2) for BADGE, p a sample's mean top-1 probability: the
+    first always predicted, the error's norm (1 - p) / sqrt(2) falling as the model grows sure."""
+    return torch.stack([(1.0 + max_prob) / 2, (1.0 - max_prob) / 2], dim=-1)
+
+
 @torch.no_grad()
 def evaluate_lm(model: nn.Module, input_ids: Sequence[np.ndarray], target_masks: Sequence[np.ndarray], pad_id: int,
-                device: torch.device, batch_size: int, precision: str = "fp32") -> dict[str, float]:
+                device: torch.device, batch_size: int, precision: str = "fp32",
+                max_tokens: int = 0) -> dict[str, float]:
     """Held-out mean token NLL (`loss`), `perplexity` = exp(loss) and next-token `token_accuracy`, pooled over
-    every target token of the set."""
+    every target token of the set; batches of at most `batch_size` samples and `max_tokens` padded tokens (float32
+    logits take vocabulary x 4 bytes a token, 0.19 MiB for SmolLM2's 49k, so a token budget bounds the memory)."""
     was_training = model.training
     model.eval()
     nll_sum, correct, tokens = 0.0, 0.0, 0
-    for start in range(0, len(input_ids), batch_size):
-        batch = pad_batch(input_ids[start:start + batch_size], pad_id, device)
-        masks = pad_masks(target_masks[start:start + batch_size], device)
+    for group in length_groups([len(ids) for ids in input_ids], max_tokens, batch_size):
+        batch = pad_batch([input_ids[i] for i in group], pad_id, device)
+        masks = pad_masks([target_masks[i] for i in group], device)
         with autocast(device, precision):
             logits = model(**batch).logits[:, :-1].float()
         targets, mask = shifted_targets(batch["input_ids"], batch["attention_mask"], masks)

@@ -152,7 +152,7 @@ class EvalConfig:
     path: str = ""  # dev set file (same format and fields as the stream); empty = no evaluation
     every_updates: int = 100  # evaluate every this many updates, and once at the end
     at_start: bool = True  # also evaluate the starting model, before any update
-    batch_size: int = 128  # samples per evaluation forward pass
+    batch_size: int = 128  # samples per evaluation forward pass (a causal LM's: within scoring.micro_batch_tokens)
     max_samples: int = 0  # evaluate on at most this many dev rows; 0 = all
     skip: int = 0  # leave out this many dev rows first: a file's tail as the dev set while the stream reads its head
     hub_split: str = "validation"  # split of stream.hub_dataset used when `path` does not exist
@@ -367,10 +367,12 @@ def check_dev_overlap(cfg: Config) -> None:
     s, e = cfg.stream, cfg.eval
     if not e.path or s.source != "file" or os.path.abspath(e.path) != os.path.abspath(s.path):
         return
-    _require(s.shuffle_seed is None and 0 < s.max_samples <= e.skip,
+    holdout = cfg.selection.holdout_size if "rho_loss" in (cfg.selection.strategy, *cfg.selection.mix) else 0
+    _require(s.shuffle_seed is None and 0 < s.max_samples and s.max_samples + holdout <= e.skip,
              f"eval.path is the stream's own file {e.path}: the dev rows would be trained on; read its head "
              f"(stream.max_samples > 0, no stream.shuffle_seed) and evaluate past it (eval.skip >= "
-             f"stream.max_samples); got stream.max_samples={s.max_samples}, eval.skip={e.skip}")
+             f"stream.max_samples{' + selection.holdout_size' if holdout else ''}); got stream.max_samples="
+             f"{s.max_samples}, eval.skip={e.skip}")
 
 
 def check_kind(cfg: Config) -> None:

@@ -46,21 +46,25 @@ def load_eval_set(cfg: Config) -> Optional[EvalSet]:
     if not good:
         raise SourceError(f"the dev set {path} has no valid rows ({len(bad)} rejected)")
     columns = rows_to_columns(good, -1, causal_lm=cfg.model.kind == "causal_lm")
-    input_ids, _, masks = tokenize_columns(columns, cfg.model, cfg.stream.chat_template)
-    order = np.argsort([len(ids) for ids in input_ids], kind="stable")
-    return EvalSet([input_ids[i] for i in order], columns["label"][order], len(bad),
+    input_ids, _, masks, rejected = tokenize_columns(columns, cfg.model, cfg.stream.chat_template)
+    unusable = {position for position, _ in rejected}  # rows with nothing to predict (causal LM)
+    order = [i for i in np.argsort([len(ids) for ids in input_ids], kind="stable") if i not in unusable]
+    if not order:
+        raise SourceError(f"the dev set {path} has no row to evaluate on ({len(bad) + len(rejected)} rejected)")
+    return EvalSet([input_ids[i] for i in order], columns["label"][order], len(bad) + len(rejected),
                    [masks[i] for i in order] if masks is not None else None)
 
 
 @torch.no_grad()
 def evaluate(model: nn.Module, eval_set: EvalSet, pad_id: int, device: torch.device, batch_size: int,
-             precision: str = "fp32") -> dict[str, float]:
+             precision: str = "fp32", max_tokens: int = 0) -> dict[str, float]:
     """Accuracy, mean cross-entropy and macro-F1 of a classifier on the dev set; perplexity, mean token loss and
-    token accuracy of a causal LM."""
+    token accuracy of a causal LM (in batches of at most `max_tokens` padded tokens too)."""
     if eval_set.target_masks is not None:
         from ol_ray.causal_lm import evaluate_lm
 
-        return evaluate_lm(model, eval_set.input_ids, eval_set.target_masks, pad_id, device, batch_size, precision)
+        return evaluate_lm(model, eval_set.input_ids, eval_set.target_masks, pad_id, device, batch_size, precision,
+                           max_tokens)
     was_training = model.training
     model.eval()
     predictions, losses = [], []

@@ -56,8 +56,10 @@ def read_head(cfg: Config, count: int, rows: Optional[Sequence[dict[str, Any]]] 
             valid = valid[:count]
             break
     columns = rows_to_columns(valid, -1, causal_lm=cfg.model.kind == "causal_lm")
-    input_ids, _, masks = tokenize_columns(columns, cfg.model, cfg.stream.chat_template)
-    return Holdout(input_ids, columns["label"], cursor, read, rejected, columns["sample_id"], masks)
+    input_ids, _, masks, unusable = tokenize_columns(columns, cfg.model, cfg.stream.chat_template)
+    keep = np.setdiff1d(np.arange(len(input_ids)), [position for position, _ in unusable]).astype(np.int64)
+    return Holdout([input_ids[i] for i in keep], columns["label"][keep], cursor, read, rejected + len(unusable),
+                   columns["sample_id"][keep], None if masks is None else [masks[i] for i in keep])
 
 
 def uses_rho_loss(sel: SelectionConfig) -> bool:

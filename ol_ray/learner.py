@@ -29,6 +29,7 @@ from ol_ray.lora import check_resumable
 from ol_ray.models import device_for, load_model, load_tokenizer, pad_id_of
 from ol_ray.irreducible import holdout_start, uses_rho_loss
 from ol_ray.selection import make_strategy, pool_length
+from ol_ray.tokenization import ragged
 from ol_ray.update import (TrainBatch, is_out_of_memory, lr_factor, make_optimizer, micro_batch_plan,
                            weighted_step)
 
@@ -245,6 +246,8 @@ class OnlineLearner:
     def add_candidates(self, candidates: Columns) -> list[dict[str, Any]]:
         """Take scored candidates; run an update for every full pool. Returns the metric records produced."""
         self.changed_since_checkpoint = True
+        candidates = {key: ragged(value) if key in ("input_ids", "target_mask") else value
+                      for key, value in candidates.items()}
         candidates = self._drop_duplicates(candidates)
         size = pool_length(candidates)
         self.counts["received"] += size
@@ -472,7 +475,7 @@ class OnlineLearner:
     def _evaluate(self) -> dict[str, Any]:
         started = time.perf_counter()
         result = evaluate(self.model, self.eval_set, self.pad_id, self.device, self.cfg.eval.batch_size,
-                          self.cfg.learner.precision)
+                          self.cfg.learner.precision, self.cfg.scoring.micro_batch_tokens)
         self.busy_s += time.perf_counter() - started
         self.last_eval = {"update": self.updates, **result}
         return {"kind": "eval", "update": self.updates, "samples_trained": self.ledger.totals()["trained"],

@@ -173,7 +173,7 @@ def scored_window(window: Window, cfg: Config, weight_store: Any, monitor: Any, 
                    "window": window.index, "quarantine": quarantine})
     dataset = dataset.map_batches(
         tokenize_batch, batch_format="numpy", num_cpus=sc.task_num_cpus,
-        fn_kwargs={"model": cfg.model, "chat_template": cfg.stream.chat_template})
+        fn_kwargs={"model": cfg.model, "chat_template": cfg.stream.chat_template, "quarantine": quarantine})
     return dataset.map_batches(
         Scorer, batch_format="numpy", batch_size=sc.batch_size, num_cpus=sc.num_cpus, num_gpus=sc.num_gpus,
         resources=sc.resources or None,

@@ -55,8 +55,10 @@ def score_samples(model: nn.Module, head: nn.Linear, input_ids: Sequence[np.ndar
     return out
 
 
-def _score_group(model: nn.Module, head: nn.Linear, input_ids: Sequence[np.ndarray], labels: np.ndarray,
-                 pad_id: int, device: torch.device, precision: str) -> dict[str, np.ndarray]:
+def forward_with_head_input(model: nn.Module, head: nn.Module, input_ids: Sequence[np.ndarray], pad_id: int,
+                            device: torch.device, precision: str) -> tuple[dict[str, torch.Tensor], Any, torch.Tensor]:
+    """One padded forward pass with hidden states: the padded batch, the model's output, and the input of its
+    output layer `head` (caught by a forward hook; the features whose norm gives the last-layer gradient norm)."""
     captured: dict[str, torch.Tensor] = {}
     hook = head.register_forward_hook(lambda module, inputs, output: captured.__setitem__("h", inputs[0]))
     try:
@@ -65,12 +67,18 @@ def _score_group(model: nn.Module, head: nn.Linear, input_ids: Sequence[np.ndarr
             out = model(**batch, output_hidden_states=True)
     finally:
         hook.remove()
+    return batch, out, captured["h"]
+
+
+def _score_group(model: nn.Module, head: nn.Linear, input_ids: Sequence[np.ndarray], labels: np.ndarray,
+                 pad_id: int, device: torch.device, precision: str) -> dict[str, np.ndarray]:
+    batch, out, head_input = forward_with_head_input(model, head, input_ids, pad_id, device, precision)
     logits = out.logits.float()
     target = torch.as_tensor(labels, dtype=torch.long, device=device)
     log_probs = F.log_softmax(logits, dim=-1)
     probs = log_probs.exp()
     top2 = probs.topk(2, dim=-1).values
-    features = captured["h"].float()
+    features = head_input.float()
     if features.dim() == 3:  # a head applied per position (decoder classifiers): use the last real token
         last = batch["attention_mask"].sum(dim=1) - 1
         features = features[torch.arange(len(last), device=device), last]

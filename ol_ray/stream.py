@@ -93,7 +93,7 @@ def _first_byte(path: str) -> bytes:
     """The file's first byte that is not whitespace (b"" for an empty file)."""
     with open(path, "rb") as handle:
         while True:
-            chunk = handle.read(4096)
+            chunk = handle.read(4096).removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte-order mark is no content
             if not chunk or chunk.strip():
                 return chunk.strip()[:1]
 
@@ -237,7 +237,7 @@ class FileSource:
 
     def _json_array(self) -> list[Any]:
         try:
-            with open(self.path, encoding="utf-8") as handle:
+            with open(self.path, encoding="utf-8-sig") as handle:
                 rows = json.load(handle)
         except (UnicodeDecodeError, json.JSONDecodeError) as error:
             raise SourceError(f"{self.path} is not a JSON array of rows: {error}") from None
@@ -318,8 +318,9 @@ class DirectorySource:
             name = entry.name
             if name.startswith(".") or name.endswith((".tmp", ".part")) or name in seen:
                 continue
-            if os.path.splitext(name)[1].lower() not in EXTENSIONS and self.cfg.format == "auto":
-                continue
+            extension = os.path.splitext(name)[1].lower()
+            if self.cfg.format == "auto" and (extension not in EXTENSIONS or extension == ".txt"):
+                continue  # a .txt file dropped into a followed folder is more likely a note than data
             try:
                 names.append((entry.stat().st_mtime, name))
             except FileNotFoundError:  # removed since the listing; nothing of it was read

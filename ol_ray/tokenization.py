@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from ol_ray.models import load_tokenizer
+from ol_ray.validation import RowError, quarantine_record
 
 
 def tokenize_texts(texts: Sequence[str], name_or_path: str, max_length: int,
@@ -44,8 +45,10 @@ Segment = tuple[str, bool]  # a piece of text and whether its tokens are targets
 
 def chat_segments(messages: list[dict[str, str]], tokenizer: Any) -> list[Segment]:
     """A chat as text pieces, the assistant turns' pieces marked as targets. With a chat template, the template
-    rendered after each turn gives the pieces (the text a turn adds to the rendering before it); without one, the
-    turns are written `role: content` one per line."""
+    rendered after each turn gives the pieces (the text a turn adds to the rendering before it); a template that
+    renders earlier turns differently once later ones follow (some drop earlier reasoning) gets the last assistant
+    turn as its only target. Without a template, the turns are written `role: content` one per line. Raises
+    RowError when the template rejects the chat (strict templates check the order of roles)."""
     if not getattr(tokenizer, "chat_template", None):
         pieces: list[Segment] = []
         for message in messages:
@@ -56,19 +59,30 @@ def chat_segments(messages: list[dict[str, str]], tokenizer: Any) -> list[Segmen
         return pieces
 
     def render(turns: list[dict[str, str]], generation_prompt: bool = False) -> str:
-        return tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=generation_prompt)
+        if not turns and not generation_prompt:
+            return ""
+        try:
+            return tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=generation_prompt)
+        except Exception as error:  # jinja's TemplateError, or whatever a template raises
+            raise RowError("bad_messages", f"the tokenizer's chat template rejects this chat: {error}") from None
 
+    whole = render(messages)
+    assistant_turns = [i for i, message in enumerate(messages) if message["role"] == "assistant"]
     pieces, done = [], ""
-    for position, message in enumerate(messages):
-        if message["role"] != "assistant":
-            continue
-        head, full = render(messages[:position], True) if position else "", render(messages[:position + 1])
-        if not (head.startswith(done) and full.startswith(head)):  # a template that rewrites earlier turns
-            return [(render(messages), True)]
+    for position in assistant_turns:
+        head, full = render(messages[:position], True), render(messages[:position + 1])
+        if not (head.startswith(done) and full.startswith(head) and whole.startswith(full)):
+            break
         pieces += [(head[len(done):], False), (full[len(head):], True)]
         done = full
-    rest = render(messages)[len(done):]
-    return pieces + ([(rest, False)] if rest else [])
+    else:
+        return pieces + ([(whole[len(done):], False)] if len(whole) > len(done) else [])
+    last = assistant_turns[-1]  # the turn-by-turn rendering is not a prefix chain: learn the last turn only
+    head, full = render(messages[:last], True), render(messages[:last + 1])
+    if not (full.startswith(head) and whole.startswith(full)):
+        raise RowError("bad_messages", "the tokenizer's chat template does not render this chat's last assistant "
+                                       "turn after the turns before it, so its tokens cannot be told apart")
+    return [(head, False), (full[len(head):], True), (whole[len(full):], False)]
 
 
 def lm_segments(text: str, prompt: str, messages: str, tokenizer: Any, chat_template: bool) -> list[Segment]:
@@ -94,39 +108,75 @@ def _added_tokens(name_or_path: str, trust_remote_code: bool) -> tuple[list[int]
     return list(full[:start]), list(full[start + len(plain):])
 
 
+def _target_flags(tokenizer: Any, texts: list[str], pieces: list[list[Segment]]) -> tuple[list[list[int]],
+                                                                                            list[list[int]]]:
+    """Token ids of each row's whole text (its pieces joined, tokenized once, so the tokens are those the model
+    sees at inference) and, per token, 1 when its last character lies in a target piece. A slow tokenizer (no
+    character offsets) tokenizes piece by piece instead."""
+    if not tokenizer.is_fast:
+        ids, flags = [], []
+        for row in pieces:
+            encoded = [tokenizer(piece, add_special_tokens=False)["input_ids"] for piece, _ in row]
+            ids.append([token for part in encoded for token in part])
+            flags.append([int(target) for part, (_, target) in zip(encoded, row) for _ in part])
+        return ids, flags
+    encoded = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True, return_attention_mask=False)
+    flags = []
+    for offsets, row in zip(encoded["offset_mapping"], pieces):
+        ends = np.cumsum([len(piece) for piece, _ in row])
+        targets = [target for _, target in row]
+        flags.append([int(targets[min(int(np.searchsorted(ends, max(end, start + 1) - 1, side="right")),
+                                      len(row) - 1)]) if row else 0 for start, end in offsets])
+    return list(encoded["input_ids"]), flags
+
+
 def tokenize_lm(texts: Sequence[str], prompts: Sequence[str], messages: Sequence[str], name_or_path: str,
                 max_length: int, chat_template: bool = False,
-                trust_remote_code: bool = False) -> tuple[list[np.ndarray], np.ndarray, list[np.ndarray]]:
-    """Causal-LM rows as token ids, whether each was cut at `max_length`, and target masks. The tokenizer's own
-    special tokens wrap plain rows; a prompt/response row outside a chat template ends with EOS, a target (so the
-    model learns where a response stops). A row over `max_length` loses its end; when its prompt fills more than
-    half of `max_length`, the prompt's start goes first, so that every row keeps targets to learn."""
+                trust_remote_code: bool = False) -> tuple[list[np.ndarray], np.ndarray, list[np.ndarray],
+                                                          list[Optional[RowError]]]:
+    """Causal-LM rows as token ids, whether each was cut at `max_length`, target masks, and per row the RowError
+    that keeps it from training (its chat template fails, or no target token is left), else None; a rejected
+    row's ids and mask are empty. The tokenizer's own special tokens wrap plain rows; a prompt/response row outside
+    a chat template ends with EOS, a target (so the model learns where a response stops). A row over `max_length`
+    loses its end; when its prompt fills more than half of `max_length`, tokens of the prompt go first, those right
+    after its opening (the BOS, or a template's first max_length / 8 tokens: system prompt and role header), so the
+    row keeps the prompt's end and targets to learn."""
     tokenizer = load_tokenizer(name_or_path, trust_remote_code)
     before, after = _added_tokens(name_or_path, trust_remote_code)
-    rows = [lm_segments(t, p, m, tokenizer, chat_template) for t, p, m in zip(texts, prompts, messages)]
-    flat = [piece for row in rows for piece, _ in row]
-    encoded = tokenizer(flat, add_special_tokens=False, return_attention_mask=False)["input_ids"] if flat else []
+    has_template = bool(getattr(tokenizer, "chat_template", None))
+    rows: list[list[Segment]] = []
+    rejected: list[Optional[RowError]] = []
+    for text, prompt, chat in zip(texts, prompts, messages):
+        try:
+            rows.append(lm_segments(text, prompt, chat, tokenizer, chat_template))
+            rejected.append(None)
+        except RowError as error:
+            rows.append([])
+            rejected.append(error)
+    all_ids, all_flags = _target_flags(tokenizer, ["".join(piece for piece, _ in row) for row in rows], rows)
     input_ids, masks, truncated = [], [], np.zeros(len(rows), dtype=bool)
-    position = 0
-    for row_index, (row, prompt, chat) in enumerate(zip(rows, prompts, messages)):
-        # a chat template writes its own special tokens
-        in_template = bool(getattr(tokenizer, "chat_template", None)) and bool(chat or (prompt and chat_template))
-        ids, mask = ([], []) if in_template else (list(before), [0] * len(before))
-        for _, target in row:
-            ids += encoded[position]
-            mask += [int(target)] * len(encoded[position])
-            position += 1
+    for index, (prompt, chat) in enumerate(zip(prompts, messages)):
+        in_template = has_template and bool(chat or (prompt and chat_template))  # it writes its special tokens
+        opening = [] if in_template else before
+        ids, mask = opening + list(all_ids[index]), [0] * len(opening) + all_flags[index]
         if not in_template:  # a response ends with EOS, a target; a text with the tokenizer's own closing tokens
             end = ([tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []) if prompt else after
             ids, mask = ids + end, mask + [1 if prompt else 0] * len(end)
         if len(ids) > max_length:
-            truncated[row_index] = True
+            truncated[index] = True
             first_target = mask.index(1) if 1 in mask else 0
-            drop = max(0, first_target - max_length // 2)
-            ids, mask = ids[drop:drop + max_length], mask[drop:drop + max_length]
+            keep = min(len(opening) if not in_template else max_length // 8, first_target)
+            drop = min(max(0, first_target - max_length // 2), len(ids) - max_length)
+            ids, mask = ids[:keep] + ids[keep + drop:], mask[:keep] + mask[keep + drop:]
+            ids, mask = ids[:max_length], mask[:max_length]
+        if rejected[index] is None and not any(mask[1:]):
+            rejected[index] = RowError("no_targets", "no token to learn: the text is a single token, or nothing of "
+                                                     "the response is left within model.max_length")
+        if rejected[index] is not None:
+            ids, mask = [], []
         input_ids.append(np.asarray(ids, dtype=np.int32))
         masks.append(np.asarray(mask, dtype=np.uint8))
-    return input_ids, truncated, masks
+    return input_ids, truncated, masks, rejected
 
 
 def object_column(items: Sequence[Any]) -> np.ndarray:
@@ -136,27 +186,54 @@ def object_column(items: Sequence[Any]) -> np.ndarray:
     return column
 
 
-def tokenize_columns(columns: dict[str, np.ndarray], model: Any,
-                     chat_template: bool = False) -> tuple[list[np.ndarray], np.ndarray, Optional[list[np.ndarray]]]:
-    """The validated rows' token ids, truncation flags and (causal LM) target masks, for a `ModelConfig`."""
+def tokenize_columns(columns: dict[str, np.ndarray], model: Any, chat_template: bool = False
+                     ) -> tuple[list[np.ndarray], np.ndarray, Optional[list[np.ndarray]], list[tuple[int, RowError]]]:
+    """The validated rows' token ids, truncation flags, (causal LM) target masks, and the (position, RowError) of
+    rows that cannot train (their ids are empty), for a `ModelConfig`."""
     if model.kind == "causal_lm":
-        return tokenize_lm(columns["text"], columns["prompt"], columns["messages"], model.name_or_path,
-                           model.max_length, chat_template, model.trust_remote_code)
+        input_ids, truncated, masks, rejected = tokenize_lm(columns["text"], columns["prompt"], columns["messages"],
+                                                            model.name_or_path, model.max_length, chat_template,
+                                                            model.trust_remote_code)
+        return input_ids, truncated, masks, [(i, error) for i, error in enumerate(rejected) if error is not None]
     input_ids, truncated = tokenize_texts(columns["text"], model.name_or_path, model.max_length,
                                           model.trust_remote_code)
-    return input_ids, truncated, None
+    return input_ids, truncated, None, []
 
 
-def tokenize_batch(batch: dict[str, np.ndarray], model: Any, chat_template: bool = False) -> dict[str, np.ndarray]:
+def tokenize_batch(batch: dict[str, np.ndarray], model: Any, chat_template: bool = False,
+                   quarantine: Optional[Any] = None) -> dict[str, np.ndarray]:
     """Ray Data stage: replace the text columns by `input_ids` (and, causal LM, `target_mask`), and count texts cut
-    at `max_length` in `tokens_truncated`."""
-    input_ids, truncated, masks = tokenize_columns(batch, model, chat_template)
+    at `max_length` in `tokens_truncated`. Rows that cannot train (a chat its template rejects, no target token)
+    go to the quarantine sink, as validation's rejects do."""
+    input_ids, truncated, masks, rejected = tokenize_columns(batch, model, chat_template)
     out = {key: value for key, value in batch.items() if key not in ("text", "prompt", "messages")}
     out["input_ids"] = object_column(input_ids)
     if masks is not None:
         out["target_mask"] = object_column(masks)
     out["tokens_truncated"] = truncated
-    return out
+    if not rejected:
+        return out
+    if quarantine is None:
+        raise RuntimeError(f"{len(rejected)} rows cannot train and no quarantine sink takes them")
+    import ray
+
+    ray.get(quarantine.write.remote([rejected_record(batch, position, error) for position, error in rejected]))
+    keep = np.setdiff1d(np.arange(len(input_ids)), [position for position, _ in rejected])
+    return {key: value[keep] for key, value in out.items()}
+
+
+def rejected_record(columns: dict[str, np.ndarray], position: int, error: RowError) -> dict[str, Any]:
+    """The quarantine record of a row rejected at tokenization: the row's text fields stand in for its raw bytes."""
+    raw = {key: str(columns[key][position]) for key in ("prompt", "text", "messages")
+           if key in columns and columns[key][position]}
+    return quarantine_record(str(columns["sample_id"][position]), json.dumps(raw, ensure_ascii=False).encode(),
+                             error, int(columns["window"][position]))
+
+
+def ragged(column: np.ndarray) -> np.ndarray:
+    """A token-id column as a 1-d object array of arrays: Ray Data hands a block whose arrays are all the same
+    length (a one-row block, say) over as a 2-d array."""
+    return object_column(list(column)) if column.ndim == 2 else column
 
 
 def pad_masks(masks: Sequence[np.ndarray], device: torch.device) -> torch.Tensor:

@@ -123,10 +123,13 @@ def _label(value: Any, spec: FieldSpec) -> int:
 
 
 def _text(fields: dict[str, Any], name: str, allow_empty: bool = False) -> str:
-    """The string in field `name`; RowError when it is absent, not a string, or (unless allowed) blank."""
+    """The string in field `name`; RowError when it is absent, not a string, or (unless allowed) blank. Where
+    blank is allowed, null is too (many data sets write "input": null)."""
     if name not in fields:
         raise RowError("missing_text", f"missing text field {name!r}")
     text = fields[name]
+    if text is None and allow_empty:
+        return ""
     if not isinstance(text, str):
         raise RowError("bad_text", f"text field {name!r} is a {type(text).__name__}, not a string")
     if not allow_empty and not text.strip():
@@ -134,8 +137,9 @@ def _text(fields: dict[str, Any], name: str, allow_empty: bool = False) -> str:
     return text
 
 
-def _messages(value: Any, name: str) -> str:
-    """A chat as canonical JSON: a list of {role, content} strings with at least one assistant turn to learn."""
+def _messages(value: Any, name: str, max_chars: int) -> tuple[str, bool]:
+    """A chat as canonical JSON: a list of {role, content} strings with at least one assistant turn to learn,
+    each content cut at `max_chars` (and whether one was)."""
     if isinstance(value, str):
         try:
             value = json.loads(value)
@@ -148,26 +152,33 @@ def _messages(value: Any, name: str) -> str:
         if not (isinstance(message, dict) and isinstance(message.get("role"), str)
                 and isinstance(message.get("content"), str)):
             raise RowError("bad_messages", f"message {position} of {name!r} is not a {{role, content}} of strings")
-        turns.append({"role": message["role"], "content": message["content"]})
+        turns.append({"role": message["role"], "content": message["content"][:max_chars]})
     if not any(turn["role"] == "assistant" and turn["content"].strip() for turn in turns):
         raise RowError("bad_messages", f"field {name!r} has no assistant message to learn from")
-    return json.dumps(turns, ensure_ascii=False)
+    cut = any(len(message["content"]) > max_chars for message in value)
+    return json.dumps(turns, ensure_ascii=False), cut
 
 
-def _clip(text: str, limit: int) -> tuple[str, bool]:
-    return (text[:limit], True) if len(text) > limit else (text, False)
+def _clip(text: str, limit: int, keep_end: bool = False) -> tuple[str, bool]:
+    """`text` cut to `limit` characters (its start, or with `keep_end` its end), and whether it was cut."""
+    if len(text) <= limit:
+        return text, False
+    return (text[-limit:] if keep_end else text[:limit]), True
 
 
 def parse_lm_fields(sample_id: str, fields: dict[str, Any], spec: FieldSpec) -> ValidRow:
-    """A causal-LM row: messages, else prompt/response, else text (texts cut at max_text_chars, counted)."""
+    """A causal-LM row: messages, else prompt/response, else text (texts, responses and message contents cut at
+    max_text_chars keeping their start, prompts keeping their end, next to the response; counted)."""
     if spec.messages_field in fields:
-        return ValidRow(sample_id, "", 0, False, messages=_messages(fields[spec.messages_field], spec.messages_field))
+        messages, cut = _messages(fields[spec.messages_field], spec.messages_field, spec.max_text_chars)
+        return ValidRow(sample_id, "", 0, cut, messages=messages)
     if spec.response_field in fields:
         response, cut = _clip(_text(fields, spec.response_field), spec.max_text_chars)
         parts = [_text(fields, name, allow_empty=True) for name in spec.prompt_fields if name in fields]
         if not any(part.strip() for part in parts):
             raise RowError("missing_text", f"no prompt in {', '.join(spec.prompt_fields)} beside the response")
-        prompt, prompt_cut = _clip("\n\n".join(part for part in parts if part.strip()), spec.max_text_chars)
+        prompt, prompt_cut = _clip("\n\n".join(part for part in parts if part.strip()), spec.max_text_chars,
+                                   keep_end=True)
         return ValidRow(sample_id, response, 0, cut or prompt_cut, prompt=prompt)
     text, cut = _clip(_text(fields, spec.text_field), spec.max_text_chars)
     return ValidRow(sample_id, text, 0, cut)

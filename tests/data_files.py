@@ -33,7 +33,7 @@ def lm_candidates(model_dir, texts, start=0, window=0):
     from ol_ray.tokenization import object_column, tokenize_lm
 
     size = len(texts)
-    input_ids, _, masks = tokenize_lm(texts, [""] * size, [""] * size, model_dir, 64)
+    input_ids, _, masks, _ = tokenize_lm(texts, [""] * size, [""] * size, model_dir, 64)
     return {"sample_id": np.array([f"t{i}" for i in range(start, start + size)], dtype=object),
             "input_ids": object_column(input_ids), "target_mask": object_column(masks),
             "label": np.zeros(size, dtype=np.int64), "weight_version": np.zeros(size, dtype=np.int64),

@@ -23,7 +23,7 @@ def lm(request, tiny_gpt2_dir, tiny_llama_dir):
     folder = tiny_gpt2_dir if request.param == "gpt2" else tiny_llama_dir
     cfg = ModelConfig(name_or_path=folder, kind="causal_lm", max_length=64)
     model = load_model(cfg).eval()
-    ids, _, masks = tokenize_lm(RESPONSES, PROMPTS, [""] * len(PROMPTS), folder, 64)
+    ids, _, masks, _ = tokenize_lm(RESPONSES, PROMPTS, [""] * len(PROMPTS), folder, 64)
     pad_id = 0 if request.param == "llama" else 3  # GPT-2 pads with EOS
     return cfg, model, ids, masks, pad_id
 
@@ -109,3 +109,31 @@ def test_weighted_steps_on_target_tokens_lower_their_loss(lm):
         last = weighted_step(model, optimizer, batch, pad_id, CPU, grad_clip=1.0, micro_batch_tokens=40)
     assert first["micro_batches"] > 1 and not last["skipped"]
     assert last["sample_loss_mean"] < 0.8 * first["sample_loss_mean"]
+
+
+def test_badge_on_causal_lm_scores_starts_with_the_least_sure_sample():
+    from ol_ray.causal_lm import badge_probs
+    from ol_ray.config import SelectionConfig
+    from ol_ray.selection import make_strategy
+
+    max_prob = np.array([0.9, 0.2, 0.6, 0.4], dtype=np.float32)  # below and above 1/2
+    pool = {"sample_id": np.arange(4), "label": np.zeros(4, np.int64),
+            "probs": badge_probs(torch.from_numpy(max_prob)).numpy(),
+            "features": np.ones((4, 3), dtype=np.float32)}
+    selection = make_strategy(SelectionConfig(strategy="badge")).select(pool, 1, np.random.default_rng(0))
+    assert selection.indices.tolist() == [1]
+
+
+def test_grad_norm_counts_an_output_bias(tiny_gpt2_dir):
+    cfg = ModelConfig(name_or_path=tiny_gpt2_dir, kind="causal_lm")
+    model = load_model(cfg).eval()
+    torch.manual_seed(1)
+    model.lm_head = torch.nn.Linear(32, model.config.vocab_size, bias=True)  # untied, with a bias
+    ids, _, masks, _ = tokenize_lm(RESPONSES[:2], PROMPTS[:2], ["", ""], tiny_gpt2_dir, 64)
+    stats = score_lm_samples(model, output_layer(model, cfg), ids, masks, 3, CPU)
+    for row in range(2):
+        model.zero_grad()
+        labels = torch.as_tensor(np.where(masks[row].astype(bool), ids[row], -100), dtype=torch.long)[None]
+        model(input_ids=torch.as_tensor(ids[row], dtype=torch.long)[None], labels=labels).loss.backward()
+        expected = torch.sqrt(model.lm_head.weight.grad.pow(2).sum() + model.lm_head.bias.grad.pow(2).sum())
+        assert float(stats["grad_norm"][row]) == pytest.approx(float(expected), rel=1e-3)

@@ -75,6 +75,8 @@ def test_yaml_then_dotted_overrides(tmp_path):
     ("eval.skip=-1", "eval.skip"),
     ("eval.path=data.tsv", "eval.path"),  # the stream's own file, without a head/tail split
     (("eval.path=data.tsv", "stream.max_samples=100", "eval.skip=50"), "eval.skip"),
+    (("eval.path=data.tsv", "stream.max_samples=100", "eval.skip=100", "selection.strategy=rho_loss"),
+     "selection.holdout_size"),
 ])
 def test_bad_values_name_the_key(override, names):
     with pytest.raises(ConfigError, match=names.replace(".", r"\.")):

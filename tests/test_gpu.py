@@ -66,7 +66,7 @@ def test_a_causal_lm_scores_and_steps_in_bf16_on_gpu(tiny_llama_dir):
     device = torch.device("cuda")
     cfg = ModelConfig(name_or_path=tiny_llama_dir, kind="causal_lm")
     model = load_model(cfg).to(device)
-    ids, _, masks = tokenize_lm(LM_SENTENCES, [""] * 5, [""] * 5, tiny_llama_dir, 64)
+    ids, _, masks, _ = tokenize_lm(LM_SENTENCES, [""] * 5, [""] * 5, tiny_llama_dir, 64)
     full = score_lm_samples(model, output_layer(model, cfg), ids, masks, 0, device, "fp32")
     half = score_lm_samples(model, output_layer(model, cfg), ids, masks, 0, device, "bf16")
     assert np.allclose(full["loss"], half["loss"], rtol=0.05) and np.isfinite(half["grad_norm"]).all()

@@ -124,3 +124,13 @@ def test_a_causal_lm_trains_and_publishes_adapters_only_and_peft_loads_its_check
     base = AutoModelForCausalLM.from_pretrained(tiny_llama_dir)
     loaded = peft.PeftModel.from_pretrained(base, os.path.join(checkpoint["path"], "model"))
     assert torch.allclose(logits(loaded, ids), after, atol=1e-6)
+
+
+def test_a_checkpoint_resumes_only_as_the_kind_of_model_it_holds(tiny_model_dir, sst2_rows, tmp_path):
+    full = load_config(None, [*cfg_overrides(tiny_model_dir), "model.lora_r=0"])
+    learner = OnlineLearner(full, str(tmp_path / "run"))
+    learner.add_candidates(candidates(tiny_model_dir, sst2_rows, 0, 8, window=0))
+    learner.end_window(0, {"row": 8}, read=8, quarantined=0)
+    with pytest.raises(LoraError, match="sequence_classification model"):
+        OnlineLearner(load_config(None, [*cfg_overrides(tiny_model_dir), "model.lora_r=0", "model.kind=causal_lm"]),
+                      str(tmp_path / "run"))

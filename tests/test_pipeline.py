@@ -184,7 +184,8 @@ def test_a_causal_lm_pipeline_lowers_held_out_perplexity(ray_local, tiny_gpt2_di
     from ol_ray.report import write_report
 
     stream, dev = tmp_path / "stream.jsonl", tmp_path / "dev.jsonl"
-    bad = ['{"messages": [{"role": "user", "content": "no answer"}]}', '{"prompt": "no response"}']
+    bad = ['{"messages": [{"role": "user", "content": "no answer"}]}', '{"prompt": "no response"}',
+           '{"text": "cat"}']  # one token: nothing to predict, rejected at tokenization
     stream.write_text("".join(json.dumps(row) + "\n" for row in lm_rows(300, seed=0)) + "\n".join(bad) + "\n")
     dev.write_text("".join(json.dumps(row) + "\n" for row in lm_rows(60, seed=1)))
     cfg = load_config(None, [
@@ -194,7 +195,10 @@ def test_a_causal_lm_pipeline_lowers_held_out_perplexity(ray_local, tiny_gpt2_di
         "learner.num_cpus=0.5", "learner.publish_every=2", f"eval.path={dev}", "eval.every_updates=100",
         f"output.run_dir={tmp_path / 'run'}", "output.progress=false"])
     summary = run_pipeline(cfg)
-    assert summary["accounting_ok"] and summary["samples_read"] == 302 and summary["samples_quarantined"] == 2
+    assert summary["accounting_ok"] and summary["samples_read"] == 303 and summary["samples_quarantined"] == 3
+    with open(tmp_path / "run" / "quarantine.jsonl", encoding="utf-8") as handle:
+        codes = sorted(json.loads(line)["code"] for line in handle)
+    assert codes == ["bad_messages", "missing_text", "no_targets"]
     assert summary["labels_received"] == [] and summary["score_version_max"] > 0  # scored by published versions
     with open(tmp_path / "run" / "metrics.jsonl", encoding="utf-8") as handle:
         records = [json.loads(line) for line in handle]

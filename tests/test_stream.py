@@ -271,3 +271,14 @@ def test_a_text_file_streams_its_paragraphs_and_resumes(tmp_path):
     resumed = all_records(FileSource(str(tmp_path / "play.txt"), stream_cfg("stream.shuffle_seed=1"),
                                      shuffled.cursor()))
     assert sorted([taken.sample_id] + [r.sample_id for r in resumed]) == ["play.txt:1", "play.txt:2", "play.txt:3"]
+
+
+def test_a_followed_folder_leaves_text_files_alone_unless_told_they_are_data(tmp_path):
+    write_tsv(tmp_path / "a.tsv", ROWS[:2])
+    (tmp_path / "notes.txt").write_text("not data\n\nat all")
+    (tmp_path / "bom.json").write_bytes(b"\xef\xbb\xbf" + json.dumps([{"sentence": "x", "label": 1}]).encode())
+    records = all_records(DirectorySource(str(tmp_path), stream_cfg("stream.idle_timeout_s=0.01")))
+    assert sorted(r.sample_id for r in records) == ["a.tsv:1", "a.tsv:2", "bom.json:1"]
+    as_text = all_records(DirectorySource(str(tmp_path),
+                                          stream_cfg("stream.idle_timeout_s=0.01", "stream.format=text")))
+    assert "notes.txt:2" in {r.sample_id for r in as_text}

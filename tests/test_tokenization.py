@@ -48,38 +48,40 @@ def test_length_groups_reduce_padding():
 
 def test_a_response_is_the_only_target_and_ends_with_eos(tiny_gpt2_dir, tiny_llama_dir):
     for folder, start in ((tiny_gpt2_dir, []), (tiny_llama_dir, [2])):  # the Llama tokenizer adds <s>
-        ids, cut, masks = tokenize_lm(["the mat ."], ["the cat sat on"], [""], folder, 64)
+        ids, cut, masks, _ = tokenize_lm(["the mat ."], ["the cat sat on"], [""], folder, 64)
         prompt = tokenize_lm(["the cat sat on"], [""], [""], folder, 64)[0][0][len(start):]
         response = tokenize_lm(["the mat ."], [""], [""], folder, 64)[0][0][len(start):]
         assert ids[0].tolist() == start + prompt.tolist() + response.tolist() + [3]  # 3: </s>
         assert masks[0].tolist() == [0] * (len(start) + len(prompt)) + [1] * (len(response) + 1)
         assert not cut[0]
-        text_ids, _, text_masks = tokenize_lm(["the cat sat"], [""], [""], folder, 64)
+        text_ids, _, text_masks, _ = tokenize_lm(["the cat sat"], [""], [""], folder, 64)
         assert text_masks[0].tolist() == [0] * len(start) + [1, 1, 1]  # a text is all targets, no EOS added
 
 
 def test_chats_learn_the_assistant_turns_through_the_chat_template(tiny_llama_dir):
     chat = [{"role": "user", "content": "the cat"}, {"role": "assistant", "content": "sat on"},
             {"role": "user", "content": "a dog"}, {"role": "assistant", "content": "ran"}]
-    ids, _, masks = tokenize_lm([""], [""], [json.dumps(chat)], tiny_llama_dir, 64)
+    ids, _, masks, _ = tokenize_lm([""], [""], [json.dumps(chat)], tiny_llama_dir, 64)
     tokenizer = load_tokenizer(tiny_llama_dir)
     whole = tokenizer(tokenizer.apply_chat_template(chat, tokenize=False), add_special_tokens=False)["input_ids"]
     assert ids[0].tolist() == whole  # the pieces tokenize to the whole rendering, no <s> added to the template's
     targets = tokenizer.decode([t for t, m in zip(ids[0], masks[0]) if m])
     assert targets == "sat on <|im_end|> ran <|im_end|>"
-    as_prompt, _, prompt_masks = tokenize_lm(["sat on"], ["the cat"], [""], tiny_llama_dir, 64, chat_template=True)
+    as_prompt, _, prompt_masks, _ = tokenize_lm(["sat on"], ["the cat"], [""], tiny_llama_dir, 64, chat_template=True)
     first_turns = tokenize_lm([""], [""], [json.dumps(chat[:2])], tiny_llama_dir, 64)
     assert as_prompt[0].tolist() == first_turns[0][0].tolist() and prompt_masks[0].sum() == 3
 
 
-def test_a_long_prompt_loses_its_start_so_the_response_keeps_targets(tiny_gpt2_dir):
+def test_a_long_prompt_loses_only_what_is_over_and_keeps_its_opening(tiny_gpt2_dir, tiny_llama_dir):
     prompt = " ".join(["the cat sat on the mat ."] * 4)  # 28 tokens
     long_response = " ".join(["a dog ran in the park ."] * 3)  # 21 tokens
-    ids, cut, masks = tokenize_lm(["a dog ran", long_response], [prompt, prompt], ["", ""], tiny_gpt2_dir, 16)
-    assert cut.tolist() == [True, True]
-    assert masks[0].tolist() == [0] * 8 + [1] * 4  # the prompt's last 8 tokens (half of 16), response and EOS
+    ids, cut, masks, _ = tokenize_lm(["a dog ran", long_response], [prompt, prompt], ["", ""], tiny_gpt2_dir, 16)
+    assert cut.tolist() == [True, True] and [len(i) for i in ids] == [16, 16]
+    assert masks[0].tolist() == [0] * 12 + [1] * 4  # 32 tokens: the prompt's first 16 go, its last 12 stay
     assert ids[0][-4:].tolist() == tokenize_lm(["a dog ran"], ["x"], [""], tiny_gpt2_dir, 16)[0][0][-4:].tolist()
-    assert masks[1].tolist() == [0] * 8 + [1] * 8  # then the response's end goes
+    assert masks[1].tolist() == [0] * 8 + [1] * 8  # the prompt keeps half of max_length, the response the rest
+    llama_ids, _, llama_masks, _ = tokenize_lm(["a dog ran"], [prompt], [""], tiny_llama_dir, 16)
+    assert llama_ids[0][0] == 2 and llama_masks[0].tolist() == [0] * 12 + [1] * 4  # <s> kept, 11 prompt tokens
 
 
 def test_tokenize_batch_of_a_causal_lm_adds_target_masks(tiny_gpt2_dir):
@@ -89,3 +91,32 @@ def test_tokenize_batch_of_a_causal_lm_adds_target_masks(tiny_gpt2_dir):
     out = tokenize_batch(batch, ModelConfig(name_or_path=tiny_gpt2_dir, kind="causal_lm", max_length=16))
     assert not {"text", "prompt", "messages"} & set(out)
     assert [m.tolist() for m in out["target_mask"]] == [[0, 0, 1, 1, 1], [1, 1]]
+
+
+def test_a_template_that_rewrites_earlier_turns_learns_the_last_one_and_a_failing_one_is_a_row_error(tiny_llama_dir):
+    from transformers import AutoTokenizer
+
+    from ol_ray.tokenization import chat_segments
+    from ol_ray.validation import RowError
+
+    chat = [{"role": "user", "content": "the cat"}, {"role": "assistant", "content": "sat on"},
+            {"role": "user", "content": "a dog"}, {"role": "assistant", "content": "ran"}]
+    tokenizer = AutoTokenizer.from_pretrained(tiny_llama_dir)
+    tokenizer.chat_template = (  # like templates that drop earlier reasoning: past assistant turns lose content
+        "{% for m in messages %}{% if m['role'] == 'assistant' and not loop.last %}<|im_start|>assistant<|im_end|>"
+        "{% else %}<|im_start|>{{ m['role'] }} {{ m['content'] }}<|im_end|>{% endif %}{% endfor %}"
+        "{% if add_generation_prompt %}<|im_start|>assistant{% endif %}")
+    pieces = chat_segments(chat, tokenizer)
+    assert [piece for piece, target in pieces if target] == [" ran<|im_end|>"]
+    assert "".join(piece for piece, _ in pieces) == tokenizer.apply_chat_template(chat, tokenize=False)
+    tokenizer.chat_template = "{{ raise_exception('Conversation roles must alternate user/assistant') }}"
+    with pytest.raises(RowError, match="must alternate") as error:
+        chat_segments(chat, tokenizer)
+    assert error.value.code == "bad_messages"
+
+
+def test_rows_without_a_target_token_are_rejected_with_a_reason(tiny_gpt2_dir):
+    ids, _, masks, rejected = tokenize_lm(["cat", "the cat sat", "sat"], ["", "", "the cat"], ["", "", ""],
+                                          tiny_gpt2_dir, 64)
+    assert [error.code if error else None for error in rejected] == ["no_targets", None, None]
+    assert len(ids[0]) == 0 and len(masks[0]) == 0 and len(ids[1]) == 3  # GPT-2 adds no <s>: one token, no target

@@ -98,6 +98,10 @@ def test_causal_lm_rows_are_chats_prompts_with_responses_or_texts():
     assert row.prompt == "Translate.\n\nchat"
     row = lm_row({"text": "x" * 50})
     assert (row.text, row.prompt, row.text_truncated) == ("x" * 40, "", True)
+    row = lm_row({"instruction": "a" * 30 + "b" * 30, "input": None, "output": "4"})  # null input: no input
+    assert row.prompt == "a" * 10 + "b" * 30 and row.text_truncated  # a prompt keeps its end, next to the response
+    row = lm_row({"messages": [{"role": "user", "content": "q" * 50}, {"role": "assistant", "content": "a"}]})
+    assert json.loads(row.messages)[0]["content"] == "q" * 40 and row.text_truncated
     columns = rows_to_columns([row], window=3, causal_lm=True)
     assert set(columns) >= {"prompt", "messages", "text"} and columns["window"].tolist() == [3]
 
