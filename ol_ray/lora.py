@@ -4,8 +4,8 @@ With `model.lora_r > 0` every model ol_ray builds (the learner's, the scorers', 
 pretrained model wrapped by `peft.get_peft_model`: its weights frozen, low-rank adapters B A (rank `lora_r`, scaled
 by `lora_alpha / lora_r`) added to the `lora_targets` layers, and for a sequence classifier the new classification
 head trained in full (peft's `modules_to_save`); a causal LM trains its adapters only. Only the trainable tensors
-are published to the scorers, which hold the same frozen base; checkpoints hold the adapters the peft way (`adapter_config.json`,
-`adapter_model.safetensors`), so `PeftModel.from_pretrained(base, path)` loads them. Needs `ol_ray[lora]` (peft).
+are published to the scorers, which hold the same frozen base; checkpoints hold the adapters the peft way
+(`adapter_config.json`, `adapter_model.safetensors`), so `PeftModel.from_pretrained(base, path)` loads them. Needs `ol_ray[lora]` (peft).
 """
 
 from __future__ import annotations

@@ -149,6 +149,7 @@ def overview(records: list[dict[str, Any]], summary: Optional[dict[str, Any]]) -
                 markdown_table([last]) + "\n")
     keys = ("samples_read", "samples_trained", "samples_not_selected", "samples_quarantined", "updates",
             "dev_accuracy", "dev_macro_f1", "dev_perplexity", "dev_token_accuracy", "wall_s", "trained_samples_per_s",
-            "learner_utilisation", "first_update_s", "staleness_mean", "staleness_max", "learner_restarts", "learner_device")
+            "learner_utilisation", "first_update_s", "staleness_mean", "staleness_max", "learner_restarts",
+            "learner_device")
     rows = [{"figure": key, "value": summary[key]} for key in keys if summary.get(key) is not None]
     return markdown_table(rows) + "\n"
