@@ -5,7 +5,8 @@ pretrained model wrapped by `peft.get_peft_model`: its weights frozen, low-rank 
 by `lora_alpha / lora_r`) added to the `lora_targets` layers, and for a sequence classifier the new classification
 head trained in full (peft's `modules_to_save`); a causal LM trains its adapters only. Only the trainable tensors
 are published to the scorers, which hold the same frozen base; checkpoints hold the adapters the peft way
-(`adapter_config.json`, `adapter_model.safetensors`), so `PeftModel.from_pretrained(base, path)` loads them. Needs `ol_ray[lora]` (peft).
+(`adapter_config.json`, `adapter_model.safetensors`), so `PeftModel.from_pretrained(base, path)` loads them.
+Needs `ol_ray[lora]` (peft).
 """
 
 from __future__ import annotations
