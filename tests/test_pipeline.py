@@ -186,16 +186,16 @@ def test_a_causal_lm_pipeline_lowers_held_out_perplexity(ray_local, tiny_gpt2_di
     stream, dev = tmp_path / "stream.jsonl", tmp_path / "dev.jsonl"
     bad = ['{"messages": [{"role": "user", "content": "no answer"}]}', '{"prompt": "no response"}',
            '{"text": "cat"}']  # one token: nothing to predict, rejected at tokenization
-    stream.write_text("".join(json.dumps(row) + "\n" for row in lm_rows(300, seed=0)) + "\n".join(bad) + "\n")
+    stream.write_text("".join(json.dumps(row) + "\n" for row in lm_rows(160, seed=0)) + "\n".join(bad) + "\n")
     dev.write_text("".join(json.dumps(row) + "\n" for row in lm_rows(60, seed=1)))
     cfg = load_config(None, [
-        f"stream.path={stream}", "stream.window_size=151", f"model.name_or_path={tiny_gpt2_dir}",
+        f"stream.path={stream}", "stream.window_size=82", f"model.name_or_path={tiny_gpt2_dir}",
         "model.kind=causal_lm", "model.max_length=48", "scoring.batch_size=32", "selection.strategy=entropy",
-        "selection.pool_size=24", "batching.batch_size=16", "learner.lr=5e-3", "learner.torch_threads=1",
+        "selection.pool_size=20", "batching.batch_size=10", "learner.lr=1e-2", "learner.torch_threads=1",
         "learner.num_cpus=0.5", "learner.publish_every=2", f"eval.path={dev}", "eval.every_updates=100",
         f"output.run_dir={tmp_path / 'run'}", "output.progress=false"])
     summary = run_pipeline(cfg)
-    assert summary["accounting_ok"] and summary["samples_read"] == 303 and summary["samples_quarantined"] == 3
+    assert summary["accounting_ok"] and summary["samples_read"] == 163 and summary["samples_quarantined"] == 3
     with open(tmp_path / "run" / "quarantine.jsonl", encoding="utf-8") as handle:
         codes = sorted(json.loads(line)["code"] for line in handle)
     assert codes == ["bad_messages", "missing_text", "no_targets"]
