@@ -14,9 +14,10 @@ import logging
 import os
 import threading
 import time
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
-import torch
+if TYPE_CHECKING:  # the monitor actor's process never needs torch: importing it there is seconds of CPU
+    import torch
 
 logger = logging.getLogger(__name__)
 
@@ -28,10 +29,12 @@ def process_rss_mb(pid: Optional[int] = None) -> float:
     return psutil.Process(pid or os.getpid()).memory_info().rss / 2**20
 
 
-def own_memory(device: torch.device) -> dict[str, float]:
+def own_memory(device: "torch.device") -> dict[str, float]:
     """This process's RSS and, on a GPU, its allocated, cached (reserved), peak, free and total device memory (MiB)."""
     stats = {"rss_mb": process_rss_mb()}
     if device.type == "cuda":
+        import torch
+
         free, total = torch.cuda.mem_get_info(device)
         stats.update(gpu_allocated_mb=torch.cuda.memory_allocated(device) / 2**20,
                      gpu_reserved_mb=torch.cuda.memory_reserved(device) / 2**20,

@@ -364,8 +364,10 @@ def run_pipeline(cfg: Config, rows: Optional[Sequence[dict[str, Any]]] = None, r
         irreducible = prepare_irreducible(cfg, run_dir, rows, resume=resume)
         actors = start_actors(cfg, run_dir)
         irreducible_ref = ray.put(irreducible) if irreducible is not None else None
-        info = wait_for_learner(actors["learner"], cfg)
-        restarts, stream_cursor, learner_state = run_segments(cfg, rows, actors, outputs, info, irreducible_ref)
+        # a new run's windows start while the learner loads; a resumed one waits to hear where it stopped
+        point = wait_for_learner(actors["learner"], cfg) if resume else fresh_start(cfg, run_dir)
+        restarts, stream_cursor, learner_state, info = run_segments(cfg, rows, actors, outputs, point,
+                                                                    irreducible_ref)
         summary = summarize(cfg, started, info, outputs.samples_read, stream_cursor, restarts, learner_state,
                             ray.get(actors["quarantine"].close.remote()), ray.get(actors["weights"].stats.remote()))
         summary["scorer_nodes"] = ray.get(actors["monitor"].stop.remote())["scorer_nodes"]
@@ -381,15 +383,24 @@ def run_pipeline(cfg: Config, rows: Optional[Sequence[dict[str, Any]]] = None, r
             ray.shutdown()
 
 
+def fresh_start(cfg: Config, run_dir: str) -> dict[str, Any]:
+    """Where a new run's stream starts, known before the learner is up: the beginning, or after the rho_loss
+    holdout. (A new run's directory holds no checkpoint, so the learner starts there too; it is checked.)"""
+    holdout = holdout_start(run_dir) if uses_rho_loss(cfg.selection) else None
+    return {"cursor": holdout["cursor"] if holdout else None, "windows_done": 0, "samples_read": 0}
+
+
 def run_segments(cfg: Config, rows: Optional[Sequence[dict[str, Any]]], actors: dict[str, Any],
                  outputs: RunOutputs, point: dict[str, Any],
-                 irreducible: Any = None) -> tuple[int, dict[str, Any], dict[str, Any]]:
-    """Stream from the learner's resume point to the end and finish; after a learner crash, replay from the
-    checkpoint it restored. Returns the number of learner restarts, the source's final cursor and the learner's
-    final state."""
+                 irreducible: Any = None) -> tuple[int, dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """Stream from `point` to the end and finish; after a learner crash, replay from the checkpoint it restored.
+    A `point` without the learner's incarnation is a new run's start: its first window (Ray Data's start, the
+    scorers' processes) starts while the learner loads, and the learner's own resume point is checked against it.
+    Returns the number of learner restarts, the source's final cursor, the learner's final state and its info."""
     import ray
 
     restarts = 0
+    info = point if "incarnation" in point else None
     while True:
         ray.get(actors["quarantine"].rewind.remote(point["windows_done"]))
         outputs.rewind(point)
@@ -397,11 +408,18 @@ def run_segments(cfg: Config, rows: Optional[Sequence[dict[str, Any]]], actors: 
         producer = Producer(source, point, cfg, actors, depth=4, irreducible=irreducible)
         producer.start()  # scorers start while the learner loads and evaluates; they wait for its version 0
         try:
+            if info is None:
+                info = wait_for_learner(actors["learner"], cfg)
+                if any(info[key] != point[key] for key in ("cursor", "windows_done", "samples_read")):
+                    producer.cancel()  # not where this run was expected to start: go where the learner is
+                    point = info
+                    continue
+                point = info
             feed_learner(producer, actors, outputs, cfg.learner.max_in_flight, point["incarnation"],
                          cfg.output.monitor_every_s)
             records, state = learner_reply(actors["learner"].finish.remote(point["incarnation"]))
             outputs.write(records)
-            return restarts, source.cursor(), state
+            return restarts, source.cursor(), state, info
         except LearnerLost as lost:
             producer.cancel()
             restarts += 1

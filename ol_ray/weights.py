@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import time
 import warnings
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import ray
-from torch import nn
 
-from ol_ray.models import load_numpy_state, state_to_numpy
+if TYPE_CHECKING:  # the WeightStore actor's process never needs torch: importing it there is seconds of CPU
+    from torch import nn
 
 
 class WeightStore:
@@ -111,6 +111,8 @@ class WeightClient:
                     continue
                 with warnings.catch_warnings():  # object-store arrays are read-only; load_state_dict copies them
                     warnings.simplefilter("ignore", UserWarning)
+                    from ol_ray.models import load_numpy_state
+
                     load_numpy_state(model, state)
                 self.generation, self.version = generation, version
             if wait and self.version < 0:
@@ -135,6 +137,8 @@ class WeightPublisher:
             return False
         if not (force or reset) and (version - self.version < self.every or not ray.get(self.store.wanted.remote())):
             return False
+        from ol_ray.models import state_to_numpy
+
         state = state_to_numpy(model, trainable_only=True)  # with LoRA: the adapters and the head only
         nbytes = sum(value[1].nbytes if isinstance(value, tuple) else value.nbytes for value in state.values())
         ref = ray.put(state)

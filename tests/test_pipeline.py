@@ -42,7 +42,7 @@ def dev_file(tmp_path_factory, sst2_rows):
 def run(ray_local, stream_file, dev_file, tiny_model_dir, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("run")
     cfg = load_config(None, [
-        f"stream.path={stream_file}", "stream.text_field=sentence", "stream.window_size=150",
+        f"stream.path={stream_file}", "stream.text_field=sentence", "stream.window_size=203",
         f"model.name_or_path={tiny_model_dir}", "model.max_length=32",
         "scoring.batch_size=32", "scoring.num_cpus=0.5",
         "selection.pool_size=24", "batching.batch_size=16",
