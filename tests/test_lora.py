@@ -85,13 +85,19 @@ def test_checkpoints_hold_adapters_that_peft_loads_and_the_learner_resumes_from(
             OnlineLearner(load_config(None, [*cfg_overrides(tiny_model_dir), *other]), str(tmp_path / "run"))
 
 
-def test_a_fully_fine_tuned_checkpoint_does_not_resume_as_lora(tiny_model_dir, sst2_rows, tmp_path):
+def fully_fine_tuned_run(tiny_model_dir, sst2_rows, tmp_path) -> str:
+    """A run directory holding a checkpoint of a fully fine-tuned classifier."""
     full = load_config(None, [*cfg_overrides(tiny_model_dir), "model.lora_r=0"])
     learner = OnlineLearner(full, str(tmp_path / "run"))
     learner.add_candidates(candidates(tiny_model_dir, sst2_rows, 0, 8, window=0))
     learner.end_window(0, {"row": 8}, read=8, quarantined=0)
+    return str(tmp_path / "run")
+
+
+def test_a_fully_fine_tuned_checkpoint_does_not_resume_as_lora(tiny_model_dir, sst2_rows, tmp_path):
+    run_dir = fully_fine_tuned_run(tiny_model_dir, sst2_rows, tmp_path)
     with pytest.raises(LoraError, match="fully fine-tuned"):
-        OnlineLearner(load_config(None, cfg_overrides(tiny_model_dir)), str(tmp_path / "run"))
+        OnlineLearner(load_config(None, cfg_overrides(tiny_model_dir)), run_dir)
 
 
 def test_bad_lora_settings_are_named(tiny_model_dir):
@@ -127,10 +133,7 @@ def test_a_causal_lm_trains_and_publishes_adapters_only_and_peft_loads_its_check
 
 
 def test_a_checkpoint_resumes_only_as_the_kind_of_model_it_holds(tiny_model_dir, sst2_rows, tmp_path):
-    full = load_config(None, [*cfg_overrides(tiny_model_dir), "model.lora_r=0"])
-    learner = OnlineLearner(full, str(tmp_path / "run"))
-    learner.add_candidates(candidates(tiny_model_dir, sst2_rows, 0, 8, window=0))
-    learner.end_window(0, {"row": 8}, read=8, quarantined=0)
+    run_dir = fully_fine_tuned_run(tiny_model_dir, sst2_rows, tmp_path)
     with pytest.raises(LoraError, match="sequence_classification model"):
         OnlineLearner(load_config(None, [*cfg_overrides(tiny_model_dir), "model.lora_r=0", "model.kind=causal_lm"]),
-                      str(tmp_path / "run"))
+                      run_dir)
