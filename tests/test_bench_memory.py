@@ -41,7 +41,7 @@ def test_bench_memory_runs_a_tiny_model_over_a_repeated_stream(ray_local, tiny_m
     out = tmp_path / "bench"
     code = main(["bench", "memory", "configs/sst2.yaml", f"stream.path={train}", "eval.path=",
                  f"model.name_or_path={tiny_model_dir}", "model.max_length=32", "learner.torch_threads=1",
-                 "learner.num_cpus=0.5", "stream.window_size=400", "--samples", "400", "--every", "0.5",
+                 "learner.num_cpus=0.5", "stream.window_size=200", "--samples", "400", "--every", "0.5",
                  "--warmup", "0", "--out", str(out)])
     assert code == 0
     readings = read_csv(str(out / "memory.csv"))
