@@ -15,8 +15,8 @@ from torch import nn
 from ol_ray.config import Config
 from ol_ray.models import autocast
 from ol_ray.stream import FileSource, HubSource, SourceError
-from ol_ray.tokenization import pad_batch, tokenize_columns
-from ol_ray.validation import FieldSpec, rows_to_columns, split_records
+from ol_ray.tokenization import pad_batch, tokenize_rows
+from ol_ray.validation import FieldSpec, split_records
 
 
 @dataclass
@@ -45,13 +45,11 @@ def load_eval_set(cfg: Config) -> Optional[EvalSet]:
                               records[0].record_format if records else None, FieldSpec.from_config(cfg), window=-1)
     if not good:
         raise SourceError(f"the dev set {path} has no valid rows ({len(bad)} rejected)")
-    columns = rows_to_columns(good, -1, causal_lm=cfg.model.kind == "causal_lm")
-    input_ids, _, masks, rejected = tokenize_columns(columns, cfg.model, cfg.stream.chat_template)
-    unusable = {position for position, _ in rejected}  # rows with nothing to predict (causal LM)
-    order = [i for i in np.argsort([len(ids) for ids in input_ids], kind="stable") if i not in unusable]
-    if not order:
-        raise SourceError(f"the dev set {path} has no row to evaluate on ({len(bad) + len(rejected)} rejected)")
-    return EvalSet([input_ids[i] for i in order], columns["label"][order], len(bad) + len(rejected),
+    columns, input_ids, masks, unusable = tokenize_rows(good, cfg)  # unusable: causal-LM rows with no target
+    if not input_ids:
+        raise SourceError(f"the dev set {path} has no row to evaluate on ({len(bad) + unusable} rejected)")
+    order = np.argsort([len(ids) for ids in input_ids], kind="stable")
+    return EvalSet([input_ids[i] for i in order], columns["label"][order], len(bad) + unusable,
                    [masks[i] for i in order] if masks is not None else None)
 
 

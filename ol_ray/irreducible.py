@@ -41,8 +41,8 @@ def read_head(cfg: Config, count: int, rows: Optional[Sequence[dict[str, Any]]] 
     """The head of the configured stream, validated and tokenized: its first `count` rows, or with `until_valid`
     its first `count` valid rows (fewer if the stream ends)."""
     from ol_ray.stream import make_source, windows
-    from ol_ray.tokenization import tokenize_columns
-    from ol_ray.validation import FieldSpec, rows_to_columns, split_records
+    from ol_ray.tokenization import tokenize_rows
+    from ol_ray.validation import FieldSpec, split_records
 
     stream = dataclasses.replace(cfg.stream, window_size=count, max_samples=0 if until_valid else count, rate=0.0)
     source = make_source(stream, rows=rows)
@@ -55,11 +55,8 @@ def read_head(cfg: Config, count: int, rows: Optional[Sequence[dict[str, Any]]] 
         if until_valid and len(valid) >= count:
             valid = valid[:count]
             break
-    columns = rows_to_columns(valid, -1, causal_lm=cfg.model.kind == "causal_lm")
-    input_ids, _, masks, unusable = tokenize_columns(columns, cfg.model, cfg.stream.chat_template)
-    keep = np.setdiff1d(np.arange(len(input_ids)), [position for position, _ in unusable]).astype(np.int64)
-    return Holdout([input_ids[i] for i in keep], columns["label"][keep], cursor, read, rejected + len(unusable),
-                   columns["sample_id"][keep], None if masks is None else [masks[i] for i in keep])
+    columns, input_ids, masks, unusable = tokenize_rows(valid, cfg)
+    return Holdout(input_ids, columns["label"], cursor, read, rejected + unusable, columns["sample_id"], masks)
 
 
 def uses_rho_loss(sel: SelectionConfig) -> bool:

@@ -202,9 +202,9 @@ class FileSource:
                 self.row += 1
                 yield Record(self._sample_id(line_index + 1), _strip_newline(line), self.record_format)
 
-    def _paragraph_spans(self) -> list[tuple[int, int]]:
-        """(start, end) byte offsets of the file's paragraphs, from the resume offset on."""
-        spans, start, position = [], -1, max(self.offset, 0)
+    def _paragraph_spans(self, position: int) -> list[tuple[int, int]]:
+        """(start, end) byte offsets of the file's paragraphs from byte `position` on."""
+        spans, start = [], -1
         with open(self.path, "rb") as handle:
             handle.seek(position)
             for line in handle:
@@ -219,18 +219,18 @@ class FileSource:
         return spans
 
     def _paragraph_records(self) -> Iterator[Record]:
-        spans = self._paragraph_spans() if self.shuffle_seed is None else []
-        if self.shuffle_seed is not None:  # the whole file's paragraphs, in a seeded order; resume by count
-            self.offset, all_spans = 0, self._paragraph_spans()
-            order = np.random.default_rng(self.shuffle_seed).permutation(len(all_spans))
-            spans = [all_spans[i] for i in order[self.row:]]
-            numbers = [int(i) + 1 for i in order[self.row:]]
+        if self.shuffle_seed is None:  # file order, resuming after the byte offset of the last paragraph read
+            spans = self._paragraph_spans(max(self.offset, 0))
+            numbers = list(range(self.row + 1, self.row + 1 + len(spans)))
+        else:  # the whole file's paragraphs in a seeded order, resuming after `row` of them
+            every = self._paragraph_spans(0)
+            order = np.random.default_rng(self.shuffle_seed).permutation(len(every))[self.row:]
+            spans, numbers = [every[i] for i in order], [int(i) + 1 for i in order]
         with open(self.path, "rb") as handle:
-            for position, (start, end) in enumerate(spans):
+            for (start, end), number in zip(spans, numbers):
                 handle.seek(start)
                 raw = handle.read(end - start).rstrip(b"\r\n")
                 self.row += 1
-                number = numbers[position] if self.shuffle_seed is not None else self.row
                 if self.shuffle_seed is None:
                     self.offset = end
                 yield Record(self._sample_id(number), raw, self.record_format)

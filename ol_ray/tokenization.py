@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ol_ray.models import load_tokenizer
-from ol_ray.validation import RowError, quarantine_record
+from ol_ray.validation import RowError, quarantine_record, rows_to_columns
 
 
 def tokenize_texts(texts: Sequence[str], name_or_path: str, max_length: int,
@@ -123,10 +123,14 @@ def _target_flags(tokenizer: Any, texts: list[str], pieces: list[list[Segment]])
     encoded = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True, return_attention_mask=False)
     flags = []
     for offsets, row in zip(encoded["offset_mapping"], pieces):
-        ends = np.cumsum([len(piece) for piece, _ in row])
-        targets = [target for _, target in row]
-        flags.append([int(targets[min(int(np.searchsorted(ends, max(end, start + 1) - 1, side="right")),
-                                      len(row) - 1)]) if row else 0 for start, end in offsets])
+        spans = np.asarray(offsets, dtype=np.int64).reshape(-1, 2)
+        if not row or not len(spans):
+            flags.append([0] * len(spans))
+            continue
+        last_char = np.maximum(spans[:, 1], spans[:, 0] + 1) - 1
+        piece = np.searchsorted(np.cumsum([len(text) for text, _ in row]), last_char, side="right")
+        targets = np.array([target for _, target in row], dtype=np.int64)
+        flags.append(targets[np.minimum(piece, len(row) - 1)].tolist())
     return list(encoded["input_ids"]), flags
 
 
@@ -198,6 +202,17 @@ def tokenize_columns(columns: dict[str, np.ndarray], model: Any, chat_template: 
     input_ids, truncated = tokenize_texts(columns["text"], model.name_or_path, model.max_length,
                                           model.trust_remote_code)
     return input_ids, truncated, None, []
+
+
+def tokenize_rows(rows: Sequence[Any], cfg: Any) -> tuple[dict[str, np.ndarray], list[np.ndarray],
+                                                          Optional[list[np.ndarray]], int]:
+    """Validated rows outside Ray (a dev set, the rho_loss holdout) tokenized for a `Config`, rows that cannot train
+    left out: their columns, token ids, target masks (causal LM) and how many were left out."""
+    columns = rows_to_columns(list(rows), -1, causal_lm=cfg.model.kind == "causal_lm")
+    input_ids, _, masks, rejected = tokenize_columns(columns, cfg.model, cfg.stream.chat_template)
+    keep = np.setdiff1d(np.arange(len(input_ids)), [position for position, _ in rejected]).astype(np.int64)
+    return ({key: value[keep] for key, value in columns.items()}, [input_ids[i] for i in keep],
+            None if masks is None else [masks[i] for i in keep], len(rejected))
 
 
 def tokenize_batch(batch: dict[str, np.ndarray], model: Any, chat_template: bool = False,
