@@ -5,6 +5,7 @@ Layout of `<run_dir>/checkpoints/step-00000400/`:
     training_state.pt     optimizer, learning-rate scheduler and torch RNG state: tensors and plain values only,
                           loaded with torch.load(weights_only=True)
     candidates.npz/.json  scored candidates received but not yet used (numeric columns / ids and token ids)
+    replay.npz/.json      the replay buffer's samples, when the run replays (continual.replay_size > 0)
     state.json            counters, ledger, weight version, stream cursor, window index, selection RNG state
     arrays.npz            large numeric state: the 64-bit hashes of the sample ids received (duplicate detection)
 `checkpoints/latest` names the newest complete checkpoint. Nothing is unpickled when loading.
@@ -38,21 +39,21 @@ def _write_atomically(path: str, text: str) -> None:
     os.replace(tmp, path)
 
 
-def save_columns(folder: str, columns: dict[str, np.ndarray]) -> None:
-    """Candidate columns without pickle: fixed-shape numeric columns in an .npz, ids and token ids in JSON."""
+def save_columns(folder: str, columns: dict[str, np.ndarray], name: str = "candidates") -> None:
+    """Sample columns without pickle: fixed-shape numeric columns in <name>.npz, ids and token ids in <name>.json."""
     numeric = {k: v for k, v in columns.items() if v.dtype != object}
     ragged = {k: [item.tolist() if isinstance(item, np.ndarray) else item for item in v]
               for k, v in columns.items() if v.dtype == object}
-    np.savez(os.path.join(folder, "candidates.npz"), **numeric)
-    with open(os.path.join(folder, "candidates.json"), "w", encoding="utf-8") as handle:
+    np.savez(os.path.join(folder, f"{name}.npz"), **numeric)
+    with open(os.path.join(folder, f"{name}.json"), "w", encoding="utf-8") as handle:
         json.dump(ragged, handle)
 
 
-def load_columns(folder: str) -> dict[str, np.ndarray]:
+def load_columns(folder: str, name: str = "candidates") -> dict[str, np.ndarray]:
     """The columns `save_columns` wrote; token-id lists come back as int32 arrays, ids as strings."""
-    with np.load(os.path.join(folder, "candidates.npz"), allow_pickle=False) as numeric:
+    with np.load(os.path.join(folder, f"{name}.npz"), allow_pickle=False) as numeric:
         columns = {key: numeric[key] for key in numeric.files}
-    with open(os.path.join(folder, "candidates.json"), encoding="utf-8") as handle:
+    with open(os.path.join(folder, f"{name}.json"), encoding="utf-8") as handle:
         for key, values in json.load(handle).items():
             column = np.empty(len(values), dtype=object)
             column[:] = [np.asarray(v, dtype=np.int32) if isinstance(v, list) else v for v in values]
@@ -62,9 +63,11 @@ def load_columns(folder: str) -> dict[str, np.ndarray]:
 
 def save_checkpoint(root: str, step: int, model: Any, tokenizer: Any, training_state: dict[str, Any],
                     candidates: dict[str, np.ndarray], state: dict[str, Any], keep: int,
-                    arrays: Optional[dict[str, np.ndarray]] = None) -> str:
+                    arrays: Optional[dict[str, np.ndarray]] = None,
+                    replay: Optional[dict[str, np.ndarray]] = None) -> str:
     """Write checkpoint `step` under `root` and keep only the `keep` newest; returns its folder. `arrays` (large
-    numeric state, such as the seen ids' hashes) go to arrays.npz rather than into state.json."""
+    numeric state, such as the seen ids' hashes) go to arrays.npz rather than into state.json; `replay` (the replay
+    buffer's columns) to replay.npz/.json."""
     os.makedirs(root, exist_ok=True)
     name = f"step-{step:08d}"
     final = os.path.join(root, name)
@@ -74,6 +77,8 @@ def save_checkpoint(root: str, step: int, model: Any, tokenizer: Any, training_s
     tokenizer.save_pretrained(os.path.join(tmp, "model"))
     torch.save(training_state, os.path.join(tmp, "training_state.pt"))
     save_columns(tmp, candidates)
+    if replay is not None:
+        save_columns(tmp, replay, "replay")
     np.savez(os.path.join(tmp, "arrays.npz"), **(arrays or {}))
     _write_atomically(os.path.join(tmp, "state.json"), json.dumps(state, indent=1))
     if os.path.exists(final):  # the same step again: move the old one aside, never delete what `latest` names first
@@ -119,7 +124,7 @@ def latest_checkpoint(root: str) -> Optional[str]:
 
 def load_checkpoint(path: str) -> tuple[dict[str, Any], dict[str, Any], dict[str, np.ndarray]]:
     """(state, training_state, candidates) of a checkpoint folder, loading no pickled objects (the arrays saved
-    apart are in state["arrays"]); raises
+    apart are in state["arrays"], the replay buffer's columns in state["replay_columns"]); raises
     CheckpointError naming the folder when any part is missing or corrupt. The model loads from `path/model`."""
     try:
         with open(os.path.join(path, "state.json"), encoding="utf-8") as handle:
@@ -129,6 +134,8 @@ def load_checkpoint(path: str) -> tuple[dict[str, Any], dict[str, Any], dict[str
         if os.path.exists(os.path.join(path, "arrays.npz")):  # absent in checkpoints written before it existed
             with np.load(os.path.join(path, "arrays.npz"), allow_pickle=False) as arrays:
                 state["arrays"] = {key: arrays[key] for key in arrays.files}
+        if os.path.exists(os.path.join(path, "replay.npz")):
+            state["replay_columns"] = load_columns(path, "replay")
     except Exception as error:  # json, zip, torch and OS errors all mean the same: this checkpoint is unusable
         raise CheckpointError(f"checkpoint {path} is unreadable: {type(error).__name__}: {error}") from None
     return state, training_state, candidates

@@ -23,6 +23,22 @@ class ConfigError(ValueError):
 
 
 @dataclass(frozen=True)
+class DomainConfig:
+    """A data file of one domain: a phase of the stream (stream.phases) or an evaluation set (eval.sets). Empty
+    fields take the stream's value."""
+
+    name: str = ""  # names the phase or set in metrics; a phase and a set of the same name are the same domain
+    path: str = ""  # the data file
+    format: Literal["", "auto", "tsv", "csv", "jsonl", "json", "parquet", "text"] = ""  # "" = stream.format
+    text_field: str = ""  # "" = stream.text_field
+    label_field: str = ""  # "" = stream.label_field
+    label_names: tuple[str, ...] = ()  # () = stream.label_names
+    id_field: str = ""  # "" = stream.id_field
+    max_samples: int = 0  # read at most this many rows of the file; 0 = all of it
+    skip: int = 0  # evaluation sets only: leave out this many rows first (a file's tail as the set)
+
+
+@dataclass(frozen=True)
 class StreamConfig:
     source: Literal["file", "directory", "memory", "hub", "kafka"] = "file"  # where samples come from
     path: str = ""  # a data file (file source) or a folder of data files (directory source)
@@ -57,6 +73,8 @@ class StreamConfig:
     hub_dataset: str = ""  # Hugging Face dataset read through `datasets` when `path` does not exist (or source: hub)
     hub_config: str = ""  # its configuration name, if it has several
     hub_split: str = "train"  # its split
+    # a stream in phases, one file after another (a domain shift): SST-2, then airline tweets; replaces `path`
+    phases: tuple[DomainConfig, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -156,6 +174,33 @@ class EvalConfig:
     max_samples: int = 0  # evaluate on at most this many dev rows; 0 = all
     skip: int = 0  # leave out this many dev rows first: a file's tail as the dev set while the stream reads its head
     hub_split: str = "validation"  # split of stream.hub_dataset used when `path` does not exist
+    # more evaluation sets (one per domain), all evaluated on schedule: the accuracy matrix and continual metrics
+    sets: tuple[DomainConfig, ...] = ()
+
+
+@dataclass(frozen=True)
+class ContinualConfig:
+    """Learning from a stream whose domain shifts, without forgetting: replay, EWC and drift detection."""
+
+    replay_size: int = 0  # samples the learner's replay buffer holds; 0 = no replay
+    replay_fraction: float = 0.25  # share of each update's batch drawn from the buffer (the rest from the pool)
+    # what the buffer keeps: a uniform sample of the stream, a class-balanced one, or of what selection chose
+    replay_policy: Literal["reservoir", "class_balanced", "selected"] = "reservoir"
+    replay_pool_ratio: float = 1.0  # replayed candidates rescored per replayed sample; the strategy picks among them
+    ewc_lambda: float = 0.0  # elastic weight consolidation: penalty strength; 0 = off (needs replay_size > 0)
+    ewc_every_updates: int = 200  # also re-estimate the Fisher and move the anchor this often; 0 = only at phase
+    # ends and detected drifts (it always does there)
+    ewc_samples: int = 64  # buffer samples per Fisher estimate
+    ewc_decay: float = 0.5  # online EWC: the new Fisher is decay * old + estimate
+    drift_detector: Literal["none", "page_hinkley"] = "page_hinkley"  # drift test on the prequential loss, or none
+    drift_delta: float = 0.05  # Page-Hinkley: loss rise per sample tolerated as noise
+    drift_threshold: float = 50.0  # Page-Hinkley: cumulative rise that signals drift
+    drift_min_samples: int = 100  # Page-Hinkley: no signal before this many samples (after each drift)
+    drift_reactions: tuple[str, ...] = ()  # on drift, besides the event: replay_boost, reset_batch_policy, checkpoint
+    drift_replay_fraction: float = 0.5  # replay_boost: the replay fraction just after a drift
+    drift_boost_updates: int = 50  # replay_boost: for this many updates
+    prequential_fading: float = 0.995  # fading factor of the recent prequential accuracy (Gama et al. 2013)
+    seed: int = 0  # seeds the buffer's sampling
 
 
 @dataclass(frozen=True)
@@ -189,6 +234,7 @@ class Config:
     batching: BatchingConfig = field(default_factory=BatchingConfig)
     learner: LearnerConfig = field(default_factory=LearnerConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    continual: ContinualConfig = field(default_factory=ContinualConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     ray: RayConfig = field(default_factory=RayConfig)
@@ -288,6 +334,8 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
             value = [value]
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{key} must be a list; got {value!r}")
+        if dataclasses.is_dataclass(args[0]):
+            return tuple(_build(args[0], item, f"{key}[{i}].") for i, item in enumerate(value))
         return tuple(_coerce(item, args[0], f"{key}[{i}]") for i, item in enumerate(value))
     if hint is bool:
         if isinstance(value, bool):
@@ -388,6 +436,65 @@ def check_kind(cfg: Config) -> None:
              "stream.response_field and stream.messages_field must name fields for model.kind=causal_lm")
 
 
+DRIFT_REACTIONS = ("replay_boost", "reset_batch_policy", "checkpoint")
+
+
+def check_domains(cfg: Config) -> None:
+    """stream.phases and eval.sets: named, with a file each, names unique, labels matching the model."""
+    for key, domains in (("stream.phases", cfg.stream.phases), ("eval.sets", cfg.eval.sets)):
+        names = [domain.name for domain in domains]
+        for i, domain in enumerate(domains):
+            where = f"{key}[{i}]"
+            _require(bool(domain.name), f"{where}.name must name the domain")
+            _require(domain.name != "dev", f"{where}.name: 'dev' is the name of eval.path's set; pick another")
+            _require(bool(domain.path), f"{where}.path must name a data file")
+            _require(domain.max_samples >= 0, f"{where}.max_samples must be 0 (all) or positive")
+            _require(domain.skip >= 0, f"{where}.skip must not be negative")
+            _require(not domain.label_names or len(domain.label_names) == cfg.model.num_labels,
+                     f"{where}.label_names has {len(domain.label_names)} names but model.num_labels is "
+                     f"{cfg.model.num_labels}")
+        _require(len(set(names)) == len(names), f"{key} names must be unique; got {names}")
+    for i, phase in enumerate(cfg.stream.phases):
+        _require(phase.skip == 0, f"stream.phases[{i}].skip is for evaluation sets; a phase reads its whole file "
+                                  f"(or its first max_samples rows)")
+    if cfg.stream.phases:
+        _require(cfg.stream.source == "file", f"stream.phases read files one after another: set stream.source=file "
+                                              f"(got {cfg.stream.source})")
+
+
+def check_continual(cfg: Config) -> None:
+    """The continual section: replay, EWC, drift detection and its reactions."""
+    c = cfg.continual
+    _require(c.replay_size >= 0, f"continual.replay_size must be 0 (no replay) or positive; got {c.replay_size}")
+    _require(0 <= c.replay_fraction < 1, f"continual.replay_fraction must be in [0, 1); got {c.replay_fraction}")
+    _require(c.replay_pool_ratio >= 1, f"continual.replay_pool_ratio must be at least 1; got {c.replay_pool_ratio}")
+    _require(c.replay_policy != "class_balanced" or cfg.model.kind == "sequence_classification",
+             "continual.replay_policy=class_balanced balances classes, and model.kind=causal_lm has none; use "
+             "reservoir or selected")
+    _require(c.ewc_lambda >= 0, f"continual.ewc_lambda must be 0 (off) or positive; got {c.ewc_lambda}")
+    _require(c.ewc_lambda == 0 or c.replay_size > 0,
+             "continual.ewc_lambda > 0 estimates the Fisher information on the replay buffer: set "
+             "continual.replay_size > 0 (continual.replay_fraction may be 0 to use the buffer for EWC only)")
+    _require(c.ewc_every_updates >= 0, f"continual.ewc_every_updates must be 0 (only at phase ends and drifts) or "
+                                       f"positive; got {c.ewc_every_updates}")
+    _require(c.ewc_samples >= 1, f"continual.ewc_samples must be at least 1; got {c.ewc_samples}")
+    _require(0 <= c.ewc_decay <= 1, f"continual.ewc_decay must be in [0, 1]; got {c.ewc_decay}")
+    _require(c.drift_delta >= 0, f"continual.drift_delta must not be negative; got {c.drift_delta}")
+    _require(c.drift_threshold > 0, f"continual.drift_threshold must be positive; got {c.drift_threshold}")
+    _require(c.drift_min_samples >= 1, f"continual.drift_min_samples must be at least 1; got {c.drift_min_samples}")
+    for reaction in c.drift_reactions:
+        _require(reaction in DRIFT_REACTIONS, f"continual.drift_reactions: {reaction!r} is not a reaction; use "
+                                              f"{', '.join(DRIFT_REACTIONS)}")
+    _require("replay_boost" not in c.drift_reactions or c.replay_size > 0,
+             "continual.drift_reactions replay_boost raises the replay fraction: set continual.replay_size > 0")
+    _require(0 <= c.drift_replay_fraction < 1,
+             f"continual.drift_replay_fraction must be in [0, 1); got {c.drift_replay_fraction}")
+    _require(c.drift_boost_updates >= 1,
+             f"continual.drift_boost_updates must be at least 1; got {c.drift_boost_updates}")
+    _require(0 < c.prequential_fading < 1,
+             f"continual.prequential_fading must be between 0 and 1; got {c.prequential_fading}")
+
+
 def check(cfg: Config) -> None:
     """Checks across fields and against the registries; raises ConfigError naming the key."""
     from ol_ray.batching import POLICIES
@@ -395,7 +502,8 @@ def check(cfg: Config) -> None:
 
     s, sc, b, lr = cfg.stream, cfg.scoring, cfg.batching, cfg.learner
     if s.source in ("file", "directory"):
-        _require(bool(s.path) or bool(s.hub_dataset), f"stream.path is required for stream.source={s.source}")
+        _require(bool(s.path) or bool(s.hub_dataset) or bool(s.phases),
+                 f"stream.path (or stream.phases) is required for stream.source={s.source}")
     if s.source == "hub":
         _require(bool(s.hub_dataset), "stream.hub_dataset is required for stream.source=hub")
     if s.source == "kafka":
@@ -465,6 +573,8 @@ def check(cfg: Config) -> None:
     _require(cfg.eval.skip >= 0, f"eval.skip must not be negative; got {cfg.eval.skip}")
     check_dev_overlap(cfg)
     check_kind(cfg)
+    check_domains(cfg)
+    check_continual(cfg)
     try:
         cfg.output.run_dir.format(name="x", time="x")
     except (KeyError, IndexError, ValueError):

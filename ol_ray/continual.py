@@ -12,6 +12,11 @@ Lopez-Paz & Ranzato (NeurIPS 2017, "Gradient Episodic Memory for Continual Learn
 - forward transfer  FWT = (1/(T-1)) sum_{j>0} (R[j-1, j] - baseline[j])  (what earlier phases gave a later domain)
 - forgetting of set j: max_{l<T-1} R[l, j] - R[T-1, j], for j < T-1 (the best it ever was, minus now)
 
+Prequential (test-then-train) accuracy (Dawid 1984; Gama, Sebastiao & Rodrigues, "On evaluating stream learning
+algorithms", Machine Learning 2013): every sample is predicted by a scorer before the learner can train on it, so its
+prediction is an honest test; `Prequential` keeps the running accuracy, the balanced accuracy (mean per-class
+recall) and a fading-factor accuracy that follows the recent stream.
+
 Drift: the Page-Hinkley test (Page 1954; as used for concept drift by Gama et al., "A survey on concept drift
 adaptation", 2014) on the prequential loss: it signals when the loss has risen, on average, more than `threshold`
 above its running mean (beyond a tolerated `delta` per sample).
@@ -63,11 +68,12 @@ def forgetting(matrix: Sequence[Sequence[float]]) -> list[float]:
     return [float(values[:-1, j].max() - values[-1, j]) for j in range(len(values) - 1)]
 
 
-def continual_metrics(matrix: Sequence[Sequence[float]], baseline: Sequence[float]) -> dict[str, Any]:
-    """Every metric above, for summary.json and the run report."""
+def continual_metrics(matrix: Sequence[Sequence[float]], baseline: Optional[Sequence[float]]) -> dict[str, Any]:
+    """Every metric above, for summary.json and the run report (forward transfer None without a baseline)."""
     lost = forgetting(matrix)
     return {"average_accuracy": average_accuracy(matrix), "backward_transfer": backward_transfer(matrix),
-            "forward_transfer": forward_transfer(matrix, baseline), "forgetting": lost,
+            "forward_transfer": forward_transfer(matrix, baseline) if baseline is not None else None,
+            "forgetting": lost,
             "forgetting_mean": float(np.mean(lost)) if lost else None}
 
 
@@ -77,7 +83,7 @@ class PageHinkley:
     sum_t (x_t - mean_t - delta) has climbed more than `threshold` above its lowest value, after at least
     `min_samples` values; the detector then starts over, so the next drift is measured from the new regime."""
 
-    delta: float = 0.005  # rise per sample tolerated as noise
+    delta: float = 0.05  # rise per sample tolerated as noise
     threshold: float = 50.0  # how far the cumulative rise must climb above its minimum to signal drift
     min_samples: int = 30  # no signal before this many values
     count: int = 0
@@ -104,3 +110,59 @@ class PageHinkley:
     def load_state_dict(self, state: dict[str, float]) -> None:
         self.count, self.mean = int(state["count"]), float(state["mean"])
         self.cumulative, self.minimum = float(state["cumulative"]), float(state["minimum"])
+
+
+class Prequential:
+    """Running test-then-train accuracy of a stream: cumulative, balanced (mean recall over the classes seen) and
+    fading (each older sample weighs `fading` times less; about the last 1 / (1 - fading) samples)."""
+
+    def __init__(self, classes: int = 0, fading: float = 0.995):
+        self.classes, self.fading = classes, fading
+        self.samples, self.correct, self.loss_sum = 0, 0.0, 0.0
+        self.faded_correct, self.faded_samples = 0.0, 0.0
+        self.class_samples, self.class_correct = [0] * classes, [0] * classes
+
+    def update(self, correct: np.ndarray, losses: np.ndarray, labels: Optional[np.ndarray] = None) -> None:
+        """Add samples in stream order: `correct` is 1/0 per sample (a causal LM: its token accuracy)."""
+        for value in np.asarray(correct, dtype=np.float64):
+            self.faded_correct = self.fading * self.faded_correct + value
+            self.faded_samples = self.fading * self.faded_samples + 1.0
+        self.samples += len(correct)
+        self.correct += float(np.sum(correct))
+        self.loss_sum += float(np.sum(losses))
+        if self.classes and labels is not None:
+            labels = np.asarray(labels, dtype=np.int64)
+            self.class_samples = [int(a + b) for a, b in
+                                  zip(self.class_samples, np.bincount(labels, minlength=self.classes))]
+            hits = np.bincount(labels, weights=np.asarray(correct, dtype=np.float64), minlength=self.classes)
+            self.class_correct = [int(a + round(b)) for a, b in zip(self.class_correct, hits)]
+
+    def metrics(self) -> dict[str, Optional[float]]:
+        if not self.samples:
+            return {"prequential_accuracy": None, "prequential_accuracy_recent": None,
+                    "prequential_balanced_accuracy": None, "prequential_loss": None}
+        recalls = [hit / seen for hit, seen in zip(self.class_correct, self.class_samples) if seen]
+        return {"prequential_accuracy": self.correct / self.samples,
+                "prequential_accuracy_recent": self.faded_correct / self.faded_samples,
+                "prequential_balanced_accuracy": float(np.mean(recalls)) if recalls else None,
+                "prequential_loss": self.loss_sum / self.samples}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {key: getattr(self, key) for key in ("samples", "correct", "loss_sum", "faded_correct",
+                                                    "faded_samples", "class_samples", "class_correct")}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for key, value in state.items():
+            setattr(self, key, value)
+
+
+def task_matrix(history: Sequence[dict[str, Any]], phase_ends: Sequence[int],
+                names: Sequence[str]) -> Optional[list[list[float]]]:
+    """The square accuracy matrix R[i][j] from the evaluation history (one dict per evaluation, set name ->
+    accuracy): row i is the evaluation at the end of phase i (`phase_ends[i]` indexes the history), column j the
+    set named like phase j. None unless every phase has an evaluation set of its name and every phase has ended."""
+    if not names or len(phase_ends) != len(names):
+        return None
+    if any(name not in history[end]["accuracy"] for end in phase_ends for name in names):
+        return None
+    return [[float(history[end]["accuracy"][name]) for name in names] for end in phase_ends]

@@ -1,8 +1,10 @@
-"""Evaluation on a held-out dev set: tokenized once, batched by length, scored with accuracy, loss and macro-F1 (a
-classifier) or perplexity, mean token loss and token accuracy (a causal LM, `ol_ray.causal_lm.evaluate_lm`)."""
+"""Evaluation on a held-out dev set (and the per-domain sets of `eval.sets`): tokenized once, batched by length,
+scored with accuracy, loss, macro-F1 and balanced accuracy (a classifier) or perplexity, mean token loss and token
+accuracy (a causal LM, `ol_ray.causal_lm.evaluate_lm`)."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from typing import Any, Optional
@@ -38,9 +40,27 @@ def load_eval_set(cfg: Config) -> Optional[EvalSet]:
         source = HubSource(cfg.stream, cfg.eval.hub_split)
     else:
         raise SourceError(f"eval.path {path} does not exist")
-    records = [record for record in source.records() if record is not None][cfg.eval.skip:]
-    if cfg.eval.max_samples:
-        records = records[: cfg.eval.max_samples]
+    return _tokenized(cfg, source, path, cfg.eval.skip, cfg.eval.max_samples)
+
+
+def load_domain_sets(cfg: Config) -> dict[str, EvalSet]:
+    """The evaluation sets of `eval.sets`, by name, each read with its own fields (`ol_ray.phases.domain_stream`)."""
+    from ol_ray.phases import domain_stream
+
+    sets = {}
+    for domain in cfg.eval.sets:
+        if not os.path.isfile(domain.path):
+            raise SourceError(f"evaluation set {domain.name!r}: file {domain.path} does not exist")
+        stream = domain_stream(cfg.stream, domain)
+        sets[domain.name] = _tokenized(dataclasses.replace(cfg, stream=stream), FileSource(domain.path, stream),
+                                       domain.path, domain.skip, domain.max_samples or cfg.eval.max_samples)
+    return sets
+
+
+def _tokenized(cfg: Config, source: Any, path: str, skip: int, max_samples: int) -> EvalSet:
+    records = [record for record in source.records() if record is not None][skip:]
+    if max_samples:
+        records = records[:max_samples]
     good, bad = split_records([r.sample_id for r in records], [r.raw for r in records],
                               records[0].record_format if records else None, FieldSpec.from_config(cfg), window=-1)
     if not good:
@@ -79,6 +99,7 @@ def evaluate(model: nn.Module, eval_set: EvalSet, pad_id: int, device: torch.dev
         "accuracy": float((predicted == eval_set.labels).mean()),
         "loss": float(sum(losses) / len(eval_set.labels)),
         "macro_f1": macro_f1(eval_set.labels, predicted),
+        "balanced_accuracy": balanced_accuracy(eval_set.labels, predicted),
     }
 
 
@@ -98,3 +119,9 @@ def macro_f1(labels: np.ndarray, predicted: np.ndarray) -> float:
         denominator = np.sum(predicted == cls) + np.sum(labels == cls)
         scores.append(2 * true_pos / denominator if denominator else 0.0)
     return float(np.mean(scores))
+
+
+def balanced_accuracy(labels: np.ndarray, predicted: np.ndarray) -> float:
+    """Mean per-class recall over the classes present in labels: accuracy that a majority class cannot inflate
+    (the airline tweets are 80% negative)."""
+    return float(np.mean([np.mean(predicted[labels == cls] == cls) for cls in np.unique(labels)]))

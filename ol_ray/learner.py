@@ -23,10 +23,11 @@ import torch
 from ol_ray.batching import BatchContext, clamp_batch_size, lr_scale, make_policy, pool_for
 from ol_ray.checkpoint import checkpoints_newest_first, folder_mb, load_checkpoint, save_checkpoint
 from ol_ray.config import Config
-from ol_ray.evaluation import evaluate, load_eval_set
+from ol_ray.continual_learner import ContinualLearning
+from ol_ray.evaluation import evaluate, load_domain_sets, load_eval_set
 from ol_ray.ledger import Ledger, SeenIds
 from ol_ray.lora import check_resumable
-from ol_ray.models import device_for, load_model, load_tokenizer, pad_id_of
+from ol_ray.models import device_for, load_model, load_tokenizer, output_layer, pad_id_of
 from ol_ray.irreducible import holdout_start, uses_rho_loss
 from ol_ray.selection import make_strategy, pool_length
 from ol_ray.tokenization import ragged
@@ -125,13 +126,15 @@ class OnlineLearner:
         self.policy = make_policy(cfg.batching)
         self.rng = np.random.default_rng(cfg.selection.seed)
         self.eval_set = load_eval_set(cfg)
+        self.domain_sets = load_domain_sets(cfg)  # eval.sets: one per domain, for the accuracy matrix
+        self.continual = ContinualLearning(cfg, self.classes)  # replay, EWC, prequential accuracy, drift, phases
         self.ledger = Ledger(seen=SeenIds(cfg.learner.duplicate_window))
         self.buffer: list[Columns] = []
         self.buffered = 0
         self.updates = 0
         self.counts = {"received": 0, "text_truncated": 0, "tokens_truncated": 0, "nonfinite_updates": 0,
                        "oom_retries": 0, "labels_received": [0] * self.classes,
-                       "labels_trained": [0] * self.classes}
+                       "labels_trained": [0] * self.classes, "drift_events": 0}
         self.staleness_sum = 0
         self.staleness_max = 0
         self.score_version_max = 0  # the newest weight version any trained sample was scored with
@@ -148,6 +151,7 @@ class OnlineLearner:
         self.changed_since_checkpoint = False
         self.cursor: Optional[dict[str, Any]] = None
         self.windows_done = 0
+        self.checkpoint_due = False  # a drift asked for a checkpoint at the next window end
         self._build()
         if self._restore():
             self.publish(self.model, self.updates, reset=True)  # scorers drop any newer version from before the crash
@@ -155,7 +159,7 @@ class OnlineLearner:
         else:
             # version 0, the starting weights; a reset, in case this is a restart before the first checkpoint
             self.publish(self.model, 0, force=True, reset=True)
-            self.start_records = [self._evaluate()] if self.eval_set is not None and cfg.eval.at_start else []
+            self.start_records = [self._evaluate()] if self.evaluates and cfg.eval.at_start else []
 
     def _build(self, path: Optional[str] = None) -> None:
         """Model (the configured one, or a checkpoint's), optimizer and learning-rate schedule."""
@@ -200,6 +204,10 @@ class OnlineLearner:
             self.ledger = Ledger.from_json(state["ledger"], state.get("arrays", {}).get("seen_ids"),
                                            self.cfg.learner.duplicate_window)
             self.cursor, self.windows_done = state["cursor"], state["windows_done"]
+            if "continual" in state:  # absent in checkpoints from before continual learning
+                self.continual.load_state_dict(state["continual"], state.get("replay_columns"))
+            if self.continual.ewc is not None and "ewc" in training_state:
+                self.continual.ewc.load_state_dict(training_state["ewc"], self.device)
             self.buffered = len(candidates.get("sample_id", []))
             self.buffer = [candidates] if self.buffered else []
             self.checkpoint_path = self.restored_from = path
@@ -235,10 +243,16 @@ class OnlineLearner:
 
     def resume_point(self) -> dict[str, Any]:
         """Where the stream continues: the cursor and window index after the last checkpointed window."""
+        phases = self.continual.phases
         return {"cursor": self.cursor, "windows_done": self.windows_done, "updates": self.updates,
-                "samples_read": self.ledger.totals()["read"], "restored_from": self.restored_from}
+                "samples_read": self.ledger.totals()["read"], "restored_from": self.restored_from,
+                "phase": phases[-1]["name"] if phases else None}
 
     # --- feeding -----------------------------------------------------------------------------------------------
+    @property
+    def evaluates(self) -> bool:
+        return self.eval_set is not None or bool(self.domain_sets)
+
     @property
     def done(self) -> bool:
         return bool(self.cfg.learner.max_updates) and self.updates >= self.cfg.learner.max_updates
@@ -256,6 +270,7 @@ class OnlineLearner:
         self.counts["text_truncated"] += int(np.sum(candidates.get("text_truncated", 0)))
         self.counts["tokens_truncated"] += int(np.sum(candidates.get("tokens_truncated", 0)))
         records, self.start_records = self.start_records, []
+        records.extend(self._observe(candidates))  # test, then train: prequential accuracy and drift
         if self.done:  # past max_updates: accounted for, not trained
             self.ledger.record(candidates["window"], "not_selected")
             return records
@@ -264,6 +279,38 @@ class OnlineLearner:
             self.buffered += size
         records.extend(self._train_while_due())
         return records
+
+    def _observe(self, candidates: Columns) -> list[dict[str, Any]]:
+        """Prequential figures and drift detection on received candidates, and the configured drift reactions."""
+        records, reactions = self.continual.observe(candidates, self.updates)
+        self.counts["drift_events"] = self.counts.get("drift_events", 0) + len(records)
+        for record in records:
+            logger.warning("ol_ray: drift detected at sample %d (update %d): prequential loss rose; reactions: %s",
+                           record["sample"], record["update"], ", ".join(record["reactions"]) or "none")
+        if records:
+            records.extend(self._refresh_ewc("drift"))
+        if "reset_batch_policy" in reactions:
+            self.policy = make_policy(self.cfg.batching)
+        if "checkpoint" in reactions:
+            self.checkpoint_due = True
+        return records
+
+    def _refresh_ewc(self, reason: str) -> list[dict[str, Any]]:
+        return self.continual.refresh_ewc(self.model, self.pad_id, self.device, self.cfg.learner.precision,
+                                          self.updates, reason)
+
+    def begin_phase(self, name: str) -> list[dict[str, Any]]:
+        """A phase of the stream starts (its first window comes next): the previous phase's end is evaluated (a
+        row of the accuracy matrix) and EWC re-anchors there."""
+        records, self.start_records = self.start_records, []
+        self.changed_since_checkpoint = True
+        if self.continual.phases and self.continual.phases[-1]["name"] != name and self.evaluates \
+                and self.last_eval.get("update") != self.updates:
+            records.append(self._evaluate())
+        ended, phase_records = self.continual.begin_phase(name, self.updates, self.counts["received"])
+        if ended:
+            records.extend(self._refresh_ewc("phase"))
+        return records + phase_records
 
     def _count_labels(self, key: str, labels: np.ndarray) -> None:
         if not self.classes:  # a causal LM has no labels to count
@@ -333,7 +380,8 @@ class OnlineLearner:
         self.cursor = cursor
         self.windows_done = window_index + 1
         every = self.cfg.checkpoint.every_updates
-        if every and self.updates - self.updates_at_checkpoint >= every:
+        if (every and self.updates - self.updates_at_checkpoint >= every) or self.checkpoint_due:
+            self.checkpoint_due = False
             return [self._checkpoint()]
         return []
 
@@ -349,8 +397,9 @@ class OnlineLearner:
         elif self.buffered:
             self.ledger.record(concat_columns(self.buffer)["window"], "not_selected")
             self.buffer, self.buffered = [], 0
-        if self.eval_set is not None and self.last_eval.get("update") != self.updates:
+        if self.evaluates and self.last_eval.get("update") != self.updates:
             records.append(self._evaluate())
+        self.continual.end_phase()
         if self.changed_since_checkpoint or self.checkpoint_path is None:
             records.append(self._checkpoint())
         return records
@@ -360,18 +409,23 @@ class OnlineLearner:
         started = time.perf_counter()
         pool_size = pool_length(pool)
         batch_size = min(batch_size, pool_size)
-        selection = self.strategy.select(pool, batch_size, self.rng)
+        replay_count = self.continual.replay_count(batch_size, self.updates)
+        selection = self.strategy.select(pool, batch_size - replay_count, self.rng)
         chosen = take(pool, selection.indices)
         rest = np.setdiff1d(np.arange(pool_size), selection.indices)
         self.ledger.record(pool["window"][rest], "not_selected")
         not_selected_ids = [str(i) for i in pool["sample_id"][rest]]
-        batch = TrainBatch(chosen["input_ids"], chosen["label"], selection.weights, chosen.get("target_mask"))
+        replayed, replay_weights = self._replayed(replay_count)
+        batch = TrainBatch(np.concatenate([chosen["input_ids"], replayed["input_ids"]]),
+                           np.concatenate([chosen["label"], replayed["label"]]),
+                           np.concatenate([selection.weights, replay_weights]),
+                           np.concatenate([chosen["target_mask"], replayed["target_mask"]])
+                           if "target_mask" in chosen else None)
         scheduled_lr = self.scheduler.get_last_lr()
         scale = lr_scale(batch_size, self.cfg.batching.batch_size, self.cfg.batching.lr_scaling)
         for group, lr in zip(self.optimizer.param_groups, scheduled_lr):  # the scheduler resets it next step
             group["lr"] = lr * scale
         stats, oom_records = self._step_within_memory(batch)
-        step_s = time.perf_counter() - started
         step_s = time.perf_counter() - started
         self.busy_s += step_s
         trained_ids = [str(i) for i in chosen["sample_id"]]
@@ -394,14 +448,17 @@ class OnlineLearner:
         self.updates += 1
         self.ledger.record(chosen["window"], "trained", trained_ids)
         self._count_labels("labels_trained", chosen["label"])
-        self._log_ledger({"update": self.updates, "trained": trained_ids, "not_selected": not_selected_ids})
+        replayed_ids = [str(i) for i in replayed["sample_id"]]
+        self._log_ledger({"update": self.updates, "trained": trained_ids, "not_selected": not_selected_ids,
+                          **({"replayed": replayed_ids} if replayed_ids else {})})
+        self.continual.after_update(pool, chosen, len(replayed_ids))
         self.score_version_max = max(self.score_version_max, int(chosen["weight_version"].max()))
         self.staleness_sum += int(staleness.sum())
         self.staleness_max = max(self.staleness_max, int(staleness.max()))
         self.publish(self.model, self.updates)
         if self.first_update_s is None:
             self.first_update_s = time.time() - self.started
-        trained = len(trained_ids)
+        trained = len(trained_ids) + len(replayed_ids)
         self.report({"samples": trained, "seconds": step_s, "batch_size": trained, "updates": self.updates,
                      "memory_per_sample_mb": max(self.memory_per_sample, default=None),
                      "memory_ceiling": self.oom_ceiling})
@@ -415,8 +472,14 @@ class OnlineLearner:
             "weight_version": self.updates, "staleness_mean": float(staleness.mean()),
             "staleness_max": int(staleness.max()), "step_s": step_s, "samples_per_s": trained / step_s,
             "micro_batches": stats["micro_batches"], "time": time.time(),
+            **self.continual.prequential.metrics(),
         }]
-        for key in ("memory_per_sample_mb", "noise_small_sq", "noise_big_sq"):
+        if self.continual.replay is not None:
+            records[0].update(replayed=len(replayed_ids), samples_replayed=self.continual.replayed,
+                              replay_loss_mean=float(np.mean(replayed["loss"])) if replayed_ids else None)
+        if self.continual.phases:
+            records[0]["phase"] = self.continual.phases[-1]["name"]
+        for key in ("memory_per_sample_mb", "noise_small_sq", "noise_big_sq", "penalty"):
             if key in stats:
                 records[0][key] = stats[key]
         if self.classes:
@@ -427,9 +490,26 @@ class OnlineLearner:
         if noise_scale is not None and noise_scale() is not None and math.isfinite(noise_scale()):
             records[0]["noise_scale"] = noise_scale()  # unbounded (noise swamps the gradient): left out
         records = oom_records + records
-        if evaluate_now and self.eval_set is not None and self.updates % self.cfg.eval.every_updates == 0:
+        if self.continual.ewc_due(self.updates):
+            records.extend(self._refresh_ewc("interval"))
+        if evaluate_now and self.evaluates and self.updates % self.cfg.eval.every_updates == 0:
             records.append(self._evaluate())
         return records
+
+    def _replayed(self, count: int) -> tuple[Columns, np.ndarray]:
+        """`count` samples from the replay buffer, rescored with the current weights and picked by the selection
+        strategy among `count` x replay_pool_ratio drawn; empty columns when nothing is replayed."""
+        if not count:
+            empty = np.empty(0, dtype=object)
+            return {"input_ids": empty, "label": np.zeros(0, dtype=np.int64), "target_mask": empty,
+                    "sample_id": empty}, np.zeros(0, dtype=np.float32)
+        started = time.perf_counter()
+        drawn = self.continual.replay_candidates(count, self.model, output_layer(self.model, self.cfg.model),
+                                                 self.pad_id, self.device, self.cfg.learner.precision,
+                                                 self.cfg.scoring.micro_batch_tokens, self.updates)
+        selection = self.strategy.select(drawn, count, self.rng)
+        self.busy_s += time.perf_counter() - started
+        return take(drawn, selection.indices), selection.weights
 
     def _step_within_memory(self, batch: TrainBatch) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         """The weighted step in micro-batches that fit: on an out-of-memory error, halve the largest micro-batch,
@@ -441,9 +521,10 @@ class OnlineLearner:
         while True:
             limit = min(filter(None, (lcfg.micro_batch_size, self.oom_ceiling)), default=0)
             try:
+                ewc = self.continual.ewc
                 stats = weighted_step(self.model, self.optimizer, batch, self.pad_id, self.device, lcfg.grad_clip,
                                       lcfg.precision, lcfg.micro_batch_tokens, limit, noise_probe=wants_noise,
-                                      measure_memory=True)
+                                      measure_memory=True, penalty=ewc.penalty if ewc is not None else None)
                 break
             except Exception as error:
                 if not is_out_of_memory(error):
@@ -473,14 +554,23 @@ class OnlineLearner:
                 handle.write(json.dumps(entry) + "\n")
 
     def _evaluate(self) -> dict[str, Any]:
+        """The dev set (eval.path: the dev_* figures) and every domain set of eval.sets (their figures by name)."""
         started = time.perf_counter()
-        result = evaluate(self.model, self.eval_set, self.pad_id, self.device, self.cfg.eval.batch_size,
-                          self.cfg.learner.precision, self.cfg.scoring.micro_batch_tokens)
+        sets = {"dev": self.eval_set} if self.eval_set is not None else {}
+        results = {name: evaluate(self.model, eval_set, self.pad_id, self.device, self.cfg.eval.batch_size,
+                                  self.cfg.learner.precision, self.cfg.scoring.micro_batch_tokens)
+                   for name, eval_set in {**sets, **self.domain_sets}.items()}
         self.busy_s += time.perf_counter() - started
+        trained = self.ledger.totals()["trained"]
+        self.continual.record_eval(self.updates, trained, results)
+        result = results.get("dev", {})
         self.last_eval = {"update": self.updates, **result}
-        return {"kind": "eval", "update": self.updates, "samples_trained": self.ledger.totals()["trained"],
-                **{"dev_" + name: value for name, value in result.items()},
-                "eval_s": time.perf_counter() - started, "time": time.time()}
+        record = {"kind": "eval", "update": self.updates, "samples_trained": trained,
+                  **{"dev_" + name: value for name, value in result.items()},
+                  "eval_s": time.perf_counter() - started, "time": time.time()}
+        if self.domain_sets:
+            record["sets"] = {name: results[name] for name in self.domain_sets}
+        return record
 
     def _checkpoint(self) -> dict[str, Any]:
         started = time.perf_counter()
@@ -494,14 +584,19 @@ class OnlineLearner:
             "windows_done": self.windows_done, "selection_rng": self.rng.bit_generator.state,
             "strategy_state": _state_of(self.strategy), "policy_state": _state_of(self.policy),
             "oom_ceiling": self.oom_ceiling, "memory_per_sample": list(self.memory_per_sample),
+            "continual": self.continual.state_dict(),
         }
         training_state = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                           "torch_rng": torch.get_rng_state()}
         if self.device.type == "cuda":
             training_state["cuda_rng"] = torch.cuda.get_rng_state_all()
+        if self.continual.ewc is not None:
+            training_state["ewc"] = self.continual.ewc.state_dict()
+        replay = self.continual.replay
         self.checkpoint_path = save_checkpoint(os.path.join(self.run_dir, "checkpoints"), self.updates, self.model,
                                                self.tokenizer, training_state, candidates, state,
-                                               self.cfg.checkpoint.keep, {"seen_ids": self.ledger.seen.hashes()})
+                                               self.cfg.checkpoint.keep, {"seen_ids": self.ledger.seen.hashes()},
+                                               replay.columns() if replay is not None else None)
         self.updates_at_checkpoint = self.updates
         self.changed_since_checkpoint = False
         return {"kind": "checkpoint", "update": self.updates, "path": self.checkpoint_path,
@@ -538,7 +633,10 @@ class OnlineLearner:
             "learner_utilisation": self.busy_s / wall if wall > 0 else 0.0,
             "first_update_s": self.first_update_s,
             "last_eval": self.last_eval,
-            "eval_rows_rejected": self.eval_set.rows_rejected if self.eval_set else 0,
+            "eval_rows_rejected": (self.eval_set.rows_rejected if self.eval_set else 0)
+            + sum(eval_set.rows_rejected for eval_set in self.domain_sets.values()),
+            "drift_events_count": self.counts.get("drift_events", 0),
+            "continual": self.continual.summary(),
             "cursor": self.cursor,
             "windows_done": self.windows_done,
             "device": str(self.device),
@@ -590,13 +688,13 @@ class LearnerActor:
     def _record(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         for record in records:
             if record["kind"] == "update":
-                self.metrics["trained"].inc(record["batch_size"])
+                self.metrics["trained"].inc(record["batch_size"] - record.get("replayed", 0))
                 self.metrics["updates"].inc()
                 self.metrics["batch_size"].set(record["batch_size"])
                 self.metrics["staleness"].set(record["staleness_mean"])
             elif record["kind"] == "eval" and record.get("dev_accuracy") is not None:
                 self.metrics["dev_accuracy"].set(record["dev_accuracy"])
-            elif record["kind"] == "eval":
+            elif record["kind"] == "eval" and record.get("dev_perplexity") is not None:
                 self.metrics["dev_perplexity"].set(record["dev_perplexity"])
         return records
 
@@ -622,6 +720,11 @@ class LearnerActor:
         if incarnation != self.incarnation:
             return None
         return self._record(self.learner.tick()), self.learner.done
+
+    def begin_phase(self, name: str, incarnation: str) -> Optional[list[dict[str, Any]]]:
+        if incarnation != self.incarnation:
+            return None
+        return self._record(self.learner.begin_phase(name))
 
     def end_window(self, window_index: int, cursor: dict[str, Any], read: int, quarantined: int,
                    incarnation: str) -> Optional[list[dict[str, Any]]]:

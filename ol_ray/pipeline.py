@@ -64,8 +64,10 @@ def resolve_paths(cfg: Config, base: Optional[str] = None) -> Config:
     def absolute(path: str) -> str:
         return path if not path or os.path.isabs(path) else os.path.normpath(os.path.join(base, path))
 
-    stream = dataclasses.replace(cfg.stream, path=absolute(cfg.stream.path))
-    evaluation = dataclasses.replace(cfg.eval, path=absolute(cfg.eval.path))
+    phases = tuple(dataclasses.replace(phase, path=absolute(phase.path)) for phase in cfg.stream.phases)
+    stream = dataclasses.replace(cfg.stream, path=absolute(cfg.stream.path), phases=phases)
+    sets = tuple(dataclasses.replace(domain, path=absolute(domain.path)) for domain in cfg.eval.sets)
+    evaluation = dataclasses.replace(cfg.eval, path=absolute(cfg.eval.path), sets=sets)
     name_or_path = cfg.model.name_or_path
     if os.path.exists(os.path.join(base, name_or_path)):
         name_or_path = absolute(name_or_path)
@@ -85,6 +87,9 @@ def preflight(cfg: Config, rows: Optional[Sequence[dict[str, Any]]], resume: boo
     getattr(source, "close", lambda: None)()
     if cfg.eval.path and not os.path.exists(cfg.eval.path) and not cfg.stream.hub_dataset:
         raise SourceError(f"eval.path {cfg.eval.path} does not exist")
+    for domain in cfg.eval.sets:
+        if not os.path.isfile(domain.path):
+            raise SourceError(f"evaluation set {domain.name!r}: file {domain.path} does not exist")
     check_model(cfg.model)
     has_checkpoint = latest_checkpoint(os.path.join(cfg.output.run_dir, "checkpoints")) is not None
     if has_checkpoint and not resume:
@@ -161,6 +166,7 @@ def scored_window(window: Window, cfg: Config, weight_store: Any, monitor: Any, 
     """One window as a Ray Data pipeline: validate and tokenize (Ray tasks, fused), then score (actor pool)."""
     from ray.data import ActorPoolStrategy
 
+    from ol_ray.phases import config_for_phase
     from ol_ray.scoring import Scorer
     from ol_ray.tokenization import tokenize_batch
     from ol_ray.validation import FieldSpec, validate_batch
@@ -169,7 +175,8 @@ def scored_window(window: Window, cfg: Config, weight_store: Any, monitor: Any, 
     dataset = window.to_dataset(rows_per_block=sc.batch_size)
     dataset = dataset.map_batches(
         validate_batch, batch_format="numpy", num_cpus=sc.task_num_cpus,
-        fn_kwargs={"record_format": window.record_format, "spec": FieldSpec.from_config(cfg),
+        fn_kwargs={"record_format": window.record_format,
+                   "spec": FieldSpec.from_config(config_for_phase(cfg, window.record_format.phase)),
                    "window": window.index, "quarantine": quarantine})
     dataset = dataset.map_batches(
         tokenize_batch, batch_format="numpy", num_cpus=sc.task_num_cpus,
@@ -371,6 +378,7 @@ def run_pipeline(cfg: Config, rows: Optional[Sequence[dict[str, Any]]] = None, r
         summary = summarize(cfg, started, info, outputs.samples_read, stream_cursor, restarts, learner_state,
                             ray.get(actors["quarantine"].close.remote()), ray.get(actors["weights"].stats.remote()))
         summary["scorer_nodes"] = ray.get(actors["monitor"].stop.remote())["scorer_nodes"]
+        write_accuracy_matrix(os.path.join(run_dir, "accuracy_matrix.csv"), summary.get("accuracy_history", []))
         with open(os.path.join(run_dir, "summary.json"), "w", encoding="utf-8") as handle:
             json.dump(summary, handle, indent=2, default=str)
         return summary
@@ -416,7 +424,7 @@ def run_segments(cfg: Config, rows: Optional[Sequence[dict[str, Any]]], actors: 
                     continue
                 point = info
             feed_learner(producer, actors, outputs, cfg.learner.max_in_flight, point["incarnation"],
-                         cfg.output.monitor_every_s)
+                         cfg.output.monitor_every_s, point.get("phase"))
             records, state = learner_reply(actors["learner"].finish.remote(point["incarnation"]))
             outputs.write(records)
             return restarts, source.cursor(), state, info
@@ -449,9 +457,11 @@ def learner_reply(ref: Any) -> Any:
 
 
 def feed_learner(producer: Producer, actors: dict[str, Any], outputs: RunOutputs, max_in_flight: int,
-                 incarnation: str, monitor_every_s: float = 5.0) -> int:
+                 incarnation: str, monitor_every_s: float = 5.0, phase: Optional[str] = None) -> int:
     """Hand queued candidates to the learner, keeping at most `max_in_flight` calls outstanding; returns the
-    number of windows completed. Raises LearnerLost when the learner actor died (or restarted)."""
+    number of windows completed. A window of a new stream phase (after `phase`, where the learner stands) is
+    announced first, after everything of the phase before. Raises LearnerLost when the learner actor died (or
+    restarted)."""
     import ray
 
     from ol_ray.monitor import process_rss_mb
@@ -488,6 +498,9 @@ def feed_learner(producer: Producer, actors: dict[str, Any], outputs: RunOutputs
             raise PipelineError(f"scoring a window failed: {one_line(item)}") from item
         if kind == START:
             outputs.window_read(len(item))
+            if item.record_format.phase and item.record_format.phase != phase:
+                phase = item.record_format.phase  # actor calls run in order: the old phase's candidates first
+                outputs.write(learner_reply(learner.begin_phase.remote(phase, incarnation)))
             continue
         if kind == END:
             while in_flight:
@@ -504,6 +517,24 @@ def feed_learner(producer: Producer, actors: dict[str, Any], outputs: RunOutputs
         in_flight.append(learner.add_candidates.remote(item, incarnation))
         monitor.report.remote("driver", {"queue_depth": producer.items.qsize() + len(in_flight),
                                          "rss_mb": process_rss_mb()})
+
+
+def write_accuracy_matrix(path: str, history: list[dict[str, Any]]) -> None:
+    """accuracy_matrix.csv: one row per evaluation (update, samples trained, phase), one accuracy column per
+    evaluation set (and balanced accuracy where it applies). Nothing when the run evaluated nothing."""
+    import csv
+
+    if not history:
+        return
+    names = list(history[0]["accuracy"])
+    balanced = list(history[0].get("balanced_accuracy", {}))
+    with open(path, "w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["update", "samples_trained", "phase", *names, *(f"{name}_balanced" for name in balanced)])
+        for entry in history:
+            writer.writerow([entry["update"], entry["samples_trained"], entry["phase"] or "",
+                             *(entry["accuracy"].get(name) for name in names),
+                             *(entry.get("balanced_accuracy", {}).get(name) for name in balanced)])
 
 
 def summarize(cfg: Config, started: float, info: dict[str, Any], samples_read: int, stream_cursor: dict[str, Any],
@@ -548,5 +579,7 @@ def summarize(cfg: Config, started: float, info: dict[str, Any], samples_read: i
         "samples_holdout": (holdout_start(cfg.output.run_dir) or {}).get("read", 0) if uses_rho_loss(cfg.selection)
         else 0,
         "checkpoint": learner.get("checkpoint_path"),
+        "drift_events_count": learner.get("drift_events_count", 0),
+        **learner.get("continual", {}),
         "config": to_dict(cfg),
     }

@@ -180,13 +180,20 @@ class Scorer:
 
     def _score(self, model: nn.Module, head: nn.Module, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         sc = self.cfg.scoring
-        if "target_mask" in batch:
-            from ol_ray.causal_lm import score_lm_samples
+        return score_columns(model, head, batch, self.pad_id, self.device, sc.precision, sc.micro_batch_tokens)
 
-            return score_lm_samples(model, head, batch["input_ids"], batch["target_mask"], self.pad_id, self.device,
-                                    sc.precision, sc.micro_batch_tokens)
-        return score_samples(model, head, batch["input_ids"], batch["label"], self.pad_id, self.device, sc.precision,
-                             sc.micro_batch_tokens)
+
+def score_columns(model: nn.Module, head: nn.Module, columns: dict[str, np.ndarray], pad_id: int,
+                  device: torch.device, precision: str = "fp32", micro_batch_tokens: int = 0) -> dict[str, np.ndarray]:
+    """The statistics of tokenized samples (columns input_ids and label, or target_mask for a causal LM): what a
+    scorer adds to a batch, and what the learner recomputes for replayed samples."""
+    if "target_mask" in columns:
+        from ol_ray.causal_lm import score_lm_samples
+
+        return score_lm_samples(model, head, columns["input_ids"], columns["target_mask"], pad_id, device, precision,
+                                micro_batch_tokens)
+    return score_samples(model, head, columns["input_ids"], columns["label"], pad_id, device, precision,
+                         micro_batch_tokens)
 
 
 def _counter(name: str, description: str):

@@ -38,6 +38,7 @@ class RecordFormat:
 
     kind: Literal["tsv", "csv", "json", "text"]  # text: the raw bytes are the text field's value
     columns: tuple[str, ...] = ()  # header of a delimited file, in order; a text record's one field
+    phase: str = ""  # the stream phase (stream.phases) it belongs to: a window never spans two phases
 
 
 class Record(NamedTuple):
@@ -416,6 +417,10 @@ class HubSource:
 def make_source(cfg: StreamConfig, cursor: Optional[dict[str, Any]] = None,
                 rows: Optional[Sequence[dict[str, Any]]] = None) -> Source:
     """The source the config names; a missing file or folder falls back to `hub_dataset` when one is configured."""
+    if cfg.phases:
+        from ol_ray.phases import PhasedSource
+
+        return PhasedSource(cfg, cursor)
     if cfg.source == "memory":
         if rows is None:
             raise SourceError("stream.source=memory needs rows passed in code (run_pipeline(cfg, rows=...))")

@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import math
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -78,7 +78,7 @@ class ActivationMeter:
         return torch.autograd.graph.saved_tensors_hooks(self.pack, lambda tensor: tensor)
 
 
-def _sample_losses(logits: torch.Tensor, inputs: dict[str, torch.Tensor], batch: TrainBatch, group: np.ndarray,
+def sample_losses(logits: torch.Tensor, inputs: dict[str, torch.Tensor], batch: TrainBatch, group: np.ndarray,
                    device: torch.device) -> torch.Tensor:
     """Each sample's loss in float32: the label's cross-entropy, or a causal LM's mean target-token NLL."""
     if batch.target_masks is None:
@@ -93,7 +93,8 @@ def _sample_losses(logits: torch.Tensor, inputs: dict[str, torch.Tensor], batch:
 def weighted_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: TrainBatch, pad_id: int,
                   device: torch.device, grad_clip: float = 0.0, precision: str = "fp32",
                   micro_batch_tokens: int = 0, micro_batch_size: int = 0, noise_probe: bool = False,
-                  measure_memory: bool = False) -> dict[str, Any]:
+                  measure_memory: bool = False,
+                  penalty: Optional[Callable[[nn.Module], Optional[torch.Tensor]]] = None) -> dict[str, Any]:
     """One weighted update: loss = sum_i w_i CE_i / B, B the batch size (not the sum of weights, which would bias
     the estimate and drift the effective learning rate). The gradient is accumulated over length-sorted
     micro-batches of at most `micro_batch_tokens` padded tokens and `micro_batch_size` samples: the same gradient
@@ -102,7 +103,8 @@ def weighted_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: Tra
 
     `noise_probe` also returns the squared norms of the mean gradient after half the batch and after all of it
     (for the gradient noise scale); `measure_memory` returns the peak memory per sample of the largest micro-batch
-    (peak allocated on a GPU, saved activations x 2 elsewhere)."""
+    (peak allocated on a GPU, saved activations x 2 elsewhere). `penalty(model)`, when given, is a regulariser added
+    to the loss once per update (EWC, `ol_ray.ewc`); its value is returned as `penalty`."""
     model.train()
     optimizer.zero_grad(set_to_none=True)
     size = len(batch.labels)
@@ -122,7 +124,7 @@ def weighted_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: Tra
         weights = torch.as_tensor(batch.weights[group], dtype=torch.float32, device=device)
         with autocast(device, precision), (meter.hooks() if meter else contextlib.nullcontext()):
             logits = model(**inputs).logits
-            per_sample = _sample_losses(logits, inputs, batch, group, device)
+            per_sample = sample_losses(logits, inputs, batch, group, device)
         loss = (weights * per_sample).sum() / size
         loss.backward()
         loss_sum += loss.detach()
@@ -132,6 +134,11 @@ def weighted_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: Tra
         if noise_probe and index == first_half - 1 and first_half < len(plan):
             half_size = sum(len(g) for g in plan[:first_half])
             stats.update(noise_small_sq=_grad_sq(params) * (size / half_size) ** 2, noise_small_size=half_size)
+    regulariser = penalty(model) if penalty is not None else None
+    if regulariser is not None:
+        regulariser.backward()
+        loss_sum += regulariser.detach()
+        stats["penalty"] = float(regulariser.detach())
     if measure_memory and device.type == "cuda":
         largest = max(len(group) for group in plan)
         per_sample_mb = (torch.cuda.max_memory_allocated(device) - allocated_before) / 2**20 / largest

@@ -1,0 +1,132 @@
+"""Continual learning in the learner: replay mixed into updates, rescored and counted apart; EWC's penalty; the
+prequential accuracy and drift reactions; the state surviving a checkpoint; and a tiny-model pipeline over a
+two-phase stream (SST-2 reviews, then airline tweets) that writes the accuracy matrix."""
+
+import csv
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from ol_ray.config import load_config
+from ol_ray.learner import OnlineLearner
+from ol_ray.models import load_model, output_layer
+from ol_ray.pipeline import run_pipeline
+from ol_ray.scoring import score_columns
+from conftest import DATA, read_tsv
+from data_files import candidates, write_sst2_tsv
+
+CPU = torch.device("cpu")
+
+
+def learner_config(tiny_model_dir, *overrides):
+    return load_config(None, [
+        "stream.path=unused", "stream.text_field=sentence", f"model.name_or_path={tiny_model_dir}",
+        "selection.pool_size=8", "batching.batch_size=8", "learner.lr=5e-3", "learner.torch_threads=1",
+        "checkpoint.every_updates=1", "continual.replay_size=12", "continual.replay_fraction=0.25", *overrides])
+
+
+def scored(tiny_model_dir, pool):
+    """Candidates as a scorer hands them over (statistics from the starting weights)."""
+    model = load_model(load_config(None, ["stream.path=x", f"model.name_or_path={tiny_model_dir}"]).model)
+    head = output_layer(model, load_config(None, ["stream.path=x"]).model)
+    return {**pool, **score_columns(model, head, pool, 0, CPU)}
+
+
+def test_replay_fills_part_of_each_batch_and_is_counted_apart(tiny_model_dir, sst2_rows, tmp_path):
+    learner = OnlineLearner(learner_config(tiny_model_dir), str(tmp_path / "run"))
+    records = learner.add_candidates(candidates(tiny_model_dir, sst2_rows, 0, 48, window=0))
+    updates = [r for r in records if r["kind"] == "update"]
+    assert [r["replayed"] for r in updates] == [0, 2, 2, 2, 2, 2]  # nothing to replay before the first update
+    assert all(r["batch_size"] == 8 for r in updates)
+    assert updates[-1]["samples_trained"] == 8 + 5 * 6  # replayed samples are not new samples trained
+    assert updates[-1]["samples_replayed"] == 10 and updates[-1]["replay_loss_mean"] > 0
+    assert len(learner.continual.replay) == 12  # full, and bounded
+    learner.end_window(0, {"row": 48}, read=48, quarantined=0)
+    state = learner.state()
+    assert state["ledger_balanced"] and state["samples_trained"] + state["samples_not_selected"] == 48
+    with open(tmp_path / "run" / "ledger.jsonl", encoding="utf-8") as handle:
+        logged = [json.loads(line) for line in handle]
+    assert all(len(entry.get("replayed", [])) == (2 if entry["update"] > 1 else 0) for entry in logged)
+    assert all(not set(entry.get("replayed", [])) & set(entry["trained"]) for entry in logged)
+
+
+def test_replay_buffer_and_ewc_survive_a_checkpoint(tiny_model_dir, sst2_rows, tmp_path):
+    cfg = learner_config(tiny_model_dir, "continual.ewc_lambda=10", "continual.ewc_every_updates=2",
+                         "continual.ewc_samples=4")
+    learner = OnlineLearner(cfg, str(tmp_path / "run"))
+    records = learner.add_candidates(candidates(tiny_model_dir, sst2_rows, 0, 32, window=0))
+    assert [r["reason"] for r in records if r["kind"] == "ewc_refresh"] == ["interval", "interval"]
+    penalties = [r.get("penalty") for r in records if r["kind"] == "update"]
+    assert penalties[:3] == [None, None, 0.0] and penalties[3] > 0  # none before the anchor, 0 at it, then held
+    learner.end_window(0, {"row": 32}, read=32, quarantined=0)
+    restored = OnlineLearner(cfg, str(tmp_path / "run"))
+    assert list(restored.continual.replay.columns()["sample_id"]) == list(learner.continual.replay.columns()
+                                                                          ["sample_id"])
+    assert restored.continual.replay.seen == learner.continual.replay.seen
+    name = next(iter(learner.continual.ewc.fisher))
+    assert torch.equal(restored.continual.ewc.fisher[name], learner.continual.ewc.fisher[name])
+    assert restored.continual.ewc.refreshes == 2 and restored.continual.replayed == learner.continual.replayed
+
+
+def test_prequential_accuracy_and_drift_reactions(tiny_model_dir, sst2_rows, tmp_path):
+    cfg = learner_config(tiny_model_dir, "continual.drift_threshold=1", "continual.drift_min_samples=5",
+                         "continual.drift_delta=0", "continual.drift_reactions=[replay_boost, checkpoint]",
+                         "continual.drift_replay_fraction=0.5", "checkpoint.every_updates=0")
+    learner = OnlineLearner(cfg, str(tmp_path / "run"))
+    first = scored(tiny_model_dir, candidates(tiny_model_dir, sst2_rows, 0, 16, window=0))
+    learner.add_candidates(first)
+    expected = float(np.mean(first["predicted"] == first["label"]))
+    assert learner.state()["continual"]["prequential_accuracy"] == pytest.approx(expected)
+    flipped = scored(tiny_model_dir, candidates(tiny_model_dir, sst2_rows, 16, 32, window=1))
+    flipped["label"] = flipped["predicted"] ^ 1  # every prediction now wrong: the loss jumps
+    flipped["loss"] = flipped["loss"] + 5.0
+    records = learner.add_candidates(flipped)
+    drifts = [r for r in records if r["kind"] == "drift"]
+    assert drifts and drifts[0]["reactions"] == ["replay_boost", "checkpoint"]
+    assert [r["replayed"] for r in records if r["kind"] == "update"][-1] == 4  # boosted: half of 8
+    assert [r["kind"] for r in learner.end_window(1, {"row": 48}, 48, 0)] == ["checkpoint"]  # asked by the drift
+
+
+def two_phase_files(folder, sst2_rows):
+    reviews = write_sst2_tsv(folder / "reviews.tsv", sst2_rows[:120])
+    reviews_dev = write_sst2_tsv(folder / "reviews_dev.tsv", sst2_rows[-60:])
+    tweets = [row for row in read_tsv(os.path.join(DATA, "airline_tweets", "train.tsv"), 180)]
+    tweets_file = write_sst2_tsv(folder / "train.tsv", tweets[:120])  # another file named like SST-2's train.tsv
+    tweets_dev = write_sst2_tsv(folder / "tweets_dev.tsv", tweets[120:180])
+    return reviews, reviews_dev, tweets_file, tweets_dev
+
+
+def test_a_two_phase_stream_writes_the_accuracy_matrix(ray_local, tiny_model_dir, sst2_rows, tmp_path):
+    reviews, reviews_dev, tweets, tweets_dev = two_phase_files(tmp_path, sst2_rows)
+    run_dir = tmp_path / "run"
+    cfg = load_config(None, [
+        f"stream.phases=[{{name: reviews, path: {reviews}}}, {{name: tweets, path: {tweets}, max_samples: 100}}]",
+        "stream.text_field=sentence", "stream.window_size=64", f"model.name_or_path={tiny_model_dir}",
+        "model.max_length=32", "scoring.batch_size=32", "selection.pool_size=16", "batching.batch_size=16",
+        "learner.lr=3e-3", "learner.torch_threads=1", "learner.num_cpus=0.5", "learner.publish_every=2",
+        f"eval.sets=[{{name: reviews, path: {reviews_dev}}}, {{name: tweets, path: {tweets_dev}}}]",
+        "eval.every_updates=4", "continual.replay_size=32", "continual.ewc_lambda=1", "continual.ewc_samples=8",
+        "continual.ewc_every_updates=0", "checkpoint.every_updates=0", f"output.run_dir={run_dir}",
+        "output.progress=false"])
+    summary = run_pipeline(cfg)
+    assert summary["samples_read"] == 220 and summary["accounting_ok"]  # ids carry the phase: no clash
+    assert [phase["name"] for phase in summary["phases"]] == ["reviews", "tweets"]
+    assert summary["phases"][1]["start_received"] == 120  # the tweets began after every review
+    matrix = summary["task_matrix"]
+    assert len(matrix) == 2 and all(len(row) == 2 and all(0 <= a <= 1 for a in row) for row in matrix)
+    metrics = summary["continual_metrics"]
+    assert metrics["backward_transfer"] == pytest.approx(matrix[1][0] - matrix[0][0])
+    assert metrics["forward_transfer"] is not None and metrics["average_accuracy"] == pytest.approx(np.mean(matrix[1]))
+    assert summary["samples_replayed"] > 0 and summary["prequential_accuracy"] is not None
+    assert 0 <= summary["phases"][0]["prequential_balanced_accuracy"] <= 1
+    with open(run_dir / "metrics.jsonl", encoding="utf-8") as handle:
+        records = [json.loads(line) for line in handle]
+    assert [r["phase"] for r in records if r["kind"] == "phase"] == ["reviews", "tweets"]
+    assert [r["reason"] for r in records if r["kind"] == "ewc_refresh"] == ["phase"]
+    with open(run_dir / "accuracy_matrix.csv", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    assert rows[0]["update"] == "0" and {"reviews", "tweets", "reviews_balanced"} <= set(rows[0])
+    assert len(rows) == len(summary["accuracy_history"]) >= 3
