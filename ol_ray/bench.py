@@ -9,6 +9,7 @@ keeps the harness from rotting).
     ol-ray bench scaling configs/sst2.yaml       # scoring throughput with 1, 2, ... scorer nodes
     ol-ray bench selection configs/sst2.yaml     # sample efficiency of the selection strategies
     ol-ray bench batching configs/sst2.yaml      # batch-size policies on the same sample budget
+    ol-ray bench forgetting configs/forgetting.yaml  # forgetting of a first domain: no replay, replay, replay + EWC
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@
     ol-ray bench scaling configs/sst2.yaml --nodes 1 2
     ol-ray bench selection configs/sst2.yaml --strategies random entropy rho_loss --seeds 0 1 2
     ol-ray bench batching configs/sst2.yaml --policies fixed adaptive resource --seeds 0 1 2
+    ol-ray bench forgetting configs/forgetting.yaml --updates 60 180 --seeds 0 1 2
     ol-ray produce ../shared/data/sst2/train.tsv --servers localhost:9092 --topic sst2 --rate 200 --text-field sentence
 """
 
@@ -136,6 +137,20 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--out", default="runs/bench-batching", help="where the CSVs, markdown and PNG go")
     batch.add_argument("--from-dir", metavar="DIR",
                        help="run nothing: summarise and plot an earlier run's batching.csv and batching_updates.csv")
+    forget = bench_parser(
+        kinds, "forgetting", help="forgetting of earlier domains without replay, with replay, with replay and EWC",
+        description="The config's stream.phases in order, each evaluated on the eval.sets entry of its name: for "
+                    "each arm and seed the same number of updates per phase; final accuracy per domain, forgetting "
+                    "of earlier ones, average accuracy, backward and forward transfer, samples trained (new and "
+                    "replayed), against fine-tuning without replay.")
+    forget.add_argument("--arms", nargs="+", default=["finetune", "replay", "replay_ewc"],
+                        choices=["finetune", "replay", "replay_ewc"], help="arms to compare (finetune: baseline)")
+    forget.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds (default 0 1 2)")
+    forget.add_argument("--updates", type=int, nargs="+", default=[60, 180],
+                        help="updates of each phase, or one number for all (default 60 180)")
+    forget.add_argument("--ewc-lambda", type=float, default=0.0,
+                        help="EWC strength of replay_ewc (default: continual.ewc_lambda, else 100)")
+    forget.add_argument("--out", default="runs/bench-forgetting", help="where the CSVs, markdown and PNG go")
     return parser
 
 
@@ -187,6 +202,12 @@ def bench_command(args: argparse.Namespace) -> int:
 
         batching(cfg, args.policies, seeds=args.seeds, samples=args.samples, chunk=args.chunk,
                  eval_every=args.eval_every, out_dir=args.out)
+        return 0
+    if args.bench == "forgetting":
+        from ol_ray.bench_forgetting import forgetting
+
+        forgetting(cfg, args.arms, seeds=args.seeds, updates=args.updates, ewc_lambda=args.ewc_lambda,
+                   out_dir=args.out)
         return 0
     from ol_ray.bench_scaling import scaling
 

@@ -79,7 +79,7 @@ def write_report(run_dir: str) -> str:
         plot_panels(panels, os.path.join(folder, f"{name}.png"))
         sections.append(f"{text}\n\n![{name}](report/{name}.png)\n")
 
-    if evals:
+    if evals and headline(evals[-1])[1] is not None:
         key, _ = headline(evals[-1])
         name = key.removeprefix("dev_")
         figure_values = column(evals, key)
@@ -123,6 +123,7 @@ def write_report(run_dir: str) -> str:
                         [r.get(key) or np.nan for r in readings])
         figure("memory", [memory, gpu], "## Memory\n\nResident memory of the driver, the learner and the monitor "
                                         "(and the learner's GPU memory, on a GPU), from the resource monitor.")
+    continual_section(records, summary, figure)
     received = (summary or {}).get("labels_received") or []
     if received:
         labels = list(range(len(received)))
@@ -135,6 +136,49 @@ def write_report(run_dir: str) -> str:
     with open(path, "w", encoding="utf-8") as handle:
         handle.write("\n".join(head + sections))
     return path
+
+
+def set_figure(record: dict[str, Any], name: str, key: str) -> float:
+    figures = record["sets"][name]
+    value = figures.get(key, figures.get("token_accuracy") if key == "accuracy" else None)
+    return np.nan if value is None else value
+
+
+def continual_section(records: list[dict[str, Any]], summary: Optional[dict[str, Any]], figure: Any) -> None:
+    """Accuracy per evaluation set over the run (the accuracy matrix), prequential accuracy, phases and drifts."""
+    evals = [r for r in records if r["kind"] == "eval" and r.get("sets")]
+    updates = [r for r in records if r["kind"] == "update" and r.get("prequential_accuracy") is not None]
+    if not evals and not updates:
+        return
+    names = list(evals[0]["sets"]) if evals else []
+    accuracy, balanced = Panel("samples trained", "accuracy per evaluation set"), Panel("samples trained",
+                                                                                       "balanced accuracy per set")
+    for name in names:
+        trained = column(evals, "samples_trained")
+        accuracy.add(name, trained, [set_figure(r, name, "accuracy") for r in evals])
+        if any("balanced_accuracy" in r["sets"][name] for r in evals):
+            balanced.add(name, trained, [set_figure(r, name, "balanced_accuracy") for r in evals])
+    prequential = Panel("updates", "prequential (test-then-train) accuracy")
+    if updates:
+        steps = column(updates, "update")
+        prequential.add("whole run", steps, column(updates, "prequential_accuracy"))
+        prequential.add("recent (fading)", steps, column(updates, "prequential_accuracy_recent"))
+    phases = [r for r in records if r["kind"] == "phase"]
+    drifts = [r for r in records if r["kind"] == "drift"]
+    text = ["## Continual learning
+
+Accuracy on each evaluation set (one per domain) as the run trained, and the "
+            "stream's own accuracy, each sample predicted before it was trained on."]
+    if phases:
+        text.append("Phases began at update " + ", ".join(f"{r['update']} ({r['phase']})" for r in phases) + ".")
+    if drifts:
+        text.append("Drift detected at update " + ", ".join(str(r["update"]) for r in drifts) + ".")
+    body = " ".join(text)
+    metrics = (summary or {}).get("continual_metrics")
+    if metrics:  # the phase x set matrix's metrics
+        body += "\n\n" + markdown_table([{"metric": key, "value": value} for key, value in metrics.items()
+                                          if value is not None])
+    figure("continual", [accuracy, balanced, prequential], body)
 
 
 def overview(records: list[dict[str, Any]], summary: Optional[dict[str, Any]]) -> str:

@@ -14,6 +14,7 @@ from ol_ray.config import load_config
 from ol_ray.learner import OnlineLearner
 from ol_ray.models import load_model, output_layer
 from ol_ray.pipeline import run_pipeline
+from ol_ray.report import write_report
 from ol_ray.scoring import score_columns
 from conftest import DATA, read_tsv
 from data_files import candidates, write_sst2_tsv
@@ -104,7 +105,7 @@ def test_a_two_phase_stream_writes_the_accuracy_matrix(ray_local, tiny_model_dir
     run_dir = tmp_path / "run"
     cfg = load_config(None, [
         f"stream.phases=[{{name: reviews, path: {reviews}}}, {{name: tweets, path: {tweets}, max_samples: 100}}]",
-        "stream.text_field=sentence", "stream.window_size=64", f"model.name_or_path={tiny_model_dir}",
+        "stream.text_field=sentence", "stream.window_size=128", f"model.name_or_path={tiny_model_dir}",
         "model.max_length=32", "scoring.batch_size=32", "selection.pool_size=16", "batching.batch_size=16",
         "learner.lr=3e-3", "learner.torch_threads=1", "learner.num_cpus=0.5", "learner.publish_every=2",
         f"eval.sets=[{{name: reviews, path: {reviews_dev}}}, {{name: tweets, path: {tweets_dev}}}]",
@@ -130,3 +131,7 @@ def test_a_two_phase_stream_writes_the_accuracy_matrix(ray_local, tiny_model_dir
         rows = list(csv.DictReader(handle))
     assert rows[0]["update"] == "0" and {"reviews", "tweets", "reviews_balanced"} <= set(rows[0])
     assert len(rows) == len(summary["accuracy_history"]) >= 3
+    with open(write_report(str(run_dir)), encoding="utf-8") as handle:
+        report = handle.read()
+    assert "## Continual learning" in report and "backward_transfer" in report
+    assert (run_dir / "report" / "continual.png").stat().st_size > 0
