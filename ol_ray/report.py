@@ -165,9 +165,7 @@ def continual_section(records: list[dict[str, Any]], summary: Optional[dict[str,
         prequential.add("recent (fading)", steps, column(updates, "prequential_accuracy_recent"))
     phases = [r for r in records if r["kind"] == "phase"]
     drifts = [r for r in records if r["kind"] == "drift"]
-    text = ["## Continual learning
-
-Accuracy on each evaluation set (one per domain) as the run trained, and the "
+    text = ["## Continual learning\n\nAccuracy on each evaluation set (one per domain) as the run trained, and the "
             "stream's own accuracy, each sample predicted before it was trained on."]
     if phases:
         text.append("Phases began at update " + ", ".join(f"{r['update']} ({r['phase']})" for r in phases) + ".")
