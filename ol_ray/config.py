@@ -457,6 +457,13 @@ def check_domains(cfg: Config) -> None:
     for i, phase in enumerate(cfg.stream.phases):
         _require(phase.skip == 0, f"stream.phases[{i}].skip is for evaluation sets; a phase reads its whole file "
                                   f"(or its first max_samples rows)")
+    for i, domain in enumerate(cfg.eval.sets):  # a set read from a phase's own file must lie past what it reads
+        for phase in cfg.stream.phases:
+            if os.path.abspath(domain.path) == os.path.abspath(phase.path):
+                _require(cfg.stream.shuffle_seed is None and 0 < phase.max_samples <= domain.skip,
+                         f"eval.sets[{i}] reads phase {phase.name!r}'s file {domain.path}: its rows would be trained "
+                         f"on; read the phase's head (max_samples > 0, no stream.shuffle_seed) and evaluate past it "
+                         f"(skip >= the phase's max_samples)")
     if cfg.stream.phases:
         _require(cfg.stream.source == "file", f"stream.phases read files one after another: set stream.source=file "
                                               f"(got {cfg.stream.source})")

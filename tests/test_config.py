@@ -81,6 +81,8 @@ def test_yaml_then_dotted_overrides(tmp_path):
     (("stream.phases=[{name: a, path: a.tsv}]", "stream.source=directory"), "stream.source=file"),
     ("eval.sets=[{name: dev, path: d.tsv}]", r"eval.sets\[0\].name"),
     ("eval.sets=[{name: a, path: d.tsv, label_names: [x]}]", r"eval.sets\[0\].label_names"),
+    (("stream.phases=[{name: a, path: a.tsv, max_samples: 50}]", "eval.sets=[{name: a, path: a.tsv, skip: 10}]"),
+     r"eval.sets\[0\] reads phase 'a'"),
     ("continual.replay_fraction=1", "continual.replay_fraction"),
     ("continual.replay_policy=fifo", "continual.replay_policy"),
     (("continual.replay_policy=class_balanced", "model.kind=causal_lm"), "class_balanced"),

@@ -91,6 +91,23 @@ def test_prequential_accuracy_and_drift_reactions(tiny_model_dir, sst2_rows, tmp
     assert [r["kind"] for r in learner.end_window(1, {"row": 48}, 48, 0)] == ["checkpoint"]  # asked by the drift
 
 
+def test_a_causal_lm_replays_with_target_masks_and_ewc(tiny_gpt2_dir, tmp_path):
+    from tiny_model import LM_SENTENCES
+    from data_files import lm_candidates
+
+    cfg = load_config(None, [
+        "stream.path=unused", f"model.name_or_path={tiny_gpt2_dir}", "model.kind=causal_lm", "selection.pool_size=8",
+        "batching.batch_size=8", "learner.lr=1e-2", "learner.torch_threads=1", "continual.replay_size=8",
+        "continual.replay_fraction=0.5", "continual.ewc_lambda=1", "continual.ewc_every_updates=2",
+        "continual.ewc_samples=4"])
+    learner = OnlineLearner(cfg, str(tmp_path / "run"))
+    records = learner.add_candidates(lm_candidates(tiny_gpt2_dir, LM_SENTENCES * 7))
+    updates = [r for r in records if r["kind"] == "update"]
+    assert [r["replayed"] for r in updates] == [0, 4, 4, 4] and all(np.isfinite(r["loss"]) for r in updates)
+    assert updates[-1]["penalty"] > 0 and np.isfinite(updates[-1]["replay_loss_mean"])
+    assert "target_mask" in learner.continual.replay.columns()
+
+
 def two_phase_files(folder, sst2_rows):
     reviews = write_sst2_tsv(folder / "reviews.tsv", sst2_rows[:120])
     reviews_dev = write_sst2_tsv(folder / "reviews_dev.tsv", sst2_rows[-60:])

@@ -74,3 +74,17 @@ def test_a_causal_lm_scores_and_steps_in_bf16_on_gpu(tiny_llama_dir):
     stats = weighted_step(model, optimizer, TrainBatch(ids, np.zeros(5, np.int64), np.ones(5, np.float32), masks), 0,
                           device, grad_clip=1.0, precision="bf16", measure_memory=True)
     assert np.isfinite(stats["loss"]) and stats["memory_per_sample_mb"] > 0
+
+
+def test_ewc_fisher_and_penalty_stay_on_the_gpu_in_bf16(tiny_model_dir, sst2_rows):
+    from ol_ray.ewc import ElasticWeights, empirical_fisher
+
+    model, optimizer, batch = gpu_model_and_batch(tiny_model_dir, sst2_rows)
+    device = torch.device("cuda")
+    ewc = ElasticWeights(strength=10.0)
+    ewc.refresh(model, empirical_fisher(model, TrainBatch(batch.input_ids[:8], batch.labels[:8], batch.weights[:8]),
+                                        0, device, "bf16"))
+    assert all(value.is_cuda and value.dtype == torch.float32 for value in ewc.fisher.values())
+    weighted_step(model, optimizer, batch, 0, device, precision="bf16")
+    stats = weighted_step(model, optimizer, batch, 0, device, precision="bf16", penalty=ewc.penalty)
+    assert stats["penalty"] > 0 and np.isfinite(stats["loss"])
