@@ -15,7 +15,8 @@ evaluation of every set every `eval.every_updates`) as pools scored with its cur
 Every arm makes the same number of updates of the same batch size: equal samples trained. With replay a share of
 each batch is replayed, so fewer new samples are trained (the table says how many). Writes `forgetting.csv` (every
 evaluation), `forgetting_table.md` and `.csv` (per arm, means over seeds: final accuracy and balanced accuracy on
-every set, forgetting of each earlier domain, average accuracy, backward and forward transfer, samples trained, new
+every set and its mean over the last three evaluations (steadier than one), forgetting of each earlier domain (from
+the final evaluation, and from that mean), average accuracy, backward and forward transfer, samples trained, new
 and replayed, wall time, and forgetting and new-domain accuracy against `finetune`) and `forgetting.png` (each
 set's accuracy against samples trained, one panel per arm), and prints the table.
 """
@@ -92,6 +93,11 @@ def run_arm(cfg: Config, phases: Sequence[tuple[str, Any]], updates: Sequence[in
             "wall_s": time.perf_counter() - started}
 
 
+def last_mean(run: dict[str, Any], name: str, count: int = 3) -> float:
+    """The mean accuracy on set `name` over a run's last `count` evaluations."""
+    return float(np.mean([entry["accuracy"][name] for entry in run["accuracy_history"][-count:]]))
+
+
 def summarise(results: dict[str, list[dict[str, Any]]], names: Sequence[str], batch: int) -> list[dict[str, Any]]:
     """One row per arm, means over seeds, with forgetting and new-domain accuracy against `finetune`."""
     rows = []
@@ -99,6 +105,8 @@ def summarise(results: dict[str, list[dict[str, Any]]], names: Sequence[str], ba
         row: dict[str, Any] = {"arm": arm, "seeds": len(runs)}
         for name in names:
             row[f"final_{name}"] = float(np.mean([run["final_accuracy"][name] for run in runs]))
+        for name in names:  # steadier than one evaluation: the mean of the last three
+            row[f"last3_{name}"] = float(np.mean([last_mean(run, name) for run in runs]))
         for name in names:
             balanced = [run["final_balanced_accuracy"].get(name) for run in runs]
             if None not in balanced:
@@ -107,6 +115,9 @@ def summarise(results: dict[str, list[dict[str, Any]]], names: Sequence[str], ba
         for j, name in enumerate(names[:-1]):
             row[f"forgetting_{name}"] = float(np.mean([m["forgetting"][j] for m in metrics]))
             row[f"forgetting_{name}_sd"] = float(np.std([m["forgetting"][j] for m in metrics]))
+        for j, name in enumerate(names[:-1]):  # the same, from the mean of the last three evaluations
+            row[f"forgetting_{name}_last3"] = float(np.mean([run["task_matrix"][j][j] - last_mean(run, name)
+                                                             for run in runs]))
         for key in ("average_accuracy", "backward_transfer", "forward_transfer"):
             values = [m[key] for m in metrics if m[key] is not None]
             row[key] = float(np.mean(values)) if values else math.nan
@@ -120,8 +131,10 @@ def summarise(results: dict[str, list[dict[str, Any]]], names: Sequence[str], ba
     for row in rows:
         if base is None:
             continue
-        forgot = base[f"forgetting_{first}"]
-        row[f"forgetting_{first}_vs_finetune"] = row[f"forgetting_{first}"] / forgot if forgot > 0 else math.nan
+        for suffix in ("", "_last3"):
+            forgot = base[f"forgetting_{first}{suffix}"]
+            row[f"forgetting_{first}{suffix}_vs_finetune"] = (row[f"forgetting_{first}{suffix}"] / forgot
+                                                              if forgot > 0 else math.nan)
         row[f"final_{last}_minus_finetune_points"] = 100 * (row[f"final_{last}"] - base[f"final_{last}"])
     return rows
 
@@ -169,7 +182,7 @@ def forgetting(cfg: Config, arms: Sequence[str] = ARMS, seeds: Sequence[int] = (
             finals = ", ".join(f"{name} {run['final_accuracy'][name]:.3f}" for name in names)
             print(f"{arm} seed {seed}: final {finals}; forgetting {run['continual_metrics']['forgetting']} "
                   f"({run['wall_s']:.0f} s)", flush=True)
-    write_csv(os.path.join(out_dir, "forgetting.csv"), evaluations)
+            write_csv(os.path.join(out_dir, "forgetting.csv"), evaluations)  # after each run: a long one shows
     rows = summarise(results, names, batch)
     table = write_results(rows, out_dir, "forgetting_table")
     plot_panels(curves(results, names, batch), os.path.join(out_dir, "forgetting.png"),

@@ -16,7 +16,9 @@ def run(matrix, start, final_balanced, new, replayed):
             "continual_metrics": {"forgetting": [matrix[0][0] - matrix[1][0]], "average_accuracy": sum(matrix[1]) / 2,
                                   "backward_transfer": matrix[1][0] - matrix[0][0],
                                   "forward_transfer": matrix[0][1] - start},
-            "updates": 10, "samples_trained": new, "samples_replayed": replayed, "wall_s": 5.0}
+            "updates": 10, "samples_trained": new, "samples_replayed": replayed, "wall_s": 5.0, "task_matrix": matrix,
+            "accuracy_history": [{"accuracy": dict(zip(["a", "b"], row))} for row in (matrix[0], matrix[1],
+                                                                                     matrix[1])]}
 
 
 def test_summary_sets_forgetting_and_new_domain_accuracy_against_finetuning():
@@ -26,6 +28,8 @@ def test_summary_sets_forgetting_and_new_domain_accuracy_against_finetuning():
         "replay": [run([[0.9, 0.6], [0.85, 0.89]], 0.5, [0.85, 0.8], 120, 40)]}, ["a", "b"], batch=16)}
     assert rows["finetune"]["forgetting_a"] == pytest.approx(0.15) and rows["finetune"]["final_b"] == 0.9
     assert rows["replay"]["forgetting_a_vs_finetune"] == pytest.approx(0.05 / 0.15)
+    assert rows["finetune"]["last3_a"] == pytest.approx((0.9 + 0.7 + 0.7 + 0.9 + 0.8 + 0.8) / 6)
+    assert rows["finetune"]["forgetting_a_last3"] == pytest.approx(0.9 - (0.9 + 0.7 + 0.7 + 0.9 + 0.8 + 0.8) / 6)
     assert rows["replay"]["final_b_minus_finetune_points"] == pytest.approx(-1.0)
     assert rows["replay"]["samples_trained_total"] == 160 == rows["finetune"]["samples_trained_total"]
     assert rows["replay"]["samples_new"] == 120 and rows["replay"]["samples_replayed"] == 40
