@@ -5,8 +5,9 @@ replay and EWC keep, in a plain single-process loop.
 
 The config's `stream.phases` (SST-2 reviews, then airline tweets) and `eval.sets` (one per phase, named alike).
 For each arm and seed: a fresh copy of the configured model, each phase's first `--updates` x pool rows in the
-seed's shuffled order (`--updates` gives each phase's updates, or one number for all), fed to the learner's own code (`OnlineLearner`: selection, replay, EWC, weighted update,
-evaluation of every set every `eval.every_updates`) as pools scored with its current weights. Arms:
+seed's shuffled order (`--updates` gives each phase's updates, or one number for all), fed to the learner's own
+code (`OnlineLearner`: selection, replay, EWC, weighted update, evaluation of every set every
+`eval.every_updates`) as pools scored with its current weights. Arms:
 
 - `finetune`: no replay, no EWC (continual.replay_size=0);
 - `replay`: the config's replay buffer and fraction (reservoir by default);

@@ -296,8 +296,10 @@ class OnlineLearner:
         return records
 
     def _refresh_ewc(self, reason: str) -> list[dict[str, Any]]:
-        return self.continual.refresh_ewc(self.model, self.pad_id, self.device, self.cfg.learner.precision,
-                                          self.updates, reason)
+        records = self.continual.refresh_ewc(self.model, self.pad_id, self.device, self.cfg.learner.precision,
+                                             self.updates, reason)
+        self.busy_s += sum(record["seconds"] for record in records)
+        return records
 
     def begin_phase(self, name: str) -> list[dict[str, Any]]:
         """A phase of the stream starts (its first window comes next): the previous phase's end is evaluated (a
@@ -503,12 +505,10 @@ class OnlineLearner:
             empty = np.empty(0, dtype=object)
             return {"input_ids": empty, "label": np.zeros(0, dtype=np.int64), "target_mask": empty,
                     "sample_id": empty}, np.zeros(0, dtype=np.float32)
-        started = time.perf_counter()
         drawn = self.continual.replay_candidates(count, self.model, output_layer(self.model, self.cfg.model),
                                                  self.pad_id, self.device, self.cfg.learner.precision,
                                                  self.cfg.scoring.micro_batch_tokens, self.updates)
-        selection = self.strategy.select(drawn, count, self.rng)
-        self.busy_s += time.perf_counter() - started
+        selection = self.strategy.select(drawn, count, self.rng)  # (its time is in the update's step_s)
         return take(drawn, selection.indices), selection.weights
 
     def _step_within_memory(self, batch: TrainBatch) -> tuple[dict[str, Any], list[dict[str, Any]]]:

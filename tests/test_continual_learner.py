@@ -1,10 +1,8 @@
 """Continual learning in the learner: replay mixed into updates, rescored and counted apart; EWC's penalty; the
-prequential accuracy and drift reactions; the state surviving a checkpoint; and a tiny-model pipeline over a
-two-phase stream (SST-2 reviews, then airline tweets) that writes the accuracy matrix."""
+prequential accuracy and drift reactions; the state surviving a checkpoint. (A pipeline over a two-phase stream is
+in test_pipeline.py, beside the other whole-pipeline runs, sharing their Ray.)"""
 
-import csv
 import json
-import os
 
 import numpy as np
 import pytest
@@ -13,11 +11,8 @@ import torch
 from ol_ray.config import load_config
 from ol_ray.learner import OnlineLearner
 from ol_ray.models import load_model, output_layer
-from ol_ray.pipeline import run_pipeline
-from ol_ray.report import write_report
 from ol_ray.scoring import score_columns
-from conftest import DATA, read_tsv
-from data_files import candidates, write_sst2_tsv
+from data_files import candidates
 
 CPU = torch.device("cpu")
 
@@ -106,49 +101,3 @@ def test_a_causal_lm_replays_with_target_masks_and_ewc(tiny_gpt2_dir, tmp_path):
     assert [r["replayed"] for r in updates] == [0, 4, 4, 4] and all(np.isfinite(r["loss"]) for r in updates)
     assert updates[-1]["penalty"] > 0 and np.isfinite(updates[-1]["replay_loss_mean"])
     assert "target_mask" in learner.continual.replay.columns()
-
-
-def two_phase_files(folder, sst2_rows):
-    reviews = write_sst2_tsv(folder / "reviews.tsv", sst2_rows[:120])
-    reviews_dev = write_sst2_tsv(folder / "reviews_dev.tsv", sst2_rows[-60:])
-    tweets = [row for row in read_tsv(os.path.join(DATA, "airline_tweets", "train.tsv"), 180)]
-    tweets_file = write_sst2_tsv(folder / "train.tsv", tweets[:120])  # another file named like SST-2's train.tsv
-    tweets_dev = write_sst2_tsv(folder / "tweets_dev.tsv", tweets[120:180])
-    return reviews, reviews_dev, tweets_file, tweets_dev
-
-
-def test_a_two_phase_stream_writes_the_accuracy_matrix(ray_local, tiny_model_dir, sst2_rows, tmp_path):
-    reviews, reviews_dev, tweets, tweets_dev = two_phase_files(tmp_path, sst2_rows)
-    run_dir = tmp_path / "run"
-    cfg = load_config(None, [
-        f"stream.phases=[{{name: reviews, path: {reviews}}}, {{name: tweets, path: {tweets}, max_samples: 100}}]",
-        "stream.text_field=sentence", "stream.window_size=128", f"model.name_or_path={tiny_model_dir}",
-        "model.max_length=32", "scoring.batch_size=32", "selection.pool_size=16", "batching.batch_size=16",
-        "learner.lr=3e-3", "learner.torch_threads=1", "learner.num_cpus=0.5", "learner.publish_every=2",
-        f"eval.sets=[{{name: reviews, path: {reviews_dev}}}, {{name: tweets, path: {tweets_dev}}}]",
-        "eval.every_updates=4", "continual.replay_size=32", "continual.ewc_lambda=1", "continual.ewc_samples=8",
-        "continual.ewc_every_updates=0", "checkpoint.every_updates=0", f"output.run_dir={run_dir}",
-        "output.progress=false"])
-    summary = run_pipeline(cfg)
-    assert summary["samples_read"] == 220 and summary["accounting_ok"]  # ids carry the phase: no clash
-    assert [phase["name"] for phase in summary["phases"]] == ["reviews", "tweets"]
-    assert summary["phases"][1]["start_received"] == 120  # the tweets began after every review
-    matrix = summary["task_matrix"]
-    assert len(matrix) == 2 and all(len(row) == 2 and all(0 <= a <= 1 for a in row) for row in matrix)
-    metrics = summary["continual_metrics"]
-    assert metrics["backward_transfer"] == pytest.approx(matrix[1][0] - matrix[0][0])
-    assert metrics["forward_transfer"] is not None and metrics["average_accuracy"] == pytest.approx(np.mean(matrix[1]))
-    assert summary["samples_replayed"] > 0 and summary["prequential_accuracy"] is not None
-    assert 0 <= summary["phases"][0]["prequential_balanced_accuracy"] <= 1
-    with open(run_dir / "metrics.jsonl", encoding="utf-8") as handle:
-        records = [json.loads(line) for line in handle]
-    assert [r["phase"] for r in records if r["kind"] == "phase"] == ["reviews", "tweets"]
-    assert [r["reason"] for r in records if r["kind"] == "ewc_refresh"] == ["phase"]
-    with open(run_dir / "accuracy_matrix.csv", encoding="utf-8") as handle:
-        rows = list(csv.DictReader(handle))
-    assert rows[0]["update"] == "0" and {"reviews", "tweets", "reviews_balanced"} <= set(rows[0])
-    assert len(rows) == len(summary["accuracy_history"]) >= 3
-    with open(write_report(str(run_dir)), encoding="utf-8") as handle:
-        report = handle.read()
-    assert "## Continual learning" in report and "backward_transfer" in report
-    assert (run_dir / "report" / "continual.png").stat().st_size > 0

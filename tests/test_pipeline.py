@@ -1,13 +1,18 @@
-"""The whole pipeline under a local Ray with 2 CPUs, on a few hundred real SST-2 rows with bad rows mixed in."""
+"""The whole pipeline under a local Ray with 2 CPUs, on a few hundred real SST-2 rows with bad rows mixed in; and
+variants: rho_loss, batch policies, a causal LM, a two-phase stream with replay and EWC."""
 
+import csv
 import json
 import os
 import random
 
+import numpy as np
 import pytest
 
 from ol_ray.config import load_config
 from ol_ray.pipeline import run_pipeline
+from ol_ray.report import write_report
+from conftest import DATA, read_tsv
 from data_files import write_sst2_tsv
 
 BAD_ROWS = [
@@ -208,3 +213,49 @@ def test_a_causal_lm_pipeline_lowers_held_out_perplexity(ray_local, tiny_gpt2_di
     assert all(r["target_tokens"] > 0 for r in records if r["kind"] == "update")
     write_report(str(tmp_path / "run"))
     assert (tmp_path / "run" / "report" / "perplexity.png").exists()
+
+
+def two_phase_files(folder, sst2_rows):
+    reviews = write_sst2_tsv(folder / "reviews.tsv", sst2_rows[:120])
+    reviews_dev = write_sst2_tsv(folder / "reviews_dev.tsv", sst2_rows[-60:])
+    tweets = [row for row in read_tsv(os.path.join(DATA, "airline_tweets", "train.tsv"), 180)]
+    tweets_file = write_sst2_tsv(folder / "train.tsv", tweets[:120])  # another file named like SST-2's train.tsv
+    tweets_dev = write_sst2_tsv(folder / "tweets_dev.tsv", tweets[120:180])
+    return reviews, reviews_dev, tweets_file, tweets_dev
+
+
+def test_a_two_phase_stream_writes_the_accuracy_matrix(ray_local, tiny_model_dir, sst2_rows, tmp_path):
+    reviews, reviews_dev, tweets, tweets_dev = two_phase_files(tmp_path, sst2_rows)
+    run_dir = tmp_path / "run"
+    cfg = load_config(None, [
+        f"stream.phases=[{{name: reviews, path: {reviews}}}, {{name: tweets, path: {tweets}, max_samples: 100}}]",
+        "stream.text_field=sentence", "stream.window_size=128", f"model.name_or_path={tiny_model_dir}",
+        "model.max_length=32", "scoring.batch_size=32", "selection.pool_size=16", "batching.batch_size=16",
+        "learner.lr=3e-3", "learner.torch_threads=1", "learner.num_cpus=0.5", "learner.publish_every=2",
+        f"eval.sets=[{{name: reviews, path: {reviews_dev}}}, {{name: tweets, path: {tweets_dev}}}]",
+        "eval.every_updates=4", "continual.replay_size=32", "continual.ewc_lambda=1", "continual.ewc_samples=8",
+        "continual.ewc_every_updates=0", "checkpoint.every_updates=0", f"output.run_dir={run_dir}",
+        "output.progress=false"])
+    summary = run_pipeline(cfg)
+    assert summary["samples_read"] == 220 and summary["accounting_ok"]  # ids carry the phase: no clash
+    assert [phase["name"] for phase in summary["phases"]] == ["reviews", "tweets"]
+    assert summary["phases"][1]["start_received"] == 120  # the tweets began after every review
+    matrix = summary["task_matrix"]
+    assert len(matrix) == 2 and all(len(row) == 2 and all(0 <= a <= 1 for a in row) for row in matrix)
+    metrics = summary["continual_metrics"]
+    assert metrics["backward_transfer"] == pytest.approx(matrix[1][0] - matrix[0][0])
+    assert metrics["forward_transfer"] is not None and metrics["average_accuracy"] == pytest.approx(np.mean(matrix[1]))
+    assert summary["samples_replayed"] > 0 and summary["prequential_accuracy"] is not None
+    assert 0 <= summary["phases"][0]["prequential_balanced_accuracy"] <= 1
+    with open(run_dir / "metrics.jsonl", encoding="utf-8") as handle:
+        records = [json.loads(line) for line in handle]
+    assert [r["phase"] for r in records if r["kind"] == "phase"] == ["reviews", "tweets"]
+    assert [r["reason"] for r in records if r["kind"] == "ewc_refresh"] == ["phase"]
+    with open(run_dir / "accuracy_matrix.csv", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    assert rows[0]["update"] == "0" and {"reviews", "tweets", "reviews_balanced"} <= set(rows[0])
+    assert len(rows) == len(summary["accuracy_history"]) >= 3
+    with open(write_report(str(run_dir)), encoding="utf-8") as handle:
+        report = handle.read()
+    assert "## Continual learning" in report and "backward_transfer" in report
+    assert (run_dir / "report" / "continual.png").stat().st_size > 0
