@@ -13,8 +13,10 @@ code (`OnlineLearner`: selection, replay, EWC, weighted update, evaluation of ev
 - `replay`: the config's replay buffer and fraction (reservoir by default);
 - `replay_ewc`: the same, plus EWC at `--ewc-lambda` (the config's continual.ewc_lambda when it sets one).
 
-Every arm makes the same number of updates of the same batch size: equal samples trained. With replay a share of
-each batch is replayed, so fewer new samples are trained (the table says how many). Writes `forgetting.csv` (every
+Every arm makes the same number of updates of the same batch size per phase (plus, at a phase's end, one update
+of the candidates left over, which replay arms have since they read fewer new samples per update): equal samples
+trained, to within a batch per phase. With replay a share of each batch is replayed, so fewer new samples are read
+and trained (the table says how many). Writes `forgetting.csv` (every
 evaluation), `forgetting_table.md` and `.csv` (per arm, means over seeds: final accuracy and balanced accuracy on
 every set and its mean over the last three evaluations (steadier than one), forgetting of each earlier domain (from
 the final evaluation, and from that mean), average accuracy, backward and forward transfer, samples trained, new
@@ -122,7 +124,8 @@ def summarise(results: dict[str, list[dict[str, Any]]], names: Sequence[str], ba
         for key in ("average_accuracy", "backward_transfer", "forward_transfer"):
             values = [m[key] for m in metrics if m[key] is not None]
             row[key] = float(np.mean(values)) if values else math.nan
-        row["samples_trained_total"] = int(np.mean([run["updates"] * batch for run in runs]))
+        row["samples_trained_total"] = int(np.mean([run["samples_trained"] + run["samples_replayed"] for run in runs]))
+        row["updates"] = float(np.mean([run["updates"] for run in runs]))
         row["samples_new"] = int(np.mean([run["samples_trained"] for run in runs]))
         row["samples_replayed"] = int(np.mean([run["samples_replayed"] for run in runs]))
         row["wall_s"] = float(np.mean([run["wall_s"] for run in runs]))

@@ -183,7 +183,7 @@ class ContinualConfig:
     """Learning from a stream whose domain shifts, without forgetting: replay, EWC and drift detection."""
 
     replay_size: int = 0  # samples the learner's replay buffer holds; 0 = no replay
-    replay_fraction: float = 0.25  # share of each update's batch drawn from the buffer (the rest from the pool)
+    replay_fraction: float = 0.25  # share of each update's batch drawn from the buffer; the pool is read for the rest
     # what the buffer keeps: a uniform sample of the stream, a class-balanced one, or of what selection chose
     replay_policy: Literal["reservoir", "class_balanced", "selected"] = "reservoir"
     replay_pool_ratio: float = 1.0  # replayed candidates rescored per replayed sample; the strategy picks among them
@@ -457,13 +457,16 @@ def check_domains(cfg: Config) -> None:
     for i, phase in enumerate(cfg.stream.phases):
         _require(phase.skip == 0, f"stream.phases[{i}].skip is for evaluation sets; a phase reads its whole file "
                                   f"(or its first max_samples rows)")
-    for i, domain in enumerate(cfg.eval.sets):  # a set read from a phase's own file must lie past what it reads
+    evaluated = [(f"eval.sets[{i}]", domain.path, domain.skip) for i, domain in enumerate(cfg.eval.sets)]
+    if cfg.eval.path:
+        evaluated.append(("eval.path", cfg.eval.path, cfg.eval.skip))
+    for key, path, skip in evaluated:  # a set read from a phase's own file must lie past what the phase reads
         for phase in cfg.stream.phases:
-            if os.path.abspath(domain.path) == os.path.abspath(phase.path):
-                _require(cfg.stream.shuffle_seed is None and 0 < phase.max_samples <= domain.skip,
-                         f"eval.sets[{i}] reads phase {phase.name!r}'s file {domain.path}: its rows would be trained "
-                         f"on; read the phase's head (max_samples > 0, no stream.shuffle_seed) and evaluate past it "
-                         f"(skip >= the phase's max_samples)")
+            if os.path.abspath(path) == os.path.abspath(phase.path):
+                _require(cfg.stream.shuffle_seed is None and 0 < phase.max_samples <= skip,
+                         f"{key} reads phase {phase.name!r}'s file {path}: its rows would be trained on; read the "
+                         f"phase's head (max_samples > 0, no stream.shuffle_seed) and evaluate past it (skip >= the "
+                         f"phase's max_samples)")
     if cfg.stream.phases:
         _require(cfg.stream.source == "file", f"stream.phases read files one after another: set stream.source=file "
                                               f"(got {cfg.stream.source})")

@@ -93,7 +93,7 @@ class ContinualLearning:
         if self.replay is None or not len(self.replay):
             return 0
         fraction = self.settings.drift_replay_fraction if updates < self.boost_until else self.settings.replay_fraction
-        return max(0, min(round(fraction * batch_size), batch_size - 1, len(self.replay)))
+        return max(0, min(math.floor(fraction * batch_size + 0.5), batch_size - 1, len(self.replay)))
 
     def replay_candidates(self, count: int, model: nn.Module, head: nn.Module, pad_id: int, device: torch.device,
                           precision: str, micro_batch_tokens: int, version: int) -> Columns:
@@ -146,9 +146,11 @@ class ContinualLearning:
                         "samples_received": received, "time": time.time()}]
 
     def end_phase(self) -> None:
-        """The current phase is over: its closing evaluation is the newest, and its prequential figures final."""
-        if not self.phases:
+        """The current phase is over: its closing evaluation is the newest, and its prequential figures final. A
+        phase closes once (a run finished and then resumed, or restarted after its final checkpoint, keeps them)."""
+        if not self.phases or self.phases[-1].get("closed"):
             return
+        self.phases[-1]["closed"] = True
         self.phases[-1]["end_eval"] = len(self.history) - 1 if self.history else None
         self.phases[-1].update(self.phase_prequential.metrics())
         self.phase_prequential = Prequential(self.classes, self.settings.prequential_fading)
@@ -176,7 +178,7 @@ class ContinualLearning:
             baseline = [start["accuracy"][name] for name in names] if start["update"] == 0 else None
             metrics = continual_metrics(matrix, baseline)
         final = self.history[-1] if self.history else {}
-        over_time = {name: max(entry["accuracy"][name] for entry in self.history) - value
+        over_time = {name: max(entry["accuracy"].get(name) or 0.0 for entry in self.history) - value
                      for name, value in final.get("accuracy", {}).items() if value is not None}
         return {"phases": self.phases, "accuracy_history": self.history, "task_matrix": matrix,
                 "continual_metrics": metrics, "final_accuracy": final.get("accuracy"),

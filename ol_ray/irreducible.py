@@ -40,6 +40,7 @@ def read_head(cfg: Config, count: int, rows: Optional[Sequence[dict[str, Any]]] 
               until_valid: bool = False) -> Holdout:
     """The head of the configured stream, validated and tokenized: its first `count` rows, or with `until_valid`
     its first `count` valid rows (fewer if the stream ends)."""
+    from ol_ray.phases import config_for_phase
     from ol_ray.stream import make_source, windows
     from ol_ray.tokenization import tokenize_rows
     from ol_ray.validation import FieldSpec, split_records
@@ -48,8 +49,9 @@ def read_head(cfg: Config, count: int, rows: Optional[Sequence[dict[str, Any]]] 
     source = make_source(stream, rows=rows)
     valid, read, rejected, cursor = [], 0, 0, source.cursor()
     for window in windows(source, stream):
+        spec = FieldSpec.from_config(config_for_phase(cfg, window.record_format.phase))  # a phase's own fields
         good, bad = split_records([r["sample_id"] for r in window.records], [r["raw"] for r in window.records],
-                                  window.record_format, FieldSpec.from_config(cfg), window=-1)
+                                  window.record_format, spec, window=-1)
         valid.extend(good)
         read, rejected, cursor = read + len(window), rejected + len(bad), window.cursor
         if until_valid and len(valid) >= count:

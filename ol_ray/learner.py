@@ -186,6 +186,11 @@ class OnlineLearner:
                 torch.set_rng_state(training_state["torch_rng"])
                 if "cuda_rng" in training_state and self.device.type == "cuda":
                     torch.cuda.set_rng_state_all(training_state["cuda_rng"])
+                self.continual = ContinualLearning(self.cfg, self.classes)
+                if "continual" in state:  # absent in checkpoints from before continual learning
+                    self.continual.load_state_dict(state["continual"], state.get("replay_columns"))
+                if self.continual.ewc is not None and "ewc" in training_state:
+                    self.continual.ewc.load_state_dict(training_state["ewc"], self.device)
             except Exception as error:  # a corrupt checkpoint: say so, fall back to the one before
                 logger.warning("ol_ray: cannot resume from %s (%s); trying an older checkpoint", path, error)
                 continue
@@ -204,10 +209,6 @@ class OnlineLearner:
             self.ledger = Ledger.from_json(state["ledger"], state.get("arrays", {}).get("seen_ids"),
                                            self.cfg.learner.duplicate_window)
             self.cursor, self.windows_done = state["cursor"], state["windows_done"]
-            if "continual" in state:  # absent in checkpoints from before continual learning
-                self.continual.load_state_dict(state["continual"], state.get("replay_columns"))
-            if self.continual.ewc is not None and "ewc" in training_state:
-                self.continual.ewc.load_state_dict(training_state["ewc"], self.device)
             self.buffered = len(candidates.get("sample_id", []))
             self.buffer = [candidates] if self.buffered else []
             self.checkpoint_path = self.restored_from = path
@@ -219,6 +220,7 @@ class OnlineLearner:
         if tried:  # every checkpoint was unreadable: start over from the configured model, and say so
             logger.warning("ol_ray: no readable checkpoint in %s; starting from the beginning", self.run_dir)
             self._build()
+            self.continual = ContinualLearning(self.cfg, self.classes)
         self._rewind_ledger_log()  # a restart before any checkpoint: everything trained so far is replayed
         return False
 
@@ -306,9 +308,10 @@ class OnlineLearner:
         row of the accuracy matrix) and EWC re-anchors there."""
         records, self.start_records = self.start_records, []
         self.changed_since_checkpoint = True
-        if self.continual.phases and self.continual.phases[-1]["name"] != name and self.evaluates \
-                and self.last_eval.get("update") != self.updates:
-            records.append(self._evaluate())
+        if self.continual.phases and self.continual.phases[-1]["name"] != name:
+            records.extend(self._train_leftovers())  # the old phase's last samples belong to it
+            if self.evaluates and self.last_eval.get("update") != self.updates:
+                records.append(self._evaluate())
         ended, phase_records = self.continual.begin_phase(name, self.updates, self.counts["received"])
         if ended:
             records.extend(self._refresh_ewc("phase"))
@@ -330,13 +333,27 @@ class OnlineLearner:
         records: list[dict[str, Any]] = []
         while self.buffered and not self.done:
             batch_size = self._decide_batch_size()
-            pool_size = pool_for(batch_size, self.cfg.batching, self.cfg.selection.pool_size) if batch_size else 0
+            # replay takes its share of the batch; the pool is read for the new samples only, so none is dropped
+            replay_count = self.continual.replay_count(batch_size, self.updates) if batch_size else 0
+            pool_size = (pool_for(batch_size - replay_count, self.cfg.batching, self.cfg.selection.pool_size)
+                         if batch_size else 0)
             if not batch_size or self.buffered < pool_size:
                 break
             pool, rest = split_at(concat_columns(self.buffer), pool_size)
             self.buffer, self.buffered = ([rest] if pool_length(rest) else []), self.buffered - pool_size
-            records.extend(self._update(pool, batch_size))
+            records.extend(self._update(pool, batch_size, replay_count))
         return records
+
+    def _train_leftovers(self) -> list[dict[str, Any]]:
+        """Train on the buffered candidates that do not fill a pool (at the end of the stream or of a phase)."""
+        if not self.buffered or self.done:
+            return []
+        self.changed_since_checkpoint = True  # the leftovers' update must reach the next checkpoint
+        pool = concat_columns(self.buffer)
+        self.buffer, self.buffered = [], 0
+        batch_size = self._decide_batch_size() or self.cfg.batching.batch_size
+        return self._update(pool, batch_size, self.continual.replay_count(batch_size, self.updates),
+                            evaluate_now=False)
 
     def _context(self) -> BatchContext:
         """What the batch policy sees: the monitor's snapshot refreshed with this learner's own memory readings,
@@ -391,11 +408,7 @@ class OnlineLearner:
         """End of stream: train on the leftovers, evaluate and checkpoint one last time."""
         records, self.start_records = self.start_records, []
         if self.buffered and not self.done:
-            self.changed_since_checkpoint = True  # the leftovers' update must reach the final checkpoint
-            pool = concat_columns(self.buffer)
-            self.buffer, self.buffered = [], 0
-            batch_size = self._decide_batch_size() or self.cfg.batching.batch_size
-            records.extend(self._update(pool, batch_size, evaluate_now=False))
+            records.extend(self._train_leftovers())
         elif self.buffered:
             self.ledger.record(concat_columns(self.buffer)["window"], "not_selected")
             self.buffer, self.buffered = [], 0
@@ -407,12 +420,13 @@ class OnlineLearner:
         return records
 
     # --- the update --------------------------------------------------------------------------------------------
-    def _update(self, pool: Columns, batch_size: int, evaluate_now: bool = True) -> list[dict[str, Any]]:
+    def _update(self, pool: Columns, batch_size: int, replay_count: int = 0,
+                evaluate_now: bool = True) -> list[dict[str, Any]]:
+        """An update of `batch_size` samples: `replay_count` from the replay buffer, the rest selected from the pool
+        (all of a smaller pool)."""
         started = time.perf_counter()
         pool_size = pool_length(pool)
-        batch_size = min(batch_size, pool_size)
-        replay_count = self.continual.replay_count(batch_size, self.updates)
-        selection = self.strategy.select(pool, batch_size - replay_count, self.rng)
+        selection = self.strategy.select(pool, min(batch_size - replay_count, pool_size), self.rng)
         chosen = take(pool, selection.indices)
         rest = np.setdiff1d(np.arange(pool_size), selection.indices)
         self.ledger.record(pool["window"][rest], "not_selected")
@@ -424,7 +438,7 @@ class OnlineLearner:
                            np.concatenate([chosen["target_mask"], replayed["target_mask"]])
                            if "target_mask" in chosen else None)
         scheduled_lr = self.scheduler.get_last_lr()
-        scale = lr_scale(batch_size, self.cfg.batching.batch_size, self.cfg.batching.lr_scaling)
+        scale = lr_scale(len(batch.labels), self.cfg.batching.batch_size, self.cfg.batching.lr_scaling)
         for group, lr in zip(self.optimizer.param_groups, scheduled_lr):  # the scheduler resets it next step
             group["lr"] = lr * scale
         stats, oom_records = self._step_within_memory(batch)
@@ -445,7 +459,7 @@ class OnlineLearner:
         self.scheduler.step()
         self.last_update_time = time.time()
         if hasattr(self.policy, "observe"):
-            self.policy.observe({**stats, "batch_size": batch_size})
+            self.policy.observe({**stats, "batch_size": len(batch.labels)})
         staleness = self.updates - chosen["weight_version"]
         self.updates += 1
         self.ledger.record(chosen["window"], "trained", trained_ids)
@@ -508,7 +522,8 @@ class OnlineLearner:
         drawn = self.continual.replay_candidates(count, self.model, output_layer(self.model, self.cfg.model),
                                                  self.pad_id, self.device, self.cfg.learner.precision,
                                                  self.cfg.scoring.micro_batch_tokens, self.updates)
-        selection = self.strategy.select(drawn, count, self.rng)  # (its time is in the update's step_s)
+        # picked like new candidates, but not observed: diversity's memory and coverage's clusters follow the stream
+        selection = self.strategy.select(drawn, count, self.rng, observe=False)
         return take(drawn, selection.indices), selection.weights
 
     def _step_within_memory(self, batch: TrainBatch) -> tuple[dict[str, Any], list[dict[str, Any]]]:

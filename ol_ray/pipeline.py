@@ -267,7 +267,7 @@ class RunOutputs:
             return
         self.metrics.close()
         with open(self.path, encoding="utf-8") as handle:
-            kept = [line for line in handle if line.endswith("}\n") and json.loads(line)["update"] <= point["updates"]]
+            kept = kept_records([line for line in handle if line.endswith("}\n")], point)
         with open(self.path + ".tmp", "w", encoding="utf-8") as handle:
             handle.writelines(kept)
         os.replace(self.path + ".tmp", self.path)
@@ -300,6 +300,18 @@ class RunOutputs:
         self.metrics.close()
         if self.bar is not None:
             self.bar.close()
+
+
+def kept_records(lines: list[str], point: dict[str, Any]) -> list[str]:
+    """The metrics.jsonl lines a resume keeps: up to the record of the checkpoint it restored (records written after
+    it, even at the same update number, such as a phase's start or a drift, are written again as the stream is
+    replayed), or without one up to the update the learner stands at."""
+    if point.get("restored_from"):
+        for index, line in enumerate(lines):
+            record = json.loads(line)
+            if record["kind"] == "checkpoint" and record.get("path") == point["restored_from"]:
+                return lines[:index + 1]
+    return [line for line in lines if json.loads(line)["update"] <= point["updates"]]
 
 
 def learner_actor_name(run_dir: str) -> str:

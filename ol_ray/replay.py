@@ -6,9 +6,10 @@ Plain Python, callable without Ray. Three policies decide what the buffer keeps:
   "reservoir" experience replay in Chaudhry et al., "On Tiny Episodic Memories in Continual Learning", 2019). Each
   of the n samples seen so far is in the buffer with probability capacity / n.
 - `class_balanced`: class-balancing reservoir sampling (Chrysakis & Moens, "Online Continual Learning from
-  Imbalanced Data", ICML 2020): a new sample of a class that is not the largest in the buffer replaces a random
-  sample of the largest class; a sample of the largest class replaces one of its own class with probability
-  (its class's count in the buffer) / (its class's count in the stream). Minority classes keep their samples.
+  Imbalanced Data", ICML 2020). Once the buffer is full, a class is "full" from the first time it is (or ties)
+  the largest in the buffer on. A new sample of a class that is not full replaces a random sample of a largest
+  class; a sample of a full class replaces one of its own class with probability (its class's count in the buffer)
+  / (its class's count in the stream). Minority classes keep their samples; balanced classes sample uniformly.
 - `selected`: a reservoir over the samples the selection strategy chose to train on, so the buffer holds what
   the strategy valued rather than the raw stream.
 
@@ -45,6 +46,7 @@ class ReplayBuffer:
         self.slots: list[dict[str, Any]] = []
         self.seen = 0  # samples offered to the buffer
         self.class_seen = [0] * classes  # per class, for class_balanced
+        self.full: set[int] = set()  # class_balanced: classes that have been the largest since the buffer filled
 
     def __len__(self) -> int:
         return len(self.slots)
@@ -59,7 +61,9 @@ class ReplayBuffer:
         keys = [key for key in KEPT if key in columns]
         stored = 0
         for row in range(len(columns["sample_id"])):
-            item = {key: columns[key][row] for key in keys}
+            # copies: a view would keep the whole batch it came from (scores, embeddings) alive in the buffer
+            item = {key: np.array(columns[key][row], copy=True) if isinstance(columns[key][row], np.ndarray)
+                    else columns[key][row] for key in keys}
             stored += self._offer(item)
         return stored
 
@@ -83,8 +87,9 @@ class ReplayBuffer:
             self.slots.append(item)
             return True
         counts = np.bincount([int(slot["label"]) for slot in self.slots], minlength=self.classes)
-        largest = np.flatnonzero(counts == counts.max())
-        if label not in largest:  # a smaller class takes a place of the largest one
+        largest = set(np.flatnonzero(counts == counts.max()).tolist())
+        self.full |= largest
+        if label not in self.full:  # a class that never was the largest takes a place of a largest one
             victims = [i for i, slot in enumerate(self.slots) if int(slot["label"]) in largest]
         else:  # the largest class samples itself like a reservoir
             if self.rng.random() >= counts[label] / self.class_seen[label]:
@@ -120,14 +125,18 @@ class ReplayBuffer:
 
     def state_dict(self) -> dict[str, Any]:
         return {"seen": self.seen, "class_seen": list(self.class_seen), "rng": self.rng.bit_generator.state,
-                "size": len(self.slots)}
+                "size": len(self.slots), "full": sorted(self.full)}
 
     def load(self, state: dict[str, Any], columns: Optional[Columns]) -> None:
-        """Restore counters, random state and the stored samples (from `state_dict()` and `columns()`)."""
+        """Restore counters, random state and the stored samples (from `state_dict()` and `columns()`); a buffer
+        larger than this one's capacity (a resume with a smaller replay_size) keeps a uniform subset."""
         self.seen, self.class_seen = int(state["seen"]), [int(c) for c in state["class_seen"]]
+        self.full = set(state.get("full", []))
         self.rng.bit_generator.state = state["rng"]
         columns = columns or {}
         size = len(columns.get("sample_id", []))
         if size != state["size"]:
             raise ValueError(f"the checkpoint's replay buffer holds {size} samples, its state says {state['size']}")
         self.slots = [{key: value[i] for key, value in columns.items()} for i in range(size)]
+        if size > self.capacity:
+            self.slots = [self.slots[int(i)] for i in np.sort(self.rng.choice(size, self.capacity, replace=False))]

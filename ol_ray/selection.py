@@ -463,7 +463,9 @@ class Selector:
     def __init__(self, strategy: Strategy, cfg: SelectionConfig):
         self.strategy, self.cfg = strategy, cfg
 
-    def select(self, pool: Pool, batch_size: int, rng: np.random.Generator) -> Selection:
+    def select(self, pool: Pool, batch_size: int, rng: np.random.Generator, observe: bool = True) -> Selection:
+        """B of the pool and their weights; `observe=False` leaves a stateful strategy's memory of the stream as it
+        is (replayed samples are picked that way)."""
         size = pool_length(pool)
         batch_size = min(batch_size, size)
         ranking = self.strategy.rank(pool, rng)
@@ -477,7 +479,7 @@ class Selector:
             if self.cfg.mode == "soft":
                 chosen = ranking.scores[indices]
                 weights = chosen / chosen.mean() if chosen.mean() > 0 else weights
-        if hasattr(self.strategy, "observe"):
+        if observe and hasattr(self.strategy, "observe"):
             self.strategy.observe(pool, indices)
         return Selection(indices=indices.astype(np.int64), weights=weights.astype(np.float32))
 

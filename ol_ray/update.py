@@ -104,7 +104,8 @@ def weighted_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: Tra
     `noise_probe` also returns the squared norms of the mean gradient after half the batch and after all of it
     (for the gradient noise scale); `measure_memory` returns the peak memory per sample of the largest micro-batch
     (peak allocated on a GPU, saved activations x 2 elsewhere). `penalty(model)`, when given, is a regulariser added
-    to the loss once per update (EWC, `ol_ray.ewc`); its value is returned as `penalty`."""
+    to the loss once per update (EWC, `ol_ray.ewc`); its value is returned as `penalty`, apart from `loss` (the
+    weighted data loss)."""
     model.train()
     optimizer.zero_grad(set_to_none=True)
     size = len(batch.labels)
@@ -135,9 +136,10 @@ def weighted_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: Tra
             half_size = sum(len(g) for g in plan[:first_half])
             stats.update(noise_small_sq=_grad_sq(params) * (size / half_size) ** 2, noise_small_size=half_size)
     regulariser = penalty(model) if penalty is not None else None
-    if regulariser is not None:
+    if regulariser is not None:  # the data gradient's noise measure and loss leave the penalty out
+        if "noise_small_sq" in stats:
+            stats["noise_big_sq"] = _grad_sq(params)
         regulariser.backward()
-        loss_sum += regulariser.detach()
         stats["penalty"] = float(regulariser.detach())
     if measure_memory and device.type == "cuda":
         largest = max(len(group) for group in plan)
@@ -146,10 +148,11 @@ def weighted_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: Tra
     grad_norm = torch.nn.utils.clip_grad_norm_(grads, grad_clip if grad_clip > 0 else math.inf)
     stats.update(loss=float(loss_sum), sample_loss_mean=float(sample_loss_sum) / size, grad_norm=float(grad_norm))
     if "noise_small_sq" in stats:
-        stats["noise_big_sq"] = stats["grad_norm"] ** 2  # the norm before clipping
+        stats.setdefault("noise_big_sq", stats["grad_norm"] ** 2)  # the norm before clipping
     if measure_memory:
         stats["memory_per_sample_mb"] = per_sample_mb
-    stats["skipped"] = not (math.isfinite(stats["loss"]) and math.isfinite(stats["grad_norm"]))
+    stats["skipped"] = not (math.isfinite(stats["loss"]) and math.isfinite(stats["grad_norm"])
+                            and math.isfinite(stats.get("penalty", 0.0)))
     if stats["skipped"]:  # a NaN or infinite loss or gradient: leave model and optimizer untouched
         optimizer.zero_grad(set_to_none=True)
     else:

@@ -35,18 +35,20 @@ def test_replay_fills_part_of_each_batch_and_is_counted_apart(tiny_model_dir, ss
     learner = OnlineLearner(learner_config(tiny_model_dir), str(tmp_path / "run"))
     records = learner.add_candidates(candidates(tiny_model_dir, sst2_rows, 0, 48, window=0))
     updates = [r for r in records if r["kind"] == "update"]
-    assert [r["replayed"] for r in updates] == [0, 2, 2, 2, 2, 2]  # nothing to replay before the first update
-    assert all(r["batch_size"] == 8 for r in updates)
-    assert updates[-1]["samples_trained"] == 8 + 5 * 6  # replayed samples are not new samples trained
-    assert updates[-1]["samples_replayed"] == 10 and updates[-1]["replay_loss_mean"] > 0
+    # nothing to replay before the first update; then 2 of 8 replayed and pools of 6 new: no new sample is dropped
+    assert [r["replayed"] for r in updates] == [0] + [2] * 6 and all(r["batch_size"] == 8 for r in updates)
+    assert [r["pool_size"] for r in updates] == [8] + [6] * 6
+    assert updates[-1]["samples_trained"] == 8 + 6 * 6 and updates[-1]["samples_not_selected"] == 0
+    assert updates[-1]["samples_replayed"] == 12 and updates[-1]["replay_loss_mean"] > 0
     assert len(learner.continual.replay) == 12  # full, and bounded
     learner.end_window(0, {"row": 48}, read=48, quarantined=0)
-    state = learner.state()
-    assert state["ledger_balanced"] and state["samples_trained"] + state["samples_not_selected"] == 48
+    state = learner.state()  # replayed samples are not new samples trained: the ledger's identity holds
+    assert state["samples_trained"] + state["samples_buffered"] == 48 and state["samples_trained_twice"] == 0
     with open(tmp_path / "run" / "ledger.jsonl", encoding="utf-8") as handle:
         logged = [json.loads(line) for line in handle]
-    assert all(len(entry.get("replayed", [])) == (2 if entry["update"] > 1 else 0) for entry in logged)
-    assert all(not set(entry.get("replayed", [])) & set(entry["trained"]) for entry in logged)
+    for index, entry in enumerate(logged):  # only samples an earlier update trained are replayed
+        earlier = {sample for before in logged[:index] for sample in before["trained"]}
+        assert len(entry.get("replayed", [])) == (2 if index else 0) and set(entry.get("replayed", [])) <= earlier
 
 
 def test_replay_buffer_and_ewc_survive_a_checkpoint(tiny_model_dir, sst2_rows, tmp_path):
@@ -98,6 +100,36 @@ def test_a_causal_lm_replays_with_target_masks_and_ewc(tiny_gpt2_dir, tmp_path):
     learner = OnlineLearner(cfg, str(tmp_path / "run"))
     records = learner.add_candidates(lm_candidates(tiny_gpt2_dir, LM_SENTENCES * 7))
     updates = [r for r in records if r["kind"] == "update"]
-    assert [r["replayed"] for r in updates] == [0, 4, 4, 4] and all(np.isfinite(r["loss"]) for r in updates)
-    assert updates[-1]["penalty"] > 0 and np.isfinite(updates[-1]["replay_loss_mean"])
+    assert [r["replayed"] for r in updates][:4] == [0, 4, 4, 4] and all(np.isfinite(r["loss"]) for r in updates)
+    assert any(r.get("penalty", 0) > 0 for r in updates) and np.isfinite(updates[-1]["replay_loss_mean"])
     assert "target_mask" in learner.continual.replay.columns()
+
+
+def test_a_restored_learner_continues_exactly_and_a_phase_closes_once(tiny_model_dir, sst2_rows, tmp_path):
+    import shutil
+
+    cfg = learner_config(tiny_model_dir, "continual.ewc_lambda=10", "continual.ewc_every_updates=2",
+                         "continual.ewc_samples=4", "learner.lr=1e-3")
+    learner = OnlineLearner(cfg, str(tmp_path / "run"))
+    learner.begin_phase("first")
+    learner.add_candidates(scored(tiny_model_dir, candidates(tiny_model_dir, sst2_rows, 0, 30, window=0)))
+    (checkpoint,) = learner.end_window(0, {"row": 30}, read=30, quarantined=0)
+    shutil.copytree(tmp_path / "run", tmp_path / "copy")
+    restored = OnlineLearner(cfg, str(tmp_path / "copy"))
+    assert restored.resume_point()["phase"] == "first" and restored.continual.replayed == learner.continual.replayed
+    later = scored(tiny_model_dir, candidates(tiny_model_dir, sst2_rows, 30, 24, window=1))
+    rng = torch.get_rng_state()  # the checkpoint's (restored into the process-wide RNG both learners share)
+    original_records = learner.begin_phase("second") + learner.add_candidates(later)
+    torch.set_rng_state(rng)
+    restored_records = restored.begin_phase("second") + restored.add_candidates(later)
+    keys = ("update", "loss", "replayed", "penalty", "prequential_accuracy", "samples_trained")
+    assert [{k: r.get(k) for k in keys} for r in original_records if r["kind"] == "update"] == \
+        [{k: r.get(k) for k in keys} for r in restored_records if r["kind"] == "update"]
+    assert original_records[0]["kind"] == "update" and original_records[0]["pool_size"] == 4  # the first phase's
+    # 30 candidates left 4 in the buffer: trained before the second phase begins
+    learner.finish()
+    closed = dict(learner.continual.phases[-1])
+    assert closed["prequential_accuracy"] is not None
+    again = OnlineLearner(cfg, str(tmp_path / "run"))  # restored from the final checkpoint, finished again
+    again.finish()
+    assert again.continual.phases[-1] == closed  # the closed phase keeps its figures

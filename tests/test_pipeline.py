@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from ol_ray.config import load_config
-from ol_ray.pipeline import run_pipeline
+from ol_ray.pipeline import kept_records, run_pipeline
 from ol_ray.report import write_report
 from conftest import DATA, read_tsv
 from data_files import write_sst2_tsv
@@ -259,3 +259,12 @@ def test_a_two_phase_stream_writes_the_accuracy_matrix(ray_local, tiny_model_dir
         report = handle.read()
     assert "## Continual learning" in report and "backward_transfer" in report
     assert (run_dir / "report" / "continual.png").stat().st_size > 0
+
+
+def test_a_resume_keeps_metrics_up_to_the_checkpoint_it_restored():
+    lines = [json.dumps(record) + "\n" for record in [
+        {"kind": "update", "update": 4}, {"kind": "checkpoint", "update": 4, "path": "ckpt/step-4"},
+        {"kind": "phase", "update": 4, "phase": "tweets"}, {"kind": "eval", "update": 4},
+        {"kind": "update", "update": 5}]]
+    assert kept_records(lines, {"restored_from": "ckpt/step-4", "updates": 4}) == lines[:2]  # the phase comes again
+    assert kept_records(lines, {"restored_from": None, "updates": 4}) == lines[:4]  # no checkpoint record: by update

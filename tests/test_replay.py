@@ -52,6 +52,35 @@ def test_class_balanced_replay_keeps_the_minority_class():
         ReplayBuffer(10, "class_balanced")
 
 
+@pytest.mark.parametrize("capacity", [5, 101])  # capacities that two balanced classes cannot split evenly
+def test_class_balanced_replay_of_balanced_classes_is_a_uniform_sample(capacity):
+    # a class stays "full" once it was the largest: balanced classes then sample like a reservoir, not the newest
+    ages = []
+    for seed in range(40):
+        buffer = ReplayBuffer(capacity, "class_balanced", classes=2, seed=seed)
+        for start in range(0, 1000, 50):
+            buffer.add(samples(start, 50))
+        ages.extend(1000 - int(s.split(":")[1]) for s in buffer.columns()["sample_id"])
+    assert np.mean(ages) == pytest.approx(500, rel=0.15)
+
+
+def test_a_smaller_buffer_keeps_a_uniform_subset_of_a_checkpoint(tmp_path):
+    buffer = ReplayBuffer(20, seed=0)
+    buffer.add(samples(0, 100))
+    smaller = ReplayBuffer(8, seed=1)
+    smaller.load(buffer.state_dict(), buffer.columns())
+    assert len(smaller) == 8 and set(smaller.columns()["sample_id"]) <= set(buffer.columns()["sample_id"])
+
+
+def test_stored_token_ids_are_copies_not_views_of_the_batch():
+    batch = samples(0, 4)
+    big = np.zeros((4, 1000), dtype=np.int32)  # token ids that are views into one large array
+    batch["input_ids"] = object_array([big[i, :5] for i in range(4)])
+    buffer = ReplayBuffer(4)
+    buffer.add(batch)
+    assert all(item["input_ids"].base is None for item in buffer.slots)
+
+
 def test_the_buffer_survives_a_checkpoint_round_trip(tmp_path):
     buffer = ReplayBuffer(8, seed=3)
     buffer.add(samples(0, 40))
