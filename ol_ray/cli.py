@@ -286,6 +286,19 @@ def print_summary(summary: dict) -> None:
     if summary.get("dev_perplexity") is not None:
         print(f"final dev perplexity: {summary['dev_perplexity']:.3f} (token accuracy "
               f"{summary['dev_token_accuracy']:.4f}, mean token loss {summary['dev_loss']:.4f})")
+    if summary.get("final_accuracy"):
+        print("final accuracy per evaluation set: " + ", ".join(f"{name} {value:.4f}" for name, value
+                                                               in summary["final_accuracy"].items()))
+    if summary.get("continual_metrics"):
+        metrics = summary["continual_metrics"]
+        print(f"continual: average accuracy {metrics['average_accuracy']:.4f}, backward transfer "
+              f"{metrics['backward_transfer']:.4f}, forgetting {[round(f, 4) for f in metrics['forgetting']]}")
+    if summary.get("prequential_accuracy") is not None:
+        balanced = summary.get("prequential_balanced_accuracy")  # a causal LM's (token accuracy) has none
+        print(f"prequential accuracy {summary['prequential_accuracy']:.4f}"
+              + (f" (balanced {balanced:.4f})" if balanced is not None else "")
+              + f", samples replayed {summary.get('samples_replayed', 0)}, drifts detected "
+              f"{len(summary.get('drift_events', []))}")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
