@@ -68,9 +68,9 @@ def run_arm(cfg: Config, phases: Sequence[tuple[str, Any]], updates: Sequence[in
     """One arm on the phases: per phase, pools of selection.pool_size scored with the learner's weights, until
     that phase's `updates` (or its rows) are done. Returns the learner's continual summary, its
     counters and the wall time."""
+    from ol_ray.bench_loop import scored_pool
     from ol_ray.learner import OnlineLearner
     from ol_ray.models import head_layer
-    from ol_ray.scoring import score_samples
 
     started = time.perf_counter()
     learner = OnlineLearner(cfg)
@@ -81,14 +81,8 @@ def run_arm(cfg: Config, phases: Sequence[tuple[str, Any]], updates: Sequence[in
         first_update, start = learner.updates, 0
         while learner.updates - first_update < phase_updates and start + pool_size <= len(head_rows.labels):
             part = slice(start, start + pool_size)
-            ids, labels = head_rows.input_ids[part], head_rows.labels[part]
-            pool = {"sample_id": head_rows.sample_ids[part], "label": labels,
-                    "window": np.full(pool_size, index, np.int64),
-                    "input_ids": np.array(ids + [None], dtype=object)[:-1],
-                    "weight_version": np.full(pool_size, learner.updates, dtype=np.int64)}
-            pool.update(score_samples(learner.model, head, ids, labels, learner.pad_id, learner.device,
-                                      micro_batch_tokens=cfg.scoring.micro_batch_tokens))
-            learner.add_candidates(pool)
+            learner.add_candidates(scored_pool(learner, head, head_rows.input_ids[part], head_rows.labels[part],
+                                               head_rows.sample_ids[part], index, cfg.scoring.micro_batch_tokens))
             start += pool_size
     learner.finish()
     state = learner.state()

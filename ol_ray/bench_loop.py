@@ -39,6 +39,20 @@ def read_stream(cfg: Config, count: int, label_noise: float, seed: int) -> Strea
     return Stream(head.input_ids, labels, head.sample_ids)
 
 
+def scored_pool(learner: Any, head: Any, input_ids: list[np.ndarray], labels: np.ndarray, sample_ids: np.ndarray,
+                window: int = 0, micro_batch_tokens: int = 0) -> dict[str, np.ndarray]:
+    """Candidates as a scorer hands them to the learner: the columns, scored with the learner's current weights."""
+    from ol_ray.scoring import score_samples
+
+    size = len(labels)
+    pool = {"sample_id": sample_ids, "label": labels, "window": np.full(size, window, np.int64),
+            "input_ids": np.array(input_ids + [None], dtype=object)[:-1],
+            "weight_version": np.full(size, learner.updates, dtype=np.int64)}
+    pool.update(score_samples(learner.model, head, input_ids, labels, learner.pad_id, learner.device,
+                              micro_batch_tokens=micro_batch_tokens))
+    return pool
+
+
 def run_plain(cfg: Config, stream: Stream, chunk: int, max_updates: int = 0, max_samples: int = 0,
               eval_every_samples: int = 0, dev: Optional[Stream] = None, started: Optional[float] = None
               ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -91,11 +105,8 @@ def run_plain(cfg: Config, stream: Stream, chunk: int, max_updates: int = 0, max
     while running() and start + chunk <= len(stream.labels):
         part = slice(start, start + chunk)
         ids, labels = stream.input_ids[part], stream.labels[part]
-        pool = {"sample_id": stream.sample_ids[part], "label": labels, "window": np.zeros(chunk, np.int64),
-                "input_ids": np.array(ids + [None], dtype=object)[:-1],
-                "weight_version": np.full(chunk, learner.updates, dtype=np.int64)}
-        pool.update(score_samples(learner.model, head, ids, labels, learner.pad_id, learner.device,
-                                  micro_batch_tokens=cfg.scoring.micro_batch_tokens))
+        pool = scored_pool(learner, head, ids, labels, stream.sample_ids[part],
+                           micro_batch_tokens=cfg.scoring.micro_batch_tokens)
         if irreducible is not None:
             pool["irreducible_loss"] = score_samples(irreducible, head_layer(irreducible, cfg.model.num_labels), ids,
                                                      labels, learner.pad_id, learner.device,

@@ -124,9 +124,11 @@ class Prequential:
 
     def update(self, correct: np.ndarray, losses: np.ndarray, labels: Optional[np.ndarray] = None) -> None:
         """Add samples in stream order: `correct` is 1/0 per sample (a causal LM: its token accuracy)."""
-        for value in np.asarray(correct, dtype=np.float64):
-            self.faded_correct = self.fading * self.faded_correct + value
-            self.faded_samples = self.fading * self.faded_samples + 1.0
+        values = np.asarray(correct, dtype=np.float64)
+        ages = self.fading ** np.arange(len(values) - 1, -1, -1)  # the newest weighs 1, the one before `fading`
+        decay = self.fading ** len(values)
+        self.faded_correct = decay * self.faded_correct + float(ages @ values)
+        self.faded_samples = decay * self.faded_samples + float(ages.sum())
         self.samples += len(correct)
         self.correct += float(np.sum(correct))
         self.loss_sum += float(np.sum(losses))

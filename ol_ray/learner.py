@@ -134,7 +134,7 @@ class OnlineLearner:
         self.updates = 0
         self.counts = {"received": 0, "text_truncated": 0, "tokens_truncated": 0, "nonfinite_updates": 0,
                        "oom_retries": 0, "labels_received": [0] * self.classes,
-                       "labels_trained": [0] * self.classes, "drift_events": 0}
+                       "labels_trained": [0] * self.classes}
         self.staleness_sum = 0
         self.staleness_max = 0
         self.score_version_max = 0  # the newest weight version any trained sample was scored with
@@ -285,7 +285,6 @@ class OnlineLearner:
     def _observe(self, candidates: Columns) -> list[dict[str, Any]]:
         """Prequential figures and drift detection on received candidates, and the configured drift reactions."""
         records, reactions = self.continual.observe(candidates, self.updates)
-        self.counts["drift_events"] = self.counts.get("drift_events", 0) + len(records)
         for record in records:
             logger.warning("ol_ray: drift detected at sample %d (update %d): prequential loss rose; reactions: %s",
                            record["sample"], record["update"], ", ".join(record["reactions"]) or "none")
@@ -650,7 +649,6 @@ class OnlineLearner:
             "last_eval": self.last_eval,
             "eval_rows_rejected": (self.eval_set.rows_rejected if self.eval_set else 0)
             + sum(eval_set.rows_rejected for eval_set in self.domain_sets.values()),
-            "drift_events_count": self.counts.get("drift_events", 0),
             "continual": self.continual.summary(),
             "cursor": self.cursor,
             "windows_done": self.windows_done,

@@ -591,7 +591,6 @@ def summarize(cfg: Config, started: float, info: dict[str, Any], samples_read: i
         "samples_holdout": (holdout_start(cfg.output.run_dir) or {}).get("read", 0) if uses_rho_loss(cfg.selection)
         else 0,
         "checkpoint": learner.get("checkpoint_path"),
-        "drift_events_count": learner.get("drift_events_count", 0),
         **learner.get("continual", {}),
         "config": to_dict(cfg),
     }
