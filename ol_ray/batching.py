@@ -181,6 +181,8 @@ class UncertaintyBatch:
     candidates waiting to be trained: B = min + (max - min) * u. An uncertain model gets larger batches (more
     evidence per step where its gradient is noisiest); a confident one small, frequent updates."""
 
+    needs = ("entropy",)  # score columns it reads (from the buffered candidates): scorers must compute them
+
     def __init__(self, cfg: BatchingConfig):
         self.cfg = cfg
 
@@ -231,6 +233,7 @@ class MinOf:
     def __init__(self, cfg: BatchingConfig):
         self.parts = {name: POLICIES[name](cfg) for name in cfg.policies}
         self.wants_gradient_noise = any(getattr(p, "wants_gradient_noise", False) for p in self.parts.values())
+        self.needs = tuple(sorted({column for part in self.parts.values() for column in getattr(part, "needs", ())}))
 
     def batch_size(self, context: BatchContext) -> int:
         return min(part.batch_size(context) for part in self.parts.values())
@@ -262,3 +265,8 @@ POLICIES: dict[str, type] = {
 def make_policy(cfg: BatchingConfig) -> Policy:
     """Build the policy the config names."""
     return POLICIES[cfg.policy](cfg)
+
+
+def policy_needs(cfg: BatchingConfig) -> tuple[str, ...]:
+    """The score columns the configured policy reads (most read none)."""
+    return tuple(getattr(make_policy(cfg), "needs", ()))

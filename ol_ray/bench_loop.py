@@ -54,14 +54,15 @@ def scored_pool(learner: Any, head: Any, input_ids: list[np.ndarray], labels: np
 
 
 def run_plain(cfg: Config, stream: Stream, chunk: int, max_updates: int = 0, max_samples: int = 0,
-              eval_every_samples: int = 0, dev: Optional[Stream] = None, started: Optional[float] = None
-              ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+              eval_every_samples: int = 0, dev: Optional[Stream] = None, started: Optional[float] = None,
+              run_dir: Optional[str] = None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Feed the stream in chunks of `chunk` candidates, each scored with the learner's weights as it arrives, until
     `max_updates` updates or `max_samples` trained samples (or the stream's end). The learner evaluates on its
     own schedule (eval.every_updates); with `eval_every_samples`, also each time that many more samples have been
     trained. Returns the evaluation and update records, each with `wall_s` since the start (evaluations included),
     which is `started` (a `time.perf_counter()` reading) when given, else after the model has loaded.
-    `dev` replaces the configured dev set. rho_loss first trains its irreducible-loss model on the stream's first
+    `dev` replaces the configured dev set; with `run_dir` the learner writes its ledger there (which samples each
+    update trained, as a pipeline run's ledger.jsonl says it). rho_loss first trains its irreducible-loss model on the stream's first
     `selection.holdout_size` rows, which the run then skips."""
     from ol_ray.irreducible import train_irreducible, uses_rho_loss
     from ol_ray.learner import OnlineLearner
@@ -75,7 +76,7 @@ def run_plain(cfg: Config, stream: Stream, chunk: int, max_updates: int = 0, max
         irreducible = load_model(cfg.model, pretrained=False)
         load_numpy_state(irreducible, train_irreducible(cfg, stream.input_ids[:start], stream.labels[:start]))
         irreducible.to(device_for(cfg.learner.num_gpus)).eval()
-    learner = OnlineLearner(cfg)
+    learner = OnlineLearner(cfg, run_dir)
     if dev is not None:
         from ol_ray.evaluation import EvalSet
 

@@ -2,9 +2,11 @@
 
     ol-ray bench scaling configs/sst2.yaml --nodes 1 2 --samples 2048
 
-Each count gets a fresh multi-node Ray on this machine (`ray.cluster_utils.Cluster`: a head for the driver and the
-validation and tokenization tasks, plus N nodes of 1 CPU that carry the custom resource `scorer`), the configured
-model and the first `--samples` rows of the configured stream, and scorers that may only run where `scorer` is.
+Each count gets a fresh multi-node Ray on this machine (`ray.cluster_utils.Cluster`: a head for the driver, plus N
+nodes of 1 CPU that carry the custom resource `scorer`), the configured model and the first `--samples` rows of the
+configured stream, and a scorer pool (one scorer a node) that may only run where `scorer` is. The rows go to the
+pool in chunks of scoring.batch_size, as fast as it takes them (no admission control: this measures scoring).
+The scorers compute what the configured strategy reads, or every statistic for a strategy that reads none.
 """
 
 from __future__ import annotations
@@ -32,16 +34,23 @@ def scaling(cfg: Config, nodes: Sequence[int] = (1, 2), samples: int = 2048, out
     import ray
     from ray.cluster_utils import Cluster
 
+    from ol_ray.chunks import Chunk
     from ol_ray.models import load_model
     from ol_ray.monitor import ResourceMonitor
-    from ol_ray.pipeline import quiet_ray_data, resolve_paths, scored_window
+    from ol_ray.pipeline import resolve_paths
     from ol_ray.quarantine import QuarantineSink
+    from ol_ray.scorer_pool import ScorerPool, columns_needed
+    from ol_ray.scoring import Scorer
     from ol_ray.weights import WeightPublisher, WeightStore
 
     cfg = resolve_paths(cfg)
     os.makedirs(out_dir, exist_ok=True)
     window = first_window(cfg, samples)
+    size = cfg.scoring.batch_size
+    chunks = [Chunk(i, 0, 0, tuple(window.records[start:start + size]), window.record_format)
+              for i, start in enumerate(range(0, len(window), size))]
     model = load_model(cfg.model)
+    columns = columns_needed(cfg) or None
     rows: list[dict[str, Any]] = []
     for count in nodes:
         scoring = dataclasses.replace(cfg.scoring, num_scorers=count, max_scorers=0, num_cpus=node_cpus,
@@ -50,17 +59,22 @@ def scaling(cfg: Config, nodes: Sequence[int] = (1, 2), samples: int = 2048, out
         cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
         scorer_nodes = {cluster.add_node(num_cpus=node_cpus, resources={"scorer": 1}).node_id for _ in range(count)}
         ray.init(address=cluster.address)
-        restore = quiet_ray_data(run_cfg)
         try:
             store = ray.remote(num_cpus=0)(WeightStore).remote()
             monitor = ray.remote(num_cpus=0)(ResourceMonitor).remote()
             sink = ray.remote(num_cpus=0)(QuarantineSink).remote(os.path.join(out_dir, f"quarantine-{count}.jsonl"))
             WeightPublisher(store, every=1).maybe_publish(model, 0, force=True)
+            options = ray.remote(Scorer).options(num_cpus=node_cpus, resources={"scorer": 1}, max_restarts=-1,
+                                                 max_task_retries=-1, scheduling_strategy="SPREAD")
             started = time.perf_counter()
-            first_at, first_count, scored = 0.0, 0, 0
-            for batch in scored_window(window, run_cfg, store, monitor, sink).iter_batches(batch_size=None,
-                                                                                          batch_format="numpy"):
-                scored += len(batch["sample_id"])
+            pool = ScorerPool(lambda: options.remote(run_cfg, store, monitor, sink, None, columns), count)
+            pending, first_at, first_count, scored = [], 0.0, 0, 0
+            for chunk in chunks:
+                while not pool.has_room():
+                    ray.wait([ref for ref, _ in pending], num_returns=1, timeout=0.05)
+                pending.append(pool.submit(chunk))
+            for result_ref, _ in pending:
+                scored += ray.get(result_ref).kept
                 if not first_at:  # the scorers have started and warmed up
                     first_at, first_count = time.perf_counter(), scored
             ended = time.perf_counter()
@@ -69,9 +83,10 @@ def scaling(cfg: Config, nodes: Sequence[int] = (1, 2), samples: int = 2048, out
             rows.append({"scorer_nodes": count, "samples_scored": scored, "wall_s": wall,
                          "samples_per_s": scored / wall,
                          "steady_samples_per_s": (scored - first_count) / steady_s if scored > first_count else 0.0,
-                         "nodes_that_scored": len(used), "only_on_scorer_nodes": bool(used) and used <= scorer_nodes})
+                         "nodes_that_scored": len(used), "only_on_scorer_nodes": bool(used) and used <= scorer_nodes,
+                         "scorer_starts": ray.get(store.stats.remote())["scorer_starts"]})
+            pool.kill()
         finally:
-            restore()
             ray.shutdown()
             cluster.shutdown()
     for row in rows:

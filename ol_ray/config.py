@@ -54,7 +54,7 @@ class StreamConfig:
     #   tokenizer's chat template (as messages rows always do, when the tokenizer has one)
     id_field: str = ""  # column holding a stable sample id; empty: "<file name>:<row number>"
     label_names: tuple[str, ...] = ()  # label names in class order, for data whose labels are strings
-    window_size: int = 1024  # samples per window (one bounded ray.data.Dataset each)
+    window_size: int = 1024  # samples per window: the unit of cursor, ledger and checkpoint (not of scoring)
     max_window_wait_s: float = 5.0  # a slow stream emits a partial window after this many seconds
     max_samples: int = 0  # sample budget: stop after reading this many rows; 0 = no budget
     rate: float = 0.0  # replay rate in samples per second, so a finite file arrives like a live stream; 0 = unpaced
@@ -94,16 +94,16 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class ScoringConfig:
-    num_scorers: int = 1  # scorer actors in the Ray Data actor pool (its minimum size)
-    max_scorers: int = 0  # let Ray Data grow the pool up to this many when scoring lags (CPU only); 0 = num_scorers
+    num_scorers: int = 1  # scorer actors, started once per run (a dead one is restarted by Ray)
+    max_scorers: int = 0  # grow the pool up to this many while every scorer has a backlog (CPU only); 0 = num_scorers
     resources: dict[str, float] = field(default_factory=dict)  # custom Ray resources per scorer, e.g. {scorer: 1}
-    batch_size: int = 64  # samples per scorer call (explicit: GPU stages cannot use "auto")
+    batch_size: int = 64  # samples per scorer call at most (a chunk of the stream admitted at once)
     num_cpus: float = 0.5  # logical CPUs per scorer actor
     num_gpus: float = 0.0  # GPUs per scorer actor; > 0 places scorers on GPU workers
     torch_threads: int = 1  # torch intra-op threads per scorer
     precision: Literal["fp32", "bf16"] = "fp32"  # bf16 autocast for scoring (GPU only; CPU stays fp32)
     micro_batch_tokens: int = 512  # score in length-sorted micro-batches of at most this many padded tokens; 0 = off
-    task_num_cpus: float = 0.25  # logical CPUs per validation and tokenization task
+    max_lead_updates: int = 2  # pools scored ahead of the learner's next one, at most (bounds staleness); 0 = lockstep
     preserve_order: bool = True  # hand scored samples to the learner in stream order: same config, same run
     grad_norm: Literal["last_layer", "exact"] = "last_layer"  # head closed form, or all parameters via torch.func
 
@@ -157,7 +157,7 @@ class LearnerConfig:
     precision: Literal["fp32", "bf16"] = "fp32"  # bf16 autocast for the update (GPU only; CPU stays fp32)
     micro_batch_tokens: int = 256  # update in length-sorted micro-batches of this many padded tokens at most; 0 = off
     micro_batch_size: int = 0  # and of at most this many samples (gradient accumulation); 0 = no sample limit
-    publish_every: int = 4  # publish weights every this many updates, when a scorer has asked since the last
+    publish_every: int = 1  # publish weights every this many updates while scorers run (staleness bound: docs/runtime.md)
     max_in_flight: int = 2  # candidate pools queued at the learner; more only adds staleness
     max_updates: int = 0  # stop after this many updates; 0 = run until the stream ends
     duplicate_window: int = 10_000_000  # remember the newest this many sample ids (16 bytes each) for repeats; 0 = all
@@ -543,8 +543,9 @@ def check(cfg: Config) -> None:
     _require(sc.max_scorers == 0 or sc.max_scorers >= sc.num_scorers,
              f"scoring.max_scorers must be 0 or at least scoring.num_scorers ({sc.num_scorers}); got {sc.max_scorers}")
     _require(sc.num_gpus == 0 or sc.max_scorers in (0, sc.num_scorers),
-             "scoring.max_scorers must equal scoring.num_scorers for GPU scorers: pin GPU actor pools, Ray Data's "
-             "GPU pool autoscaling has open bugs (ray issue 59144)")
+             "scoring.max_scorers must equal scoring.num_scorers for GPU scorers: pin GPU scorer pools")
+    _require(sc.max_lead_updates >= 0, f"scoring.max_lead_updates must not be negative (0 = lockstep); got "
+                                       f"{sc.max_lead_updates}")
     for name, amount in [*sc.resources.items(), *lr.resources.items()]:
         _require(amount > 0, f"resource {name!r} must be asked for in a positive amount; got {amount}")
     _require(sc.batch_size >= 1, f"scoring.batch_size must be at least 1; got {sc.batch_size}")
@@ -552,7 +553,6 @@ def check(cfg: Config) -> None:
     _require(sc.torch_threads >= 1, f"scoring.torch_threads must be at least 1; got {sc.torch_threads}")
     _require(sc.micro_batch_tokens >= 0 and lr.micro_batch_tokens >= 0,
              "scoring.micro_batch_tokens and learner.micro_batch_tokens must be 0 (off) or positive")
-    _require(sc.task_num_cpus > 0, f"scoring.task_num_cpus must be positive; got {sc.task_num_cpus}")
     _require(cfg.selection.strategy in STRATEGIES,
              f"selection.strategy must be one of {', '.join(sorted(STRATEGIES))}; got {cfg.selection.strategy!r}")
     _require(cfg.selection.pool_size >= 1, f"selection.pool_size must be at least 1; got {cfg.selection.pool_size}")

@@ -63,13 +63,21 @@ class ContinualLearning:
         drift records and the reactions the learner must carry out."""
         size = len(candidates["sample_id"])
         if not size or "loss" not in candidates or not {"predicted", "token_accuracy"} & set(candidates):
-            return [], set()  # unscored candidates (a test feeding the learner directly): nothing was predicted
-        losses = np.asarray(candidates["loss"], dtype=np.float64)
+            return [], set()  # unscored candidates: the learner observes its own predictions before each step
         if "token_accuracy" in candidates:
             correct = np.asarray(candidates["token_accuracy"], dtype=np.float64)
         else:
             correct = (np.asarray(candidates["predicted"]) == np.asarray(candidates["label"])).astype(np.float64)
-        labels = candidates["label"] if self.classes else None
+        return self.observe_predictions(candidates["sample_id"], correct, candidates["loss"],
+                                        candidates["label"], updates)
+
+    def observe_predictions(self, sample_ids: np.ndarray, correct: np.ndarray, losses: np.ndarray,
+                            labels: np.ndarray, updates: int) -> tuple[list[dict[str, Any]], set[str]]:
+        """Prequential figures and the drift test on predictions made before training on them: 1/0 (a causal LM:
+        token accuracy) and the loss per sample, in stream order."""
+        size = len(sample_ids)
+        losses = np.asarray(losses, dtype=np.float64)
+        labels = labels if self.classes else None
         self.prequential.update(correct, losses, labels)
         self.phase_prequential.update(correct, losses, labels)
         records, reactions = [], set()
@@ -77,7 +85,7 @@ class ContinualLearning:
             if self.drift is not None and self.drift.update(float(loss)):
                 reactions.update(self.settings.drift_reactions)
                 event = {"kind": "drift", "update": updates, "sample": self.samples_seen + offset + 1,
-                         "sample_id": str(candidates["sample_id"][offset]), "detector": "page_hinkley",
+                         "sample_id": str(sample_ids[offset]), "detector": "page_hinkley",
                          "reactions": list(self.settings.drift_reactions), "time": time.time(),
                          **self.prequential.metrics()}
                 self.drifts.append({key: event[key] for key in ("update", "sample", "sample_id")})

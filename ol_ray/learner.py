@@ -152,6 +152,9 @@ class OnlineLearner:
         self.cursor: Optional[dict[str, Any]] = None
         self.windows_done = 0
         self.checkpoint_due = False  # a drift asked for a checkpoint at the next window end
+        self.pool_wanted = pool_for(cfg.batching.batch_size, cfg.batching, cfg.selection.pool_size)  # next update's
+        self.duplicates: dict[int, int] = {}  # per open window: repeats this learner sent to quarantine
+        self.prequential_source = "none"  # "scores": the scorers' predictions; "learner": its own, before each step
         self._build()
         if self._restore():
             self.publish(self.model, self.updates, reset=True)  # scorers drop any newer version from before the crash
@@ -283,8 +286,13 @@ class OnlineLearner:
         return records
 
     def _observe(self, candidates: Columns) -> list[dict[str, Any]]:
-        """Prequential figures and drift detection on received candidates, and the configured drift reactions."""
-        records, reactions = self.continual.observe(candidates, self.updates)
+        """Prequential figures and drift detection on received candidates the scorers predicted (none when
+        unscored: `_update` observes the learner's own predictions then), and the configured drift reactions."""
+        if "loss" in candidates and pool_length(candidates):
+            self.prequential_source = "scores"
+        return self._react(*self.continual.observe(candidates, self.updates))
+
+    def _react(self, records: list[dict[str, Any]], reactions: set[str]) -> list[dict[str, Any]]:
         for record in records:
             logger.warning("ol_ray: drift detected at sample %d (update %d): prequential loss rose; reactions: %s",
                            record["sample"], record["update"], ", ".join(record["reactions"]) or "none")
@@ -336,6 +344,8 @@ class OnlineLearner:
             replay_count = self.continual.replay_count(batch_size, self.updates) if batch_size else 0
             pool_size = (pool_for(batch_size - replay_count, self.cfg.batching, self.cfg.selection.pool_size)
                          if batch_size else 0)
+            if pool_size:
+                self.pool_wanted = pool_size
             if not batch_size or self.buffered < pool_size:
                 break
             pool, rest = split_at(concat_columns(self.buffer), pool_size)
@@ -373,6 +383,11 @@ class OnlineLearner:
                             seconds_since_update=time.time() - self.last_update_time,
                             pool_ratio=self.cfg.selection.pool_size / self.cfg.batching.batch_size)
 
+    def status(self) -> dict[str, Any]:
+        """What the driver's admission control needs after each call: whether the learner is done, how many
+        candidates it buffers and how large a pool its next update reads."""
+        return {"done": self.done, "buffered": self.buffered, "pool": self.pool_wanted, "updates": self.updates}
+
     def _decide_batch_size(self) -> int:
         """The policy's batch size, within the configured bounds; 0 while the policy waits."""
         requested = self.policy.batch_size(self._context())
@@ -388,12 +403,16 @@ class OnlineLearner:
         self.quarantine([{"sample_id": str(sample_id), "code": "duplicate_id", "window": int(window),
                           "reason": f"sample id {sample_id!r} was already received", "raw": ""}
                          for sample_id, window in zip(candidates["sample_id"][~keep], candidates["window"][~keep])])
+        for window in candidates["window"][~keep]:
+            self.duplicates[int(window)] = self.duplicates.get(int(window), 0) + 1
         return take(candidates, np.flatnonzero(keep))
 
     def end_window(self, window_index: int, cursor: dict[str, Any], read: int, quarantined: int) -> list[dict]:
-        """Every sample of window `window_index` has been handed over (`read` rows, `quarantined` of them rejected):
-        the stream may resume after `cursor`, so this is where a due checkpoint is consistent."""
+        """Every sample of window `window_index` has been handed over (`read` rows, `quarantined` of them rejected
+        before the learner; the repeats it rejected itself are added): the stream may resume after `cursor`, so
+        this is where a due checkpoint is consistent."""
         self.changed_since_checkpoint = True
+        quarantined += self.duplicates.pop(window_index, 0)
         self.ledger.finish_window(window_index, read, quarantined)
         self.cursor = cursor
         self.windows_done = window_index + 1
@@ -459,7 +478,16 @@ class OnlineLearner:
         self.last_update_time = time.time()
         if hasattr(self.policy, "observe"):
             self.policy.observe({**stats, "batch_size": len(batch.labels)})
-        staleness = self.updates - chosen["weight_version"]
+        scored = "weight_version" in chosen
+        # unscored samples: no score to be stale; their test-then-train figures are the step's own predictions
+        staleness = self.updates - chosen["weight_version"] if scored else np.zeros(len(chosen["label"]), np.int64)
+        drift_records: list[dict[str, Any]] = []
+        if not scored:
+            new = len(chosen["label"])
+            self.prequential_source = "learner"
+            drift_records = self._react(*self.continual.observe_predictions(
+                chosen["sample_id"], stats["sample_correct"][:new], stats["sample_losses"][:new], chosen["label"],
+                self.updates))
         self.updates += 1
         self.ledger.record(chosen["window"], "trained", trained_ids)
         self._count_labels("labels_trained", chosen["label"])
@@ -467,7 +495,8 @@ class OnlineLearner:
         self._log_ledger({"update": self.updates, "trained": trained_ids, "not_selected": not_selected_ids,
                           **({"replayed": replayed_ids} if replayed_ids else {})})
         self.continual.after_update(pool, chosen, len(replayed_ids))
-        self.score_version_max = max(self.score_version_max, int(chosen["weight_version"].max()))
+        if scored:
+            self.score_version_max = max(self.score_version_max, int(chosen["weight_version"].max()))
         self.staleness_sum += int(staleness.sum())
         self.staleness_max = max(self.staleness_max, int(staleness.max()))
         self.publish(self.model, self.updates)
@@ -504,7 +533,7 @@ class OnlineLearner:
         noise_scale = getattr(self.policy, "noise_scale", None)
         if noise_scale is not None and noise_scale() is not None and math.isfinite(noise_scale()):
             records[0]["noise_scale"] = noise_scale()  # unbounded (noise swamps the gradient): left out
-        records = oom_records + records
+        records = oom_records + records + drift_records
         if self.continual.ewc_due(self.updates):
             records.extend(self._refresh_ewc("interval"))
         if evaluate_now and self.evaluates and self.updates % self.cfg.eval.every_updates == 0:
@@ -650,6 +679,7 @@ class OnlineLearner:
             "eval_rows_rejected": (self.eval_set.rows_rejected if self.eval_set else 0)
             + sum(eval_set.rows_rejected for eval_set in self.domain_sets.values()),
             "continual": self.continual.summary(),
+            "prequential_source": self.prequential_source,
             "cursor": self.cursor,
             "windows_done": self.windows_done,
             "device": str(self.device),
@@ -666,10 +696,12 @@ class LearnerActor:
         import ray
         from ray.util.metrics import Counter, Gauge
 
+        from ol_ray.scorer_pool import columns_needed
         from ol_ray.weights import WeightPublisher
 
         self.incarnation = uuid.uuid4().hex  # a restarted actor is a new incarnation: the driver must replay
-        self.publisher = WeightPublisher(weight_store, cfg.learner.publish_every)
+        # with no scorer reading them (random selection), weights are published only at the start and on restore
+        self.publisher = WeightPublisher(weight_store, cfg.learner.publish_every, scoring=bool(columns_needed(cfg)))
         self.monitor = monitor
         self.weight_store = weight_store
         self.snapshot_ref = monitor.snapshot.remote()
@@ -717,33 +749,37 @@ class LearnerActor:
 
         return {"device": str(self.learner.device), "node_id": ray.get_runtime_context().get_node_id(),
                 "parameters": sum(p.numel() for p in self.learner.model.parameters()), "pid": os.getpid(),
-                "incarnation": self.incarnation, **self.learner.resume_point()}
+                "incarnation": self.incarnation, **self.learner.status(), **self.learner.resume_point()}
 
     # Each call names the incarnation the driver is feeding. After a restart (which Ray may complete before the
     # driver notices), calls meant for the old incarnation return None instead of mixing a stream position the
     # restored learner has not reached into its state; the driver then replays from the restored checkpoint.
+    # Each feeding call answers (records, status): the metric records it produced and `OnlineLearner.status()`.
 
-    def add_candidates(self, candidates: Columns, incarnation: str) -> Optional[tuple[list[dict[str, Any]], bool]]:
+    def _answer(self, records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        return self._record(records), self.learner.status()
+
+    def add_candidates(self, candidates: Columns, incarnation: str) -> Optional[tuple[list[dict], dict]]:
         if incarnation != self.incarnation:
             return None
         self.weight_store.consumed.remote(pool_length(candidates))
-        return self._record(self.learner.add_candidates(candidates)), self.learner.done
+        return self._answer(self.learner.add_candidates(candidates))
 
-    def tick(self, incarnation: str) -> Optional[tuple[list[dict[str, Any]], bool]]:
+    def tick(self, incarnation: str) -> Optional[tuple[list[dict], dict]]:
         if incarnation != self.incarnation:
             return None
-        return self._record(self.learner.tick()), self.learner.done
+        return self._answer(self.learner.tick())
 
-    def begin_phase(self, name: str, incarnation: str) -> Optional[list[dict[str, Any]]]:
+    def begin_phase(self, name: str, incarnation: str) -> Optional[tuple[list[dict], dict]]:
         if incarnation != self.incarnation:
             return None
-        return self._record(self.learner.begin_phase(name))
+        return self._answer(self.learner.begin_phase(name))
 
     def end_window(self, window_index: int, cursor: dict[str, Any], read: int, quarantined: int,
-                   incarnation: str) -> Optional[list[dict[str, Any]]]:
+                   incarnation: str) -> Optional[tuple[list[dict], dict]]:
         if incarnation != self.incarnation:
             return None
-        return self.learner.end_window(window_index, cursor, read, quarantined)
+        return self._answer(self.learner.end_window(window_index, cursor, read, quarantined))
 
     def finish(self, incarnation: str) -> Optional[tuple[list[dict[str, Any]], dict[str, Any]]]:
         if incarnation != self.incarnation:

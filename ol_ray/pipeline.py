@@ -1,13 +1,14 @@
-"""The pipeline: stream windows through Ray Data (validate, tokenize, score) into the learner actor.
+"""The pipeline: the stream, admitted in chunks to persistent scorer actors, into the learner actor.
 
-    StreamSource --windows--> Ray Data: validate -> tokenize -> score (actor pool) --candidates--> LearnerActor
-                                  |                                   ^ newest weights             | publish vN
-                                  v quarantine.jsonl                  +-------- WeightStore <-------+
+    StreamSource --windows--> Feeder --chunks--> ScorerPool: validate -> tokenize -> score --block refs--> LearnerActor
+                                 ^ admission control           | newest weights ^                      | publish vN
+                                 |                             v quarantine.jsonl +------ WeightStore <-+
+                                 +------------------- learner status (buffered, pool, done) -----------+
 
-A producer thread runs the Ray Data execution of each window and queues scored candidate blocks; the main thread
-feeds them to the learner with at most `learner.max_in_flight` calls outstanding, so the next window's scorers start
-while the learner still has work. The run directory gets metrics.jsonl, quarantine.jsonl, ledger.jsonl,
-monitor.jsonl, checkpoints/ and summary.json.
+The scorer pool starts once per run (`ol_ray.scorer_pool`) and stays up across windows, checkpoints and learner
+restarts; the feeder (`ol_ray.feeding`) admits chunks only while few enough are ahead of the learner
+(`ol_ray.admission`: the staleness bound) and routes references, never data. The run directory gets metrics.jsonl,
+quarantine.jsonl, ledger.jsonl, monitor.jsonl, checkpoints/ and summary.json.
 
 Crashes: the learner actor restarts (`learner.max_restarts`) and restores the newest checkpoint; the driver then
 drops what was in flight, rewinds the quarantine and metrics to that checkpoint, and replays the stream from its
@@ -16,44 +17,25 @@ cursor. A killed job resumes the same way with `run_pipeline(cfg, resume=True)` 
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import json
 import logging
 import os
-import queue
-import threading
 import time
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import yaml
 
 from ol_ray.config import Config, to_dict
 from ol_ray.evaluation import headline
 from ol_ray.irreducible import holdout_start, prepare_irreducible, uses_rho_loss
-from ol_ray.stream import Source, SourceError, Window, make_source, windows
+from ol_ray.scorer_pool import columns_needed
+from ol_ray.admission import staleness_bound
+from ol_ray.feeding import Feeder, LearnerLost, PipelineError, StreamReader, learner_reply, one_line
+from ol_ray.stream import SourceError, make_source
 
-START, END, ERROR = "start", "end", "error"
-IDLE_TICK_S = 1.0  # with no scored candidates for this long, let the learner check a time-driven policy
+__all__ = ["run_pipeline", "PipelineError", "LearnerLost", "one_line", "resolve_paths", "learner_actor_name"]
 logger = logging.getLogger(__name__)
-
-
-class PipelineError(RuntimeError):
-    """The run could not complete; the message says which part failed."""
-
-
-class LearnerLost(RuntimeError):
-    """The learner actor died; Ray restarts it from the newest checkpoint."""
-
-
-def one_line(error: BaseException) -> str:
-    """The line of a (possibly remote, multi-line) error that says what went wrong."""
-    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
-    if not lines:
-        return type(error).__name__
-    unindented = [line for line in str(error).strip().splitlines() if line.strip() and not line[0].isspace()]
-    named = [line for line in unindented if "Error" in line.split(":")[0] or "Exception" in line.split(":")[0]]
-    return (named or unindented or lines)[-1]
 
 
 def resolve_paths(cfg: Config, base: Optional[str] = None) -> Config:
@@ -138,107 +120,6 @@ def check_resources(cfg: Config, strict: bool) -> None:
             if strict:
                 raise PipelineError(message)
             logger.warning("ol_ray: %s", message)
-
-
-def quiet_ray_data(cfg: Config) -> Callable[[], None]:
-    """Our progress bar and metrics replace Ray Data's per-execution bars and banners; scored blocks keep stream
-    order when configured. Returns a function that restores the previous settings."""
-    import ray.data
-
-    context = ray.data.DataContext.get_current()
-    options = context.execution_options
-    saved = (context.enable_progress_bars, context.print_on_execution_start, context.enable_auto_log_stats,
-             options.preserve_order)
-    context.enable_progress_bars = False
-    context.print_on_execution_start = False
-    context.enable_auto_log_stats = False
-    options.preserve_order = cfg.scoring.preserve_order
-
-    def restore() -> None:
-        (context.enable_progress_bars, context.print_on_execution_start, context.enable_auto_log_stats,
-         options.preserve_order) = saved
-
-    return restore
-
-
-def scored_window(window: Window, cfg: Config, weight_store: Any, monitor: Any, quarantine: Any,
-                  irreducible: Any = None):
-    """One window as a Ray Data pipeline: validate and tokenize (Ray tasks, fused), then score (actor pool)."""
-    from ray.data import ActorPoolStrategy
-
-    from ol_ray.phases import config_for_phase
-    from ol_ray.scoring import Scorer
-    from ol_ray.tokenization import tokenize_batch
-    from ol_ray.validation import FieldSpec, validate_batch
-
-    sc = cfg.scoring
-    dataset = window.to_dataset(rows_per_block=sc.batch_size)
-    dataset = dataset.map_batches(
-        validate_batch, batch_format="numpy", num_cpus=sc.task_num_cpus,
-        fn_kwargs={"record_format": window.record_format,
-                   "spec": FieldSpec.from_config(config_for_phase(cfg, window.record_format.phase)),
-                   "window": window.index, "quarantine": quarantine})
-    dataset = dataset.map_batches(
-        tokenize_batch, batch_format="numpy", num_cpus=sc.task_num_cpus,
-        fn_kwargs={"model": cfg.model, "chat_template": cfg.stream.chat_template, "quarantine": quarantine})
-    return dataset.map_batches(
-        Scorer, batch_format="numpy", batch_size=sc.batch_size, num_cpus=sc.num_cpus, num_gpus=sc.num_gpus,
-        resources=sc.resources or None,
-        compute=ActorPoolStrategy(min_size=sc.num_scorers, max_size=max(sc.max_scorers, sc.num_scorers)),
-        fn_constructor_kwargs={"cfg": cfg, "weight_store": weight_store, "monitor": monitor,
-                               "irreducible": irreducible})
-
-
-class Producer(threading.Thread):
-    """Runs each window's Ray Data execution and queues, per window, (START, window), ("pool", candidates) items and
-    (END, window); (END, None) ends the stream. Stops at a window boundary when asked, so every sample read is
-    handed to the learner; `cancel()` abandons the current window (after a learner crash it is replayed)."""
-
-    def __init__(self, source: Source, point: dict[str, Any], cfg: Config, actors: dict[str, Any], depth: int,
-                 irreducible: Any = None):
-        super().__init__(name="ol-ray-producer", daemon=True)
-        self.cancelled = threading.Event()
-        self.windows_iter = windows(source, cfg.stream, first_index=point["windows_done"],
-                                    already_read=point["samples_read"], stop=self.cancelled)
-        self.cfg = cfg
-        self.actors = actors
-        self.irreducible = irreducible  # rho_loss: the irreducible-loss model's state in the object store
-        self.items: queue.Queue = queue.Queue(maxsize=depth)
-        self.stop_requested = threading.Event()
-
-    def run(self) -> None:
-        try:
-            for window in self.windows_iter:
-                self.items.put((START, window))
-                dataset = scored_window(window, self.cfg, self.actors["weights"], self.actors["monitor"],
-                                        self.actors["quarantine"], self.irreducible)
-                batches = iter(dataset.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=2))
-                try:
-                    for candidates in batches:
-                        if self.cancelled.is_set():
-                            return
-                        self.items.put(("pool", candidates))
-                finally:
-                    getattr(batches, "close", lambda: None)()  # stop this window's Ray Data execution
-                if self.cancelled.is_set():
-                    return
-                self.items.put((END, window))
-                if self.stop_requested.is_set():
-                    break
-            self.items.put((END, None))
-        except BaseException as error:  # surfaced in the main thread
-            self.items.put((ERROR, error))
-
-    def cancel(self, timeout_s: float = 60.0) -> None:
-        """Abandon the stream: drain the queue until the thread has stopped (it checks at every record, idle poll
-        and scored block; a thread still waiting on Ray Data after `timeout_s` is left to finish on its own)."""
-        self.cancelled.set()
-        deadline = time.monotonic() + timeout_s
-        while self.is_alive() and time.monotonic() < deadline:
-            try:
-                self.items.get(timeout=0.1)
-            except queue.Empty:
-                continue
 
 
 class RunOutputs:
@@ -346,17 +227,46 @@ def start_actors(cfg: Config, run_dir: str) -> dict[str, Any]:
 
 
 def wait_for_learner(learner: Any, cfg: Config) -> dict[str, Any]:
-    """The learner's info once it has started (or restarted and restored its checkpoint)."""
+    """The learner's info once it has started (or restarted and restored its checkpoint): a call made while Ray
+    restarts the actor is made again."""
     import ray
 
+    deadline = time.monotonic() + cfg.learner.start_timeout_s
     try:
-        return ray.get(learner.info.remote(), timeout=cfg.learner.start_timeout_s)
+        while True:
+            try:
+                return ray.get(learner.info.remote(), timeout=max(0.0, deadline - time.monotonic()))
+            except ray.exceptions.ActorUnavailableError:
+                if time.monotonic() > deadline:
+                    raise ray.exceptions.GetTimeoutError() from None
+                time.sleep(0.2)
     except ray.exceptions.GetTimeoutError:
         raise PipelineError(f"the learner actor did not start within {cfg.learner.start_timeout_s:g} s "
                             f"(learner.num_cpus={cfg.learner.num_cpus:g}, learner.num_gpus={cfg.learner.num_gpus:g}; "
                             f"the cluster has {ray.cluster_resources()})") from None
     except ray.exceptions.RayError as error:
         raise PipelineError(f"the learner actor failed: {one_line(error)}") from None
+
+
+def start_scorers(cfg: Config, actors: dict[str, Any], irreducible: Any = None) -> Any:
+    """The run's scorer pool: `scoring.num_scorers` actors spread over the nodes that have what they ask for,
+    restarted by Ray when one dies (and the chunk it held retried). With random selection they validate and
+    tokenize only (no model)."""
+    import ray
+
+    from ol_ray.scorer_pool import ScorerPool, columns_needed
+    from ol_ray.scoring import Scorer
+
+    sc = cfg.scoring
+    columns = columns_needed(cfg)
+    options = ray.remote(Scorer).options(num_cpus=sc.num_cpus, num_gpus=sc.num_gpus if columns else 0,
+                                         resources=sc.resources or None, max_restarts=-1, max_task_retries=-1,
+                                         scheduling_strategy="SPREAD")
+
+    def make_scorer() -> Any:
+        return options.remote(cfg, actors["weights"], actors["monitor"], actors["quarantine"], irreducible, columns)
+
+    return ScorerPool(make_scorer, sc.num_scorers, sc.max_scorers)
 
 
 def run_pipeline(cfg: Config, rows: Optional[Sequence[dict[str, Any]]] = None, resume: bool = False) -> dict:
@@ -372,9 +282,9 @@ def run_pipeline(cfg: Config, rows: Optional[Sequence[dict[str, Any]]] = None, r
         with open(os.path.join(run_dir, "config.yaml"), "w", encoding="utf-8") as handle:
             yaml.safe_dump(to_dict(cfg), handle, sort_keys=False)
     started_ray = start_ray(cfg)
-    restore_ray_data = quiet_ray_data(cfg)
     started = time.time()
     actors: dict[str, Any] = {}
+    pool = None
     outputs = RunOutputs(run_dir, cfg.stream.max_samples or None, cfg.output.progress)
     try:
         # strict only on a Ray this run started: a cluster's autoscaler may still be adding the nodes it needs
@@ -382,23 +292,25 @@ def run_pipeline(cfg: Config, rows: Optional[Sequence[dict[str, Any]]] = None, r
         # rho_loss only, and before the learner picks its cursor
         irreducible = prepare_irreducible(cfg, run_dir, rows, resume=resume)
         actors = start_actors(cfg, run_dir)
-        irreducible_ref = ray.put(irreducible) if irreducible is not None else None
-        # a new run's windows start while the learner loads; a resumed one waits to hear where it stopped
+        # the scorers start while the learner loads; they wait for its first published weights
+        pool = start_scorers(cfg, actors, ray.put(irreducible) if irreducible is not None else None)
+        # a new run's first chunks are admitted while the learner loads; a resumed one waits to hear where it stopped
         point = wait_for_learner(actors["learner"], cfg) if resume else fresh_start(cfg, run_dir)
-        restarts, stream_cursor, learner_state, info = run_segments(cfg, rows, actors, outputs, point,
-                                                                    irreducible_ref)
+        restarts, stream_cursor, learner_state, info = run_segments(cfg, rows, actors, pool, outputs, point)
         summary = summarize(cfg, started, info, outputs.samples_read, stream_cursor, restarts, learner_state,
                             ray.get(actors["quarantine"].close.remote()), ray.get(actors["weights"].stats.remote()))
         summary["scorer_nodes"] = ray.get(actors["monitor"].stop.remote())["scorer_nodes"]
+        summary["scorers"] = len(pool)
         write_accuracy_matrix(os.path.join(run_dir, "accuracy_matrix.csv"), summary.get("accuracy_history", []))
         with open(os.path.join(run_dir, "summary.json"), "w", encoding="utf-8") as handle:
             json.dump(summary, handle, indent=2, default=str)
         return summary
     finally:
         outputs.close()
+        if pool is not None:
+            pool.kill()
         for actor in actors.values():
             ray.kill(actor)
-        restore_ray_data()
         if started_ray:
             ray.shutdown()
 
@@ -406,43 +318,46 @@ def run_pipeline(cfg: Config, rows: Optional[Sequence[dict[str, Any]]] = None, r
 def fresh_start(cfg: Config, run_dir: str) -> dict[str, Any]:
     """Where a new run's stream starts, known before the learner is up: the beginning, or after the rho_loss
     holdout. (A new run's directory holds no checkpoint, so the learner starts there too; it is checked.)"""
+    from ol_ray.batching import pool_for
+
     holdout = holdout_start(run_dir) if uses_rho_loss(cfg.selection) else None
-    return {"cursor": holdout["cursor"] if holdout else None, "windows_done": 0, "samples_read": 0}
+    return {"cursor": holdout["cursor"] if holdout else None, "windows_done": 0, "samples_read": 0, "buffered": 0,
+            "pool": pool_for(cfg.batching.batch_size, cfg.batching, cfg.selection.pool_size), "phase": None}
 
 
-def run_segments(cfg: Config, rows: Optional[Sequence[dict[str, Any]]], actors: dict[str, Any],
-                 outputs: RunOutputs, point: dict[str, Any],
-                 irreducible: Any = None) -> tuple[int, dict[str, Any], dict[str, Any], dict[str, Any]]:
-    """Stream from `point` to the end and finish; after a learner crash, replay from the checkpoint it restored.
-    A `point` without the learner's incarnation is a new run's start: its first window (Ray Data's start, the
-    scorers' processes) starts while the learner loads, and the learner's own resume point is checked against it.
-    Returns the number of learner restarts, the source's final cursor, the learner's final state and its info."""
+def run_segments(cfg: Config, rows: Optional[Sequence[dict[str, Any]]], actors: dict[str, Any], pool: Any,
+                 outputs: RunOutputs, point: dict[str, Any]) -> tuple[int, dict[str, Any], dict[str, Any], dict]:
+    """Stream from `point` to the end and finish; after a learner crash, replay from the checkpoint it restored
+    (the scorers stay). A `point` without the learner's incarnation is a new run's start: its first chunks are
+    admitted while the learner loads, and the learner's own resume point is checked against it. Returns the number
+    of learner restarts, the source's final cursor, the learner's final state and its info."""
     import ray
 
-    restarts = 0
+    restarts, segment = 0, 0
     info = point if "incarnation" in point else None
     while True:
         ray.get(actors["quarantine"].rewind.remote(point["windows_done"]))
         outputs.rewind(point)
         source = make_source(cfg.stream, cursor=point["cursor"], rows=rows)
-        producer = Producer(source, point, cfg, actors, depth=4, irreducible=irreducible)
-        producer.start()  # scorers start while the learner loads and evaluates; they wait for its version 0
+        reader = StreamReader(source, point, cfg)
+        reader.start()
         try:
-            if info is None:
+            if info is None:  # a new run: the learner is still loading; read ahead meanwhile
                 info = wait_for_learner(actors["learner"], cfg)
                 if any(info[key] != point[key] for key in ("cursor", "windows_done", "samples_read")):
-                    producer.cancel()  # not where this run was expected to start: go where the learner is
+                    reader.cancel()  # not where this run was expected to start: go where the learner is
                     point = info
                     continue
                 point = info
-            feed_learner(producer, actors, outputs, cfg.learner.max_in_flight, point["incarnation"],
-                         cfg.output.monitor_every_s, point.get("phase"))
+            Feeder(cfg, actors, pool, reader, point, segment, outputs.write, outputs.window_read).run()
             records, state = learner_reply(actors["learner"].finish.remote(point["incarnation"]))
             outputs.write(records)
             return restarts, source.cursor(), state, info
         except LearnerLost as lost:
-            producer.cancel()
+            reader.cancel()
+            pool.drain()  # chunks of the lost segment finish before their windows' quarantine is rewound
             restarts += 1
+            segment += 1
             logger.warning("ol_ray: the learner died (%s); it restarts from its newest checkpoint (restart %d of at "
                            "most %d)", lost, restarts, cfg.learner.max_restarts)
             previous = point["incarnation"]
@@ -450,85 +365,8 @@ def run_segments(cfg: Config, rows: Optional[Sequence[dict[str, Any]]], actors: 
             if point["incarnation"] == previous:  # the call failed but the actor lives on: its memory is ahead of
                 ray.kill(actors["learner"], no_restart=False)  # any checkpoint, so make it restore one
                 point = wait_for_learner(actors["learner"], cfg)
-        except BaseException:
-            producer.cancel()  # stop this window's Ray Data execution before the error leaves the run
-            raise
-
-
-def learner_reply(ref: Any) -> Any:
-    """A learner call's result; LearnerLost when the actor died or the reply comes from a restarted incarnation."""
-    import ray
-
-    try:
-        reply = ray.get(ref)
-    except ray.exceptions.RayActorError as error:
-        raise LearnerLost(one_line(error)) from None
-    if reply is None:
-        raise LearnerLost("the learner restarted from its checkpoint")
-    return reply
-
-
-def feed_learner(producer: Producer, actors: dict[str, Any], outputs: RunOutputs, max_in_flight: int,
-                 incarnation: str, monitor_every_s: float = 5.0, phase: Optional[str] = None) -> int:
-    """Hand queued candidates to the learner, keeping at most `max_in_flight` calls outstanding; returns the
-    number of windows completed. A window of a new stream phase (after `phase`, where the learner stands) is
-    announced first, after everything of the phase before. Raises LearnerLost when the learner actor died (or
-    restarted)."""
-    import ray
-
-    from ol_ray.monitor import process_rss_mb
-
-    learner, monitor = actors["learner"], actors["monitor"]
-    in_flight: collections.deque = collections.deque()
-    windows_done = 0
-
-    def collect_oldest() -> None:
-        records, done = learner_reply(in_flight.popleft())
-        outputs.write(records)
-        if done:
-            producer.stop_requested.set()
-
-    last_reading = time.monotonic()
-    while True:
-        try:
-            kind, item = producer.items.get(timeout=IDLE_TICK_S)
-        except queue.Empty:  # nothing scored for a while: a time-driven batch policy may be due
-            if in_flight and ray.wait([in_flight[0]], timeout=0)[0]:
-                collect_oldest()
-            if not in_flight:
-                in_flight.append(learner.tick.remote(incarnation))
-            kind, item = None, None
-        if time.monotonic() - last_reading >= monitor_every_s:  # the monitor's readings, into metrics.jsonl
-            last_reading = time.monotonic()
-            reading = ray.get(monitor.snapshot.remote())
-            outputs.write([{"kind": "monitor", "update": reading.get("learner_updates", 0), **reading}])
-        if kind is None:
-            continue
-        if kind == ERROR:  # a scorer may have failed because the learner died: then replay instead
-            if learner_reply(learner.info.remote())["incarnation"] != incarnation:
-                raise LearnerLost("the learner restarted while a window was scored")
-            raise PipelineError(f"scoring a window failed: {one_line(item)}") from item
-        if kind == START:
-            outputs.window_read(len(item))
-            if item.record_format.phase and item.record_format.phase != phase:
-                phase = item.record_format.phase  # actor calls run in order: the old phase's candidates first
-                outputs.write(learner_reply(learner.begin_phase.remote(phase, incarnation)))
-            continue
-        if kind == END:
-            while in_flight:
-                collect_oldest()
-            if item is None:
-                return windows_done
-            quarantined = ray.get(actors["quarantine"].window_count.remote(item.index))
-            outputs.write(learner_reply(learner.end_window.remote(item.index, item.cursor, len(item), quarantined,
-                                                                  incarnation)))
-            windows_done += 1
-            continue
-        while len(in_flight) >= max_in_flight:
-            collect_oldest()
-        in_flight.append(learner.add_candidates.remote(item, incarnation))
-        monitor.report.remote("driver", {"queue_depth": producer.items.qsize() + len(in_flight),
-                                         "rss_mb": process_rss_mb()})
+        finally:
+            reader.cancel()
 
 
 def write_accuracy_matrix(path: str, history: list[dict[str, Any]]) -> None:
@@ -583,7 +421,9 @@ def summarize(cfg: Config, started: float, info: dict[str, Any], samples_read: i
         **weights,
         **{key: learner[key] for key in ("staleness_mean", "staleness_max", "score_version_max", "text_truncated",
                                          "tokens_truncated", "learner_utilisation", "first_update_s",
-                                         "eval_rows_rejected", "cursor")},
+                                         "eval_rows_rejected", "cursor", "prequential_source")},
+        "staleness_bound": staleness_bound(cfg.scoring.max_lead_updates, cfg.learner.publish_every),
+        "scored": bool(columns_needed(cfg)),
         "files_rejected": stream_cursor.get("rejected", []),
         "learner_device": info["device"],
         "learner_node": info["node_id"],

@@ -46,6 +46,8 @@ class Ranking:
 
 
 class Strategy(Protocol):
+    needs: tuple[str, ...]  # the score columns `rank` reads: scorers compute only these
+
     def rank(self, pool: Pool, rng: np.random.Generator) -> Ranking:
         """Order the whole pool, most useful first, and score each candidate."""
 
@@ -82,6 +84,8 @@ def scored(scores: np.ndarray, rng: np.random.Generator) -> Ranking:
 class RandomSelection:
     """Uniform: a random order, equal scores (so importance mode is plain uniform sampling with weight 1)."""
 
+    needs = ()  # reads no score: a run selecting at random needs no scorer
+
     def rank(self, pool: Pool, rng: np.random.Generator) -> Ranking:
         size = pool_length(pool)
         return Ranking(order=rng.permutation(size).astype(np.int64), scores=np.ones(size))
@@ -90,12 +94,16 @@ class RandomSelection:
 class EntropySelection:
     """Predictive entropy H(p(y|x)): the model's uncertainty over all classes."""
 
+    needs = ("entropy",)
+
     def rank(self, pool: Pool, rng: np.random.Generator) -> Ranking:
         return scored(pool["entropy"], rng)
 
 
 class LeastConfidenceSelection:
     """1 - max_y p(y|x): how unsure the model is of its own prediction."""
+
+    needs = ("max_prob",)
 
     def rank(self, pool: Pool, rng: np.random.Generator) -> Ranking:
         return scored(1.0 - np.asarray(pool["max_prob"], dtype=np.float64), rng)
@@ -104,6 +112,8 @@ class LeastConfidenceSelection:
 class MarginSelection:
     """1 - (p_top1 - p_top2): a small gap between the two likeliest classes is a sample near the boundary."""
 
+    needs = ("margin",)
+
     def rank(self, pool: Pool, rng: np.random.Generator) -> Ranking:
         return scored(1.0 - np.asarray(pool["margin"], dtype=np.float64), rng)
 
@@ -111,12 +121,16 @@ class MarginSelection:
 class LossSelection:
     """The current loss (online batch selection, Loshchilov & Hutter 2015); chases label noise."""
 
+    needs = ("loss",)
+
     def rank(self, pool: Pool, rng: np.random.Generator) -> Ranking:
         return scored(pool["loss"], rng)
 
 
 class GradientSelection:
     """The per-sample gradient norm the scorer computed (last-layer closed form, or exact with torch.func)."""
+
+    needs = ("grad_norm",)
 
     def rank(self, pool: Pool, rng: np.random.Generator) -> Ranking:
         return scored(pool["grad_norm"], rng)
@@ -126,6 +140,8 @@ class ReducibleLossSelection:
     """RHO-LOSS (Mindermann et al., ICML 2022): training loss minus the irreducible loss of a model trained on a
     holdout split; high for learnable, not-yet-learnt samples, low for noisy ones (both losses are high) and for
     learnt ones (both are low)."""
+
+    needs = ("loss", "irreducible_loss")
 
     def rank(self, pool: Pool, rng: np.random.Generator) -> Ranking:
         if "irreducible_loss" not in pool:
@@ -174,6 +190,8 @@ class DiversitySelection:
     """Farthest-first (greedy k-center) in the scorer's embedding space with cosine distance, away from what this
     batch already took and from the last `memory_size` selected embeddings: least similar to what is selected."""
 
+    needs = ("embedding",)
+
     def __init__(self, memory_size: int = 512):
         self.memory_size = memory_size
         self.memory = np.zeros((0, 0))
@@ -202,6 +220,8 @@ class CoverageSelection:
     """Distribution coverage: an online k-means (cosine, `clusters` centroids) models the stream's embedding
     distribution; each next pick comes from the cluster whose share of the selected samples lags its share of the
     stream most, so the selected set's cluster histogram tracks the stream's. Within a cluster the order is random."""
+
+    needs = ("embedding",)
 
     def __init__(self, clusters: int = 16, decay: float = 0.999):
         self.clusters, self.decay = clusters, decay
@@ -294,6 +314,8 @@ class BadgeSelection:
     g_i = (p_i - onehot(predicted_i)) (x) h_i, h_i the head's input, so the batch is both uncertain (long g) and
     diverse (spread-out g). Distances use <g_i, g_j> = <a_i, a_j><h_i, h_j>, never forming the outer products."""
 
+    needs = ("probs", "features")
+
     def rank(self, pool: Pool, rng: np.random.Generator) -> Ranking:
         probs = np.asarray(pool["probs"], dtype=np.float64)
         features = np.asarray(pool["features"], dtype=np.float64).reshape(len(probs), -1)
@@ -335,6 +357,7 @@ class MixSelection:
         total = sum(components.values())
         self.shares = {name: share / total for name, share in components.items()}
         self.parts = {name: build_strategy(name, cfg) for name in components}
+        self.needs = tuple(sorted({column for part in self.parts.values() for column in part.needs}))
 
     def rank(self, pool: Pool, rng: np.random.Generator) -> Ranking:
         size = pool_length(pool)
@@ -462,6 +485,11 @@ class Selector:
 
     def __init__(self, strategy: Strategy, cfg: SelectionConfig):
         self.strategy, self.cfg = strategy, cfg
+
+    @property
+    def needs(self) -> tuple[str, ...]:
+        """The score columns the strategy reads."""
+        return self.strategy.needs
 
     def select(self, pool: Pool, batch_size: int, rng: np.random.Generator, observe: bool = True) -> Selection:
         """B of the pool and their weights; `observe=False` leaves a stateful strategy's memory of the stream as it

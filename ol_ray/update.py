@@ -90,6 +90,22 @@ def sample_losses(logits: torch.Tensor, inputs: dict[str, torch.Tensor], batch: 
     return sample_token_losses(logits, inputs["input_ids"], inputs["attention_mask"], masks)[0]
 
 
+@torch.no_grad()
+def sample_correct(logits: torch.Tensor, inputs: dict[str, torch.Tensor], batch: TrainBatch, group: np.ndarray,
+                   device: torch.device) -> torch.Tensor:
+    """Each sample's prediction before the step, as prequential accuracy counts it: 1/0 for a classifier's label, a
+    causal LM's share of target tokens predicted (its token accuracy)."""
+    if batch.target_masks is None:
+        labels = torch.as_tensor(batch.labels[group], dtype=torch.long, device=device)
+        return (logits.argmax(dim=-1) == labels).float()
+    from ol_ray.causal_lm import shifted_targets
+
+    masks = pad_masks([batch.target_masks[i] for i in group], device)
+    targets, mask = shifted_targets(inputs["input_ids"], inputs["attention_mask"], masks)
+    hits = (logits[:, :-1].argmax(dim=-1) == targets).float() * mask
+    return hits.sum(dim=1) / mask.sum(dim=1).clamp(min=1)
+
+
 def weighted_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: TrainBatch, pad_id: int,
                   device: torch.device, grad_clip: float = 0.0, precision: str = "fp32",
                   micro_batch_tokens: int = 0, micro_batch_size: int = 0, noise_probe: bool = False,
@@ -105,7 +121,8 @@ def weighted_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: Tra
     (for the gradient noise scale); `measure_memory` returns the peak memory per sample of the largest micro-batch
     (peak allocated on a GPU, saved activations x 2 elsewhere). `penalty(model)`, when given, is a regulariser added
     to the loss once per update (EWC, `ol_ray.ewc`); its value is returned as `penalty`, apart from `loss` (the
-    weighted data loss)."""
+    weighted data loss). `sample_losses` and `sample_correct` (numpy, batch order) are each sample's loss and
+    prediction before the step: test-then-train figures at no extra cost."""
     model.train()
     optimizer.zero_grad(set_to_none=True)
     size = len(batch.labels)
@@ -120,6 +137,7 @@ def weighted_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: Tra
     stats: dict[str, Any] = {"micro_batches": len(plan)}
     loss_sum = torch.zeros((), device=device)
     sample_loss_sum = torch.zeros((), device=device)
+    losses_before, correct_before = np.zeros(size, dtype=np.float64), np.zeros(size, dtype=np.float64)
     for index, group in enumerate(plan):
         inputs = pad_batch([batch.input_ids[i] for i in group], pad_id, device)
         weights = torch.as_tensor(batch.weights[group], dtype=torch.float32, device=device)
@@ -130,6 +148,8 @@ def weighted_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: Tra
         loss.backward()
         loss_sum += loss.detach()
         sample_loss_sum += per_sample.detach().sum()
+        losses_before[group] = per_sample.detach().float().cpu().numpy()
+        correct_before[group] = sample_correct(logits, inputs, batch, group, device).cpu().numpy()
         if meter is not None:  # activations, and their gradients during backward
             per_sample_mb = max(per_sample_mb, 2 * meter.bytes / 2**20 / len(group))
         if noise_probe and index == first_half - 1 and first_half < len(plan):
@@ -146,7 +166,8 @@ def weighted_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: Tra
         per_sample_mb = (torch.cuda.max_memory_allocated(device) - allocated_before) / 2**20 / largest
     grads = [p for p in params if p.grad is not None]
     grad_norm = torch.nn.utils.clip_grad_norm_(grads, grad_clip if grad_clip > 0 else math.inf)
-    stats.update(loss=float(loss_sum), sample_loss_mean=float(sample_loss_sum) / size, grad_norm=float(grad_norm))
+    stats.update(loss=float(loss_sum), sample_loss_mean=float(sample_loss_sum) / size, grad_norm=float(grad_norm),
+                 sample_losses=losses_before, sample_correct=correct_before)
     if "noise_small_sq" in stats:
         stats.setdefault("noise_big_sq", stats["grad_norm"] ** 2)  # the norm before clipping
     if measure_memory:

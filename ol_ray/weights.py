@@ -4,7 +4,8 @@ The learner is busy training most of the time and an actor runs one method at a 
 learner for weights. The learner `ray.put`s its weights once per version and hands the reference to the
 `WeightStore`, a small actor that answers scorers at once. Scorers check the newest version before each batch and
 pull only when it is newer. The store also counts samples scored and taken by the learner (how far scoring ran ahead
-is reported as `scoring_lead_max`), and publishes and pulls, so a run can show that weights flowed.
+is reported as `scoring_lead_max`), publishes, pulls and scorer starts, so a run can show that weights flowed and
+that its scorers started once.
 """
 
 from __future__ import annotations
@@ -31,8 +32,9 @@ class WeightStore:
         self.generation = 0
         self.version = -1
         self.refs: list[Any] = []  # [ObjectRef], wrapped in a list so Ray passes the reference, not the weights
-        self.polled_since_publish = False
         self.publishes = 0
+        self.scorer_starts = 0  # scorer processes that started (a restarted one counts again)
+        self.scorer_pids: set[int] = set()
         self.pulls = 0
         self.samples_scored = 0
         self.samples_consumed = 0
@@ -46,13 +48,11 @@ class WeightStore:
         elif version <= self.version:
             return
         self.version, self.refs = version, refs
-        self.polled_since_publish = False
         self.publishes += 1
         self.published_bytes += nbytes
 
     def pull_if_newer(self, generation: int, version: int) -> Optional[tuple[int, int, list[Any]]]:
-        """A scorer's poll before each batch: (generation, version, refs) when they differ from the scorer's."""
-        self.polled_since_publish = True
+        """A scorer's poll before each chunk: (generation, version, refs) when they differ from the scorer's."""
         if self.version < 0 or (generation, version) == (self.generation, self.version):
             return None
         self.pulls += 1
@@ -65,9 +65,9 @@ class WeightStore:
     def consumed(self, samples: int) -> None:
         self.samples_consumed += samples
 
-    def wanted(self) -> bool:
-        """Whether a scorer has polled since the last publish: publishing otherwise would be wasted work."""
-        return self.polled_since_publish
+    def scorer_started(self, pid: int, node_id: str = "") -> None:
+        self.scorer_starts += 1
+        self.scorer_pids.add(pid)
 
     def stats(self) -> dict[str, int]:
         return {
@@ -79,6 +79,7 @@ class WeightStore:
             "weight_bytes_per_publish": self.published_bytes // self.publishes if self.publishes else 0,
             "samples_scored": self.samples_scored,
             "scoring_lead_max": self.lead_max,
+            "scorer_starts": self.scorer_starts,
         }
 
 
@@ -124,18 +125,21 @@ class WeightClient:
 
 
 class WeightPublisher:
-    """The learner's side: publish every `every` updates, and only when a scorer has asked since the last time."""
+    """The learner's side: publish every `every` updates while anyone scores (with `scoring` off, only the versions
+    forced: the starting and the restored weights). Publishing on a fixed schedule, not on demand, is what bounds
+    staleness (`ol_ray.admission`)."""
 
-    def __init__(self, store: Any, every: int):
+    def __init__(self, store: Any, every: int, scoring: bool = True):
         self.store = store
         self.every = every
+        self.scoring = scoring
         self.version = -1
 
     def maybe_publish(self, model: nn.Module, version: int, force: bool = False, reset: bool = False) -> bool:
         """Publish `version` if due (`force`: now; `reset`: now, replacing newer versions after a restore)."""
         if not reset and version <= self.version:
             return False
-        if not (force or reset) and (version - self.version < self.every or not ray.get(self.store.wanted.remote())):
+        if not (force or reset) and (not self.scoring or version - self.version < self.every):
             return False
         from ol_ray.models import state_to_numpy
 

@@ -41,11 +41,11 @@ def test_bench_memory_runs_a_tiny_model_over_a_repeated_stream(ray_local, tiny_m
     out = tmp_path / "bench"
     code = main(["bench", "memory", "configs/sst2.yaml", f"stream.path={train}", "eval.path=",
                  f"model.name_or_path={tiny_model_dir}", "model.max_length=32", "learner.torch_threads=1",
-                 "learner.num_cpus=0.5", "stream.window_size=200", "--samples", "400", "--every", "0.5",
+                 "learner.num_cpus=0.5", "stream.window_size=1000", "--samples", "3000", "--every", "0.5",
                  "--warmup", "0", "--out", str(out)])
     assert code == 0
     readings = read_csv(str(out / "memory.csv"))
-    assert readings[-1]["samples_read"] == 400 and any(r["kind"] == "monitor" for r in readings)
+    assert readings[-1]["samples_read"] == 3000 and any(r["kind"] == "monitor" for r in readings)
     assert {r["kind"] for r in readings} == {"monitor", "checkpoint"}
     table = (out / "memory_table.md").read_text()
     assert "| learner RSS |" in table and "| checkpoint state.json |" in table

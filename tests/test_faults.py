@@ -147,8 +147,7 @@ def test_bad_inputs_and_a_killed_scorer(ray_local, tiny_model_dir, sst2_rows, tm
     assert summary["quarantine_reasons"]["duplicate_id"] == 2
     assert summary["text_truncated"] == 1  # the 1 MB text was cut, not rejected
     assert sorted(item["file"] for item in summary["files_rejected"]) == ["004-unreadable.csv", "005-folder.tsv"]
-    scorer_pids = {r["scorer_pid"] for r in records(run_dir, "monitor.jsonl") if r.get("scorer_pid")}
-    assert len(scorer_pids) >= 2  # a new scorer took over (or the next window's)
+    assert summary["scorers"] == 1 and summary["scorer_starts"] == 2  # Ray restarted the killed one, once
 
 
 def test_killed_job_resumes_from_the_last_good_checkpoint(tiny_model_dir, sst2_rows, tmp_path):

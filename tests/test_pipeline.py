@@ -50,7 +50,7 @@ def run(ray_local, stream_file, dev_file, tiny_model_dir, tmp_path_factory):
         f"stream.path={stream_file}", "stream.text_field=sentence", "stream.window_size=203",
         f"model.name_or_path={tiny_model_dir}", "model.max_length=32",
         "scoring.batch_size=32", "scoring.num_cpus=0.5",
-        "selection.pool_size=24", "batching.batch_size=16",
+        "selection.strategy=entropy", "selection.pool_size=24", "batching.batch_size=16",
         "learner.lr=3e-3", "learner.torch_threads=1", "learner.num_cpus=0.5", "learner.publish_every=2",
         f"eval.path={dev_file}", "eval.every_updates=10",
         "checkpoint.every_updates=8", f"output.run_dir={run_dir}", "output.progress=false"])
@@ -77,6 +77,17 @@ def test_weights_were_published_and_pulled(run):
     assert summary["weight_pulls"] >= 2  # the starting weights, then at least one newer version
     assert summary["score_version_max"] > 0  # some trained samples were scored by updated weights
     assert summary["staleness_max"] > 0  # and staleness was measured against the learner's version
+
+
+def test_scorers_started_once_and_staleness_stayed_within_its_bound(run):
+    summary, run_dir = run
+    assert summary["windows"] == 2 and summary["scorers"] == 1
+    assert summary["scorer_starts"] == 1  # one scoring execution for the whole run, across windows and checkpoints
+    assert summary["staleness_bound"] == 2 + 2 - 1  # max_lead_updates + publish_every - 1
+    records = [json.loads(line) for line in open(os.path.join(run_dir, "metrics.jsonl"))]
+    updates = [r for r in records if r["kind"] == "update"]
+    assert max(r["staleness_max"] for r in updates) == summary["staleness_max"] <= summary["staleness_bound"]
+    assert summary["prequential_source"] == "scores" and summary["scored"]
 
 
 def test_loss_fell_and_outputs_were_written(run):
@@ -268,3 +279,33 @@ def test_a_resume_keeps_metrics_up_to_the_checkpoint_it_restored():
         {"kind": "update", "update": 5}]]
     assert kept_records(lines, {"restored_from": "ckpt/step-4", "updates": 4}) == lines[:2]  # the phase comes again
     assert kept_records(lines, {"restored_from": None, "updates": 4}) == lines[:4]  # no checkpoint record: by update
+
+
+def test_lockstep_pipeline_trains_exactly_what_the_plain_loop_trains(ray_local, tiny_model_dir, sst2_rows, tmp_path):
+    """max_lead_updates 0 and a publish every update: each pool is scored with the weights of the update just
+    made, so the pipeline's picks and losses equal the single-process loop's (bench_loop.run_plain) update by
+    update, on the same stream, seed and config."""
+    from ol_ray.bench_loop import read_stream, run_plain
+    from ol_ray.learner import LEDGER_LOG
+
+    stream = write_sst2_tsv(tmp_path / "train.tsv", sst2_rows[:192])
+    cfg = load_config(None, [
+        f"stream.path={stream}", "stream.text_field=sentence", "stream.window_size=96",
+        f"model.name_or_path={tiny_model_dir}", "model.max_length=32", "scoring.batch_size=32",
+        "scoring.max_lead_updates=0", "selection.strategy=entropy", "selection.pool_size=24",
+        "batching.batch_size=8", "learner.lr=3e-3", "learner.torch_threads=1", "learner.num_cpus=0.5",
+        "learner.publish_every=1", "eval.path=", "continual.drift_detector=none",
+        f"output.run_dir={tmp_path / 'run'}", "output.progress=false"])
+    summary = run_pipeline(cfg)
+    assert summary["updates"] == 8 and summary["staleness_max"] == 0 == summary["staleness_bound"]
+    (tmp_path / "plain").mkdir()
+    _, plain_updates = run_plain(cfg, read_stream(cfg, 192, 0.0, 0), chunk=24, run_dir=str(tmp_path / "plain"))
+
+    def trained(folder):
+        with open(folder / LEDGER_LOG, encoding="utf-8") as handle:
+            return [json.loads(line)["trained"] for line in handle]
+
+    assert trained(tmp_path / "run") == trained(tmp_path / "plain")  # the same picks, update by update
+    with open(tmp_path / "run" / "metrics.jsonl", encoding="utf-8") as handle:
+        piped_updates = [r for r in map(json.loads, handle) if r["kind"] == "update"]
+    assert [r["loss"] for r in piped_updates] == pytest.approx([r["loss"] for r in plain_updates], rel=1e-5)

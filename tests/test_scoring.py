@@ -71,3 +71,17 @@ def test_empty_batch(scored):
     model = scored[0]
     out = score_samples(model, head_layer(model, 2), [], np.zeros(0, dtype=np.int64), 0, CPU)
     assert out["loss"].shape == (0,) and out["embedding"].shape == (0, model.config.hidden_size)
+
+
+def test_only_the_statistics_asked_for_are_computed_and_they_are_the_same(scored):
+    model, input_ids, labels, stats = scored
+    calls = []
+    hook = model.register_forward_hook(lambda module, args, kwargs, out: calls.append(kwargs), with_kwargs=True)
+    try:
+        some = score_samples(model, head_layer(model, 2), input_ids, labels, 0, CPU, columns=("entropy", "loss"))
+    finally:
+        hook.remove()
+    assert set(some) == {"entropy", "loss"}
+    assert np.allclose(some["entropy"], stats["entropy"], atol=1e-6) and np.allclose(some["loss"], stats["loss"])
+    assert not any(call.get("output_hidden_states") for call in calls)  # no hidden states without an embedding
+    assert set(score_samples(model, head_layer(model, 2), input_ids, labels, 0, CPU, columns=())) == set()

@@ -49,9 +49,12 @@ def test_loss_is_weighted_sum_over_batch_size(model, batch):
 
         logits = model(**pad_batch(batch.input_ids, 0, CPU)).logits
         per_sample = torch.nn.functional.cross_entropy(logits, torch.as_tensor(batch.labels), reduction="none")
-    _, stats = sgd_delta(model, TrainBatch(batch.input_ids, batch.labels, weights))
+    _, stats = sgd_delta(model, TrainBatch(batch.input_ids, batch.labels, weights), micro_batch_tokens=24)
     assert stats["loss"] == pytest.approx(float((torch.as_tensor(weights) * per_sample).sum() / 16), rel=1e-5)
     assert stats["sample_loss_mean"] == pytest.approx(float(per_sample.mean()), rel=1e-5)
+    # test-then-train, in batch order across micro-batches: each sample's loss and prediction before the step
+    assert np.allclose(stats["sample_losses"], per_sample.numpy(), rtol=1e-5)
+    assert np.array_equal(stats["sample_correct"], (logits.argmax(dim=-1).numpy() == batch.labels).astype(float))
 
 
 def test_micro_batches_give_the_same_update(model, batch):

@@ -30,8 +30,7 @@ def test_versions_flow_from_publisher_to_client(ray_local, store, tiny_model_dir
     late_client.refresh(late_model, wait=True)
     assert torch.equal(late_model.classifier.weight, version_0)
     assert not publisher.maybe_publish(learner_model, 2)  # fewer than `every` updates since the last publish
-    assert publisher.maybe_publish(learner_model, 3)  # the client polled since version 0
-    assert not publisher.maybe_publish(learner_model, 6)  # nobody polled since version 3: skip the work
+    assert publisher.maybe_publish(learner_model, 3)  # due: every 3 updates, polled or not (bounds staleness)
     client.refresh(scorer_model)
     assert client.version == 3 and torch.equal(scorer_model.classifier.weight, learner_model.classifier.weight)
     client.refresh(scorer_model)  # nothing newer: no pull
@@ -40,6 +39,15 @@ def test_versions_flow_from_publisher_to_client(ray_local, store, tiny_model_dir
     assert (client.generation, client.version) == (1, 1)  # pulled although 1 < 3: the restored weights win
     client.scored(40)
     store.consumed.remote(32)
+    store.scorer_started.remote(1234)
     stats = ray_local.get(store.stats.remote())
     assert stats["weight_publishes"] == 3 and stats["weight_pulls"] == 4 and stats["weight_bytes_published"] > 0
-    assert stats["samples_scored"] == 40 and stats["scoring_lead_max"] == 40
+    assert stats["samples_scored"] == 40 and stats["scoring_lead_max"] == 40 and stats["scorer_starts"] == 1
+
+
+def test_without_scorers_only_forced_versions_are_published(ray_local, store, tiny_model_dir):
+    model = load_model(ModelConfig(name_or_path=tiny_model_dir))
+    publisher = WeightPublisher(store, every=1, scoring=False)  # random selection: nobody reads the weights
+    assert publisher.maybe_publish(model, 0, force=True)
+    assert not publisher.maybe_publish(model, 1) and not publisher.maybe_publish(model, 2)
+    assert publisher.maybe_publish(model, 1, reset=True)  # a restore still resets the store
