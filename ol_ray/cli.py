@@ -9,6 +9,7 @@
     ol-ray bench selection configs/sst2.yaml --strategies random entropy rho_loss --seeds 0 1 2
     ol-ray bench batching configs/sst2.yaml --policies fixed adaptive resource --seeds 0 1 2
     ol-ray bench forgetting configs/forgetting.yaml --updates 60 180 --seeds 0 1 2
+    ol-ray bench time-to-accuracy configs/sst2.yaml --seeds 0 1 2
     ol-ray produce ../shared/data/sst2/train.tsv --servers localhost:9092 --topic sst2 --rate 200 --text-field sentence
 """
 
@@ -151,6 +152,21 @@ def build_parser() -> argparse.ArgumentParser:
     forget.add_argument("--ewc-lambda", type=float, default=0.0,
                         help="EWC strength of replay_ewc (default: continual.ewc_lambda, else 100)")
     forget.add_argument("--out", default="runs/bench-forgetting", help="where the CSVs, markdown and PNG go")
+    timed = bench_parser(
+        kinds, "time-to-accuracy", help="wall time and samples to dev-accuracy targets: fine-tuning vs the pipeline",
+        description="Plain fine-tuning (random batches, no scoring, AdamW), the pipeline selecting at random and the "
+                    "pipeline as configured, each seed from a cold start: wall time and trained samples until the "
+                    "dev accuracy first reaches each target.")
+    timed.add_argument("--targets", type=float, nargs="+", default=[0.80, 0.83, 0.85, 0.87], help="dev accuracies")
+    timed.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds (default 0 1 2)")
+    timed.add_argument("--arms", nargs="+", default=["finetune", "pipeline_random", "pipeline"],
+                       choices=["finetune", "pipeline_random", "pipeline"], help="arms to run")
+    timed.add_argument("--samples", type=int, default=12_800,
+                       help="trained samples of finetune and pipeline_random (the pipeline keeps its config's budget)")
+    timed.add_argument("--eval-every", type=int, default=800, help="evaluate every this many trained samples")
+    timed.add_argument("--finetune-batch", type=int, default=32, help="fine-tuning's batch size (default 32)")
+    timed.add_argument("--finetune-lr", type=float, default=5e-5, help="fine-tuning's AdamW learning rate")
+    timed.add_argument("--out", default="runs/bench-time-to-accuracy", help="where the CSVs, markdown, PNG and runs go")
     return parser
 
 
@@ -208,6 +224,13 @@ def bench_command(args: argparse.Namespace) -> int:
 
         forgetting(cfg, args.arms, seeds=args.seeds, updates=args.updates, ewc_lambda=args.ewc_lambda,
                    out_dir=args.out)
+        return 0
+    if args.bench == "time-to-accuracy":
+        from ol_ray.bench_time_to_accuracy import time_to_accuracy
+
+        time_to_accuracy(cfg, args.targets, seeds=args.seeds, arms=args.arms, samples=args.samples,
+                         eval_every=args.eval_every, finetune_batch=args.finetune_batch,
+                         finetune_lr=args.finetune_lr, out_dir=args.out)
         return 0
     from ol_ray.bench_scaling import scaling
 
