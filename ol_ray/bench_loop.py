@@ -1,6 +1,7 @@
 """The plain single-process loop the learning benchmarks share: the configured stream, scored with the learner's
 current weights, fed to the learner's own code (`OnlineLearner`: batch policy, selection, weighted update,
-evaluation), no Ray. Scores are fresh (no staleness): what a strategy or policy can do at best.
+evaluation), no Ray. Scores are fresh (no staleness): what a strategy or policy can do at best. Like the pipeline's
+scorers, it computes only the statistics the strategy and policy read, none for random selection.
 
 `read_stream` reads and tokenizes the stream's head once per seed; `run_plain` runs one configuration on it and
 returns its evaluations and updates with wall-clock times.
@@ -40,16 +41,19 @@ def read_stream(cfg: Config, count: int, label_noise: float, seed: int) -> Strea
 
 
 def scored_pool(learner: Any, head: Any, input_ids: list[np.ndarray], labels: np.ndarray, sample_ids: np.ndarray,
-                window: int = 0, micro_batch_tokens: int = 0) -> dict[str, np.ndarray]:
-    """Candidates as a scorer hands them to the learner: the columns, scored with the learner's current weights."""
+                window: int = 0, micro_batch_tokens: int = 0, columns: Optional[tuple[str, ...]] = None,
+                precision: str = "fp32") -> dict[str, np.ndarray]:
+    """Candidates as a scorer hands them to the learner: the columns, scored with the learner's current weights
+    (the statistics in `columns`, None: all; () leaves them unscored, as the pipeline does for random selection)."""
     from ol_ray.scoring import score_samples
 
     size = len(labels)
     pool = {"sample_id": sample_ids, "label": labels, "window": np.full(size, window, np.int64),
-            "input_ids": np.array(input_ids + [None], dtype=object)[:-1],
-            "weight_version": np.full(size, learner.updates, dtype=np.int64)}
-    pool.update(score_samples(learner.model, head, input_ids, labels, learner.pad_id, learner.device,
-                              micro_batch_tokens=micro_batch_tokens))
+            "input_ids": np.array(input_ids + [None], dtype=object)[:-1]}
+    if columns != ():
+        pool["weight_version"] = np.full(size, learner.updates, dtype=np.int64)
+        pool.update(score_samples(learner.model, head, input_ids, labels, learner.pad_id, learner.device, precision,
+                                  micro_batch_tokens, columns))
     return pool
 
 
@@ -68,6 +72,7 @@ def run_plain(cfg: Config, stream: Stream, chunk: int, max_updates: int = 0, max
     from ol_ray.learner import OnlineLearner
     from ol_ray.models import device_for, head_layer, load_model, load_numpy_state
     from ol_ray.monitor import process_rss_mb
+    from ol_ray.scorer_pool import columns_needed
     from ol_ray.scoring import score_samples
 
     start, irreducible = 0, None
@@ -84,6 +89,7 @@ def run_plain(cfg: Config, stream: Stream, chunk: int, max_updates: int = 0, max
         learner.eval_set = EvalSet([dev.input_ids[i] for i in order], dev.labels[order], 0)
         learner.start_records = [learner._evaluate()]
     head = head_layer(learner.model, cfg.model.num_labels)
+    columns = columns_needed(cfg)  # what the pipeline's scorers would compute: nothing for random selection
     started = time.perf_counter() if started is None else started
     evals: list[dict[str, Any]] = []  # the first add_candidates hands over the evaluation at update 0 too
     updates: list[dict[str, Any]] = []
@@ -107,7 +113,8 @@ def run_plain(cfg: Config, stream: Stream, chunk: int, max_updates: int = 0, max
         part = slice(start, start + chunk)
         ids, labels = stream.input_ids[part], stream.labels[part]
         pool = scored_pool(learner, head, ids, labels, stream.sample_ids[part],
-                           micro_batch_tokens=cfg.scoring.micro_batch_tokens)
+                           micro_batch_tokens=cfg.scoring.micro_batch_tokens, columns=columns,
+                           precision=cfg.scoring.precision)
         if irreducible is not None:
             pool["irreducible_loss"] = score_samples(irreducible, head_layer(irreducible, cfg.model.num_labels), ids,
                                                      labels, learner.pad_id, learner.device,

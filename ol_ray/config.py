@@ -101,7 +101,7 @@ class ScoringConfig:
     num_cpus: float = 0.5  # logical CPUs per scorer actor
     num_gpus: float = 0.0  # GPUs per scorer actor; > 0 places scorers on GPU workers
     torch_threads: int = 1  # torch intra-op threads per scorer
-    precision: Literal["fp32", "bf16"] = "fp32"  # bf16 autocast for scoring (GPU only; CPU stays fp32)
+    precision: Literal["fp32", "bf16"] = "fp32"  # bf16 autocast for scoring (GPU, or a CPU with AMX/AVX512-BF16)
     micro_batch_tokens: int = 512  # score in length-sorted micro-batches of at most this many padded tokens; 0 = off
     max_lead_updates: int = 2  # pools scored ahead of the learner's next one, at most (bounds staleness); 0 = lockstep
     preserve_order: bool = True  # hand scored samples to the learner in stream order: same config, same run
@@ -154,7 +154,7 @@ class LearnerConfig:
     num_gpus: float = 0.0  # GPUs of the learner actor; > 0 trains on the GPU
     resources: dict[str, float] = field(default_factory=dict)  # custom Ray resources of the learner, e.g. {learner: 1}
     torch_threads: int = 2  # torch intra-op threads of the learner
-    precision: Literal["fp32", "bf16"] = "fp32"  # bf16 autocast for the update (GPU only; CPU stays fp32)
+    precision: Literal["fp32", "bf16"] = "fp32"  # bf16 autocast for update and evaluation (GPU, or AMX/AVX512-BF16 CPU)
     micro_batch_tokens: int = 256  # update in length-sorted micro-batches of this many padded tokens at most; 0 = off
     micro_batch_size: int = 0  # and of at most this many samples (gradient accumulation); 0 = no sample limit
     publish_every: int = 1  # publish weights every this many updates while scorers run (staleness bound: docs/runtime.md)

@@ -85,3 +85,11 @@ def test_only_the_statistics_asked_for_are_computed_and_they_are_the_same(scored
     assert np.allclose(some["entropy"], stats["entropy"], atol=1e-6) and np.allclose(some["loss"], stats["loss"])
     assert not any(call.get("output_hidden_states") for call in calls)  # no hidden states without an embedding
     assert set(score_samples(model, head_layer(model, 2), input_ids, labels, 0, CPU, columns=())) == set()
+
+
+def test_bf16_scoring_runs_on_the_cpu_close_to_fp32(scored):
+    model, input_ids, labels, stats = scored
+    half = score_samples(model, head_layer(model, 2), input_ids, labels, 0, CPU, "bf16", columns=("entropy", "loss"))
+    assert np.allclose(half["entropy"], stats["entropy"], atol=0.05) and np.allclose(half["loss"], stats["loss"],
+                                                                                     atol=0.05)
+    assert half["entropy"].dtype == np.float32
