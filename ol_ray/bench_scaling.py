@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 from ol_ray.bench import write_results
 from ol_ray.config import Config
@@ -68,15 +68,24 @@ def scaling(cfg: Config, nodes: Sequence[int] = (1, 2), samples: int = 2048, out
                                                  max_task_retries=-1, scheduling_strategy="SPREAD")
             started = time.perf_counter()
             pool = ScorerPool(lambda: options.remote(run_cfg, store, monitor, sink, None, columns), count)
-            pending, first_at, first_count, scored = [], 0.0, 0, 0
+            outstanding: list[Any] = []
+            first_at, first_count, scored = 0.0, 0, 0
+
+            def collect(timeout: Optional[float]) -> None:
+                nonlocal first_at, first_count, scored
+                done, _ = ray.wait(outstanding, num_returns=1, timeout=timeout)
+                for ref in done:
+                    outstanding.remove(ref)
+                    scored += ray.get(ref).kept
+                    if not first_at:  # the first chunk is back: the scorers have started and warmed up
+                        first_at, first_count = time.perf_counter(), scored
+
             for chunk in chunks:
                 while not pool.has_room():
-                    ray.wait([ref for ref, _ in pending], num_returns=1, timeout=0.05)
-                pending.append(pool.submit(chunk))
-            for result_ref, _ in pending:
-                scored += ray.get(result_ref).kept
-                if not first_at:  # the scorers have started and warmed up
-                    first_at, first_count = time.perf_counter(), scored
+                    collect(0.05)
+                outstanding.append(pool.submit(chunk)[0])
+            while outstanding:
+                collect(None)
             ended = time.perf_counter()
             wall, steady_s = ended - started, ended - first_at
             used = set(ray.get(monitor.stop.remote())["scorer_nodes"])

@@ -6,8 +6,8 @@ plain fine-tuning, the pipeline selecting at random, and the pipeline as configu
 The arms, each seed in turn on the same machine, each from a cold start (its clock includes loading the model and,
 for the pipeline, starting Ray):
 - `finetune`: the method's own example: one process, random batches of `--finetune-batch` (32), no scoring, AdamW at
-  `--finetune-lr` (5e-5) with no schedule (`bench_loop.run_plain` with random selection and a pool equal to the
-  batch); it stops after `--samples` trained samples;
+  `--finetune-lr` (5e-5) with no schedule, fp32, torch on every core (`bench_loop.run_plain` with random selection
+  and a pool equal to the batch); it stops after `--samples` trained samples;
 - `pipeline_random`: the configured pipeline with `selection.strategy=random` and a pool equal to the batch (no
   scorer model: stream -> tokenize -> learner), the same `--samples` budget;
 - `pipeline`: the configured pipeline as it is, with its own stream budget.
@@ -40,11 +40,12 @@ def arm_config(cfg: Config, arm: str, seed: int, samples: int, eval_every: int, 
     """The config an arm runs for one seed."""
     cfg = seeded(cfg, seed)
     output = dataclasses.replace(cfg.output, progress=False)
-    if arm == "finetune":
+    if arm == "finetune":  # fp32 on every core, as a plain script would run it
         cfg = dataclasses.replace(
             cfg, selection=dataclasses.replace(cfg.selection, strategy="random", pool_size=finetune_batch),
             batching=dataclasses.replace(cfg.batching, policy="fixed", batch_size=finetune_batch),
-            learner=dataclasses.replace(cfg.learner, lr=finetune_lr, warmup_updates=0, decay_updates=0))
+            learner=dataclasses.replace(cfg.learner, lr=finetune_lr, warmup_updates=0, decay_updates=0,
+                                        precision="fp32", torch_threads=cfg.ray.num_cpus or os.cpu_count() or 1))
     elif arm == "pipeline_random":
         cfg = dataclasses.replace(
             cfg, selection=dataclasses.replace(cfg.selection, strategy="random", pool_size=cfg.batching.batch_size))

@@ -154,6 +154,7 @@ class Feeder:
     stopping: bool = False  # the learner has reached its update budget: no window after the open ones
     last_activity: float = field(default_factory=time.monotonic)
     last_reading: float = field(default_factory=time.monotonic)
+    ahead: Optional[tuple[str, Any]] = None  # a reader item taken while waiting, not yet opened
 
     def __post_init__(self) -> None:
         self.admission = Admission(self.cfg.scoring.max_lead_updates, self.point["pool"],
@@ -182,9 +183,10 @@ class Feeder:
         if self.stream_ended or self.stopping or any(not w.fully_admitted for w in self.open_windows):
             return False
         try:
-            kind, item = self.reader.items.get_nowait()
+            kind, item = self.ahead or self.reader.items.get_nowait()
         except queue.Empty:
             return False
+        self.ahead = None
         if kind == "error":
             raise PipelineError(f"reading the stream failed: {one_line(item)}") from item
         if kind == "end":
@@ -314,8 +316,13 @@ class Feeder:
             refs = [p.result_ref for p in self.pending if p.result is None] + [c.ref for c in self.calls]
             if refs:
                 ray.wait(refs, num_returns=1, timeout=WAIT_S, fetch_local=False)
-            else:
-                time.sleep(WAIT_S / 5)
+            elif self.ahead is None:  # only the stream can bring work: wait on it
+                try:
+                    self.ahead = self.reader.items.get(timeout=WAIT_S)
+                except queue.Empty:
+                    pass
+            else:  # a window waits for admission (a time-driven policy holds its pool): only time helps
+                time.sleep(WAIT_S)
             if not self.calls and now - self.last_activity >= IDLE_TICK_S:
                 self._call("tick")  # nothing scored for a while: a time-driven batch policy may be due
                 self.last_activity = now
