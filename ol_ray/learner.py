@@ -9,7 +9,6 @@ weights, steps (halving the micro-batch on out-of-memory errors), evaluates, and
 from __future__ import annotations
 
 import collections
-import json
 import logging
 import math
 import os
@@ -21,11 +20,12 @@ import numpy as np
 import torch
 
 from ol_ray.batching import BatchContext, clamp_batch_size, lr_scale, make_policy, pool_for
+from ol_ray.candidate_buffer import CandidateBuffer, take
 from ol_ray.checkpoint import checkpoints_newest_first, folder_mb, load_checkpoint, save_checkpoint
 from ol_ray.config import Config
 from ol_ray.continual_learner import ContinualLearning
 from ol_ray.evaluation import evaluate, load_domain_sets, load_eval_set
-from ol_ray.ledger import Ledger, SeenIds
+from ol_ray.ledger import Ledger, SeenIds, append_ledger_log, rewind_ledger_log
 from ol_ray.lora import check_resumable
 from ol_ray.models import device_for, load_model, load_tokenizer, output_layer, pad_id_of
 from ol_ray.irreducible import holdout_start, uses_rho_loss
@@ -35,54 +35,11 @@ from ol_ray.update import (TrainBatch, is_out_of_memory, lr_factor, make_optimiz
                            weighted_step)
 
 Columns = dict[str, np.ndarray]
-LEDGER_LOG = "ledger.jsonl"  # which samples each update used, appended per update
-ROLLED_BACK_LOG = "ledger.rolled_back.jsonl"  # ledger-log lines of updates a crash undid
 logger = logging.getLogger(__name__)
-
-
-def concat_columns(parts: list[Columns]) -> Columns:
-    """Join candidate column dicts end to end (object columns such as token ids stay 1-d object arrays)."""
-    if len(parts) == 1:
-        return parts[0]
-    out = {}
-    for key in parts[0]:
-        values = [part[key] for part in parts]
-        if values[0].dtype == object:
-            joined = np.empty(sum(len(v) for v in values), dtype=object)
-            joined[:] = [item for v in values for item in v]
-            out[key] = joined
-        else:
-            out[key] = np.concatenate(values)
-    return out
-
-
-def take(columns: Columns, indices: np.ndarray) -> Columns:
-    """The rows at `indices` of every column."""
-    return {key: value[indices] for key, value in columns.items()}
-
-
-def split_at(columns: Columns, size: int) -> tuple[Columns, Columns]:
-    """The first `size` rows of every column, and the rest."""
-    return ({key: value[:size] for key, value in columns.items()},
-            {key: value[size:] for key, value in columns.items()})
 
 
 def _no_op(*args: Any, **kwargs: Any) -> Any:
     return None
-
-
-def _read_jsonl(path: str) -> list[dict[str, Any]]:
-    """The complete JSON lines of a file (a line cut short by a crash is left out); [] when it does not exist."""
-    if not os.path.exists(path):
-        return []
-    entries = []
-    with open(path, encoding="utf-8") as handle:
-        for line in handle:
-            try:
-                entries.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-    return entries
 
 
 def _state_of(component: Any) -> Optional[dict[str, Any]]:
@@ -129,8 +86,7 @@ class OnlineLearner:
         self.domain_sets = load_domain_sets(cfg)  # eval.sets: one per domain, for the accuracy matrix
         self.continual = ContinualLearning(cfg, self.classes)  # replay, EWC, prequential accuracy, drift, phases
         self.ledger = Ledger(seen=SeenIds(cfg.learner.duplicate_window))
-        self.buffer: list[Columns] = []
-        self.buffered = 0
+        self.buffer = CandidateBuffer()  # scored candidates waiting for an update, oldest first
         self.updates = 0
         self.counts = {"received": 0, "text_truncated": 0, "tokens_truncated": 0, "nonfinite_updates": 0,
                        "oom_retries": 0, "labels_received": [0] * self.classes,
@@ -212,8 +168,7 @@ class OnlineLearner:
             self.ledger = Ledger.from_json(state["ledger"], state.get("arrays", {}).get("seen_ids"),
                                            self.cfg.learner.duplicate_window)
             self.cursor, self.windows_done = state["cursor"], state["windows_done"]
-            self.buffered = len(candidates.get("sample_id", []))
-            self.buffer = [candidates] if self.buffered else []
+            self.buffer = CandidateBuffer(candidates)
             self.checkpoint_path = self.restored_from = path
             self._rewind_ledger_log()
             return True
@@ -228,23 +183,7 @@ class OnlineLearner:
         return False
 
     def _rewind_ledger_log(self) -> None:
-        """Move ledger-log lines of updates after the checkpoint to ledger.rolled_back.jsonl: their samples are
-        about to be replayed, and those trained again count as trained twice (also across repeated crashes)."""
-        path = os.path.join(self.run_dir, LEDGER_LOG)
-        rolled_back_path = os.path.join(self.run_dir, ROLLED_BACK_LOG)
-        kept, rolled_back = [], []
-        for entry in _read_jsonl(path):
-            (kept if entry["update"] <= self.updates else rolled_back).append(entry)
-        for entry in rolled_back + _read_jsonl(rolled_back_path):
-            if entry["update"] > self.updates:
-                self.ledger.replayed.update(entry.get("trained", []))
-        if rolled_back:
-            with open(rolled_back_path, "a", encoding="utf-8") as handle:
-                handle.writelines(json.dumps(entry) + "\n" for entry in rolled_back)
-        if os.path.exists(path):
-            with open(path + ".tmp", "w", encoding="utf-8") as handle:
-                handle.writelines(json.dumps(entry) + "\n" for entry in kept)
-            os.replace(path + ".tmp", path)
+        rewind_ledger_log(self.run_dir, self.updates, self.ledger)
 
     def resume_point(self) -> dict[str, Any]:
         """Where the stream continues: the cursor and window index after the last checkpointed window."""
@@ -279,9 +218,7 @@ class OnlineLearner:
         if self.done:  # past max_updates: accounted for, not trained
             self.ledger.record(candidates["window"], "not_selected")
             return records
-        if size:
-            self.buffer.append(candidates)
-            self.buffered += size
+        self.buffer.add(candidates)
         records.extend(self._train_while_due())
         return records
 
@@ -338,7 +275,7 @@ class OnlineLearner:
     def _train_while_due(self) -> list[dict[str, Any]]:
         """Update as long as the policy asks for a batch and enough candidates are buffered for its pool."""
         records: list[dict[str, Any]] = []
-        while self.buffered and not self.done:
+        while len(self.buffer) and not self.done:
             batch_size = self._decide_batch_size()
             # replay takes its share of the batch; the pool is read for the new samples only, so none is dropped
             replay_count = self.continual.replay_count(batch_size, self.updates) if batch_size else 0
@@ -346,20 +283,18 @@ class OnlineLearner:
                          if batch_size else 0)
             if pool_size:
                 self.pool_wanted = pool_size
-            if not batch_size or self.buffered < pool_size:
+            if not batch_size or len(self.buffer) < pool_size:
                 break
-            pool, rest = split_at(concat_columns(self.buffer), pool_size)
-            self.buffer, self.buffered = ([rest] if pool_length(rest) else []), self.buffered - pool_size
+            pool = self.buffer.take(pool_size)
             records.extend(self._update(pool, batch_size, replay_count))
         return records
 
     def _train_leftovers(self) -> list[dict[str, Any]]:
         """Train on the buffered candidates that do not fill a pool (at the end of the stream or of a phase)."""
-        if not self.buffered or self.done:
+        if not len(self.buffer) or self.done:
             return []
         self.changed_since_checkpoint = True  # the leftovers' update must reach the next checkpoint
-        pool = concat_columns(self.buffer)
-        self.buffer, self.buffered = [], 0
+        pool = self.buffer.take_all()
         batch_size = self._decide_batch_size() or self.cfg.batching.batch_size
         return self._update(pool, batch_size, self.continual.replay_count(batch_size, self.updates),
                             evaluate_now=False)
@@ -375,18 +310,17 @@ class OnlineLearner:
                     "available_mb": psutil.virtual_memory().available / 2**20,
                     "memory_per_sample_mb": max(self.memory_per_sample, default=0.0),
                     "memory_ceiling": self.oom_ceiling}
-        uncertainty = 0.0
-        if self.buffer and "entropy" in self.buffer[0]:
-            entropy = np.concatenate([part["entropy"] for part in self.buffer])
-            uncertainty = float(np.mean(entropy)) / math.log(self.classes or self.model.config.vocab_size)
-        return BatchContext(pool_size=self.buffered, updates=self.updates, snapshot=snapshot, uncertainty=uncertainty,
+        entropy = self.buffer.column("entropy")
+        uncertainty = (0.0 if entropy is None else
+                       float(np.mean(entropy)) / math.log(self.classes or self.model.config.vocab_size))
+        return BatchContext(pool_size=len(self.buffer), updates=self.updates, snapshot=snapshot, uncertainty=uncertainty,
                             seconds_since_update=time.time() - self.last_update_time,
                             pool_ratio=self.cfg.selection.pool_size / self.cfg.batching.batch_size)
 
     def status(self) -> dict[str, Any]:
         """What the driver's admission control needs after each call: whether the learner is done, how many
         candidates it buffers and how large a pool its next update reads."""
-        return {"done": self.done, "buffered": self.buffered, "pool": self.pool_wanted, "updates": self.updates}
+        return {"done": self.done, "buffered": len(self.buffer), "pool": self.pool_wanted, "updates": self.updates}
 
     def _decide_batch_size(self) -> int:
         """The policy's batch size, within the configured bounds; 0 while the policy waits."""
@@ -425,11 +359,10 @@ class OnlineLearner:
     def finish(self) -> list[dict[str, Any]]:
         """End of stream: train on the leftovers, evaluate and checkpoint one last time."""
         records, self.start_records = self.start_records, []
-        if self.buffered and not self.done:
+        if len(self.buffer) and not self.done:
             records.extend(self._train_leftovers())
-        elif self.buffered:
-            self.ledger.record(concat_columns(self.buffer)["window"], "not_selected")
-            self.buffer, self.buffered = [], 0
+        elif len(self.buffer):
+            self.ledger.record(self.buffer.take_all()["window"], "not_selected")
         if self.evaluates and self.last_eval.get("update") != self.updates:
             records.append(self._evaluate())
         self.continual.end_phase()
@@ -591,10 +524,8 @@ class OnlineLearner:
         return stats, records
 
     def _log_ledger(self, entry: dict[str, Any]) -> None:
-        """Append which samples an update used to the run's ledger log (what a resume needs to count replays)."""
         if self.run_dir:
-            with open(os.path.join(self.run_dir, LEDGER_LOG), "a", encoding="utf-8") as handle:
-                handle.write(json.dumps(entry) + "\n")
+            append_ledger_log(self.run_dir, entry)
 
     def _evaluate(self) -> dict[str, Any]:
         """The dev set (eval.path: the dev_* figures) and every domain set of eval.sets (their figures by name)."""
@@ -619,7 +550,7 @@ class OnlineLearner:
         started = time.perf_counter()
         if not self.run_dir:
             return {"kind": "checkpoint", "update": self.updates, "path": None, "time": time.time()}
-        candidates = concat_columns(self.buffer) if self.buffer else {}
+        candidates = self.buffer.columns()
         state = {
             "updates": self.updates, "counts": self.counts, "staleness_sum": self.staleness_sum,
             "staleness_max": self.staleness_max, "score_version_max": self.score_version_max,
@@ -659,7 +590,7 @@ class OnlineLearner:
             "samples_not_selected": totals["not_selected"],
             "samples_nonfinite": totals["nonfinite"],
             "samples_trained_twice": totals["trained_twice"],
-            "samples_buffered": self.buffered,
+            "samples_buffered": len(self.buffer),
             "nonfinite_updates": self.counts["nonfinite_updates"],
             "oom_retries": self.counts.get("oom_retries", 0),
             "labels_received": self.counts["labels_received"],

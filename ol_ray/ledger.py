@@ -10,18 +10,23 @@ at window boundaries, so after a crash the stream replays from the checkpoint's 
 counted once (exactly-once accounting); samples that had been trained before the crash and are trained again are
 counted in `trained_twice` (at-least-once training), which is bounded by the samples since the last checkpoint.
 
-Plain Python; the learner owns it.
+Plain Python; the learner owns it. The ledger log (ledger.jsonl: which samples each update used) is kept
+beside it by the functions at the end.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable, Optional
 
 import numpy as np
 
 OUTCOMES = ("not_selected", "trained", "nonfinite")
+LEDGER_LOG = "ledger.jsonl"  # which samples each update used, appended per update
+ROLLED_BACK_LOG = "ledger.rolled_back.jsonl"  # ledger-log lines of updates a crash undid
 
 
 @dataclass
@@ -143,3 +148,44 @@ class Ledger:
         return cls(windows={int(k): WindowEntry(**v) for k, v in data.get("windows", {}).items()},
                    trained_twice=int(data.get("trained_twice", 0)), seen=SeenIds(capacity, seen_hashes),
                    replayed=set(data.get("replayed", [])))
+
+
+def read_jsonl(path: str) -> list[dict[str, Any]]:
+    """The complete JSON lines of a file (a line cut short by a crash is left out); [] when it does not exist."""
+    if not os.path.exists(path):
+        return []
+    entries = []
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            try:
+                entries.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return entries
+
+
+def append_ledger_log(run_dir: str, entry: dict[str, Any]) -> None:
+    """Append which samples an update used to the run's ledger log (what a resume needs to count replays)."""
+    with open(os.path.join(run_dir, LEDGER_LOG), "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(entry) + "\n")
+
+
+def rewind_ledger_log(run_dir: str, updates: int, ledger: Ledger) -> None:
+    """A restore to `updates`: move ledger-log lines of later updates to ledger.rolled_back.jsonl (their samples are
+    about to be replayed) and mark the ids they trained in `ledger.replayed`, so those trained again count as
+    trained twice (also across repeated crashes)."""
+    path = os.path.join(run_dir, LEDGER_LOG)
+    rolled_back_path = os.path.join(run_dir, ROLLED_BACK_LOG)
+    kept, rolled_back = [], []
+    for entry in read_jsonl(path):
+        (kept if entry["update"] <= updates else rolled_back).append(entry)
+    for entry in rolled_back + read_jsonl(rolled_back_path):
+        if entry["update"] > updates:
+            ledger.replayed.update(entry.get("trained", []))
+    if rolled_back:
+        with open(rolled_back_path, "a", encoding="utf-8") as handle:
+            handle.writelines(json.dumps(entry) + "\n" for entry in rolled_back)
+    if os.path.exists(path):
+        with open(path + ".tmp", "w", encoding="utf-8") as handle:
+            handle.writelines(json.dumps(entry) + "\n" for entry in kept)
+        os.replace(path + ".tmp", path)

@@ -50,7 +50,7 @@ class Record(NamedTuple):
 
 @dataclass
 class Window:
-    """A bounded slice of the stream: become one ray.data.Dataset."""
+    """A bounded slice of the stream: the unit of cursor, ledger and checkpoint (admitted to scoring in chunks)."""
 
     index: int  # 0, 1, 2, ... in stream order
     records: list[dict[str, Any]]  # {"sample_id": str, "raw": bytes, "origin": str}
@@ -59,13 +59,6 @@ class Window:
 
     def __len__(self) -> int:
         return len(self.records)
-
-    def to_dataset(self, rows_per_block: int):
-        """This window as a ray.data.Dataset, in blocks of about `rows_per_block` rows so scoring can stream."""
-        import ray.data
-
-        blocks = max(1, -(-len(self.records) // max(1, rows_per_block)))
-        return ray.data.from_items(self.records, override_num_blocks=blocks)
 
 
 class Source(Protocol):

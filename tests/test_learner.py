@@ -8,7 +8,8 @@ import torch
 
 from ol_ray.checkpoint import latest_checkpoint, load_checkpoint
 from ol_ray.config import load_config
-from ol_ray.learner import OnlineLearner, concat_columns
+from ol_ray.candidate_buffer import concat_columns
+from ol_ray.learner import OnlineLearner
 from ol_ray.models import head_layer
 from ol_ray.scoring import score_samples
 from ol_ray.selection import STRATEGIES
@@ -320,9 +321,9 @@ def test_periodic_policy_updates_on_time_without_new_candidates(learner_cfg, tin
     assert learner.tick() == []
     time.sleep(0.25)
     (update,) = learner.tick()  # on time: whatever has accumulated (10 candidates, 2 per sample)
-    assert update["batch_size"] == 5 and update["pool_size"] == 10 and learner.buffered == 0
+    assert update["batch_size"] == 5 and update["pool_size"] == 10 and len(learner.buffer) == 0
     burst = learner.add_candidates(candidates(tiny_model_dir, sst2_rows, 10, 300))  # not yet due, but a burst
-    assert [r["batch_size"] for r in burst if r["kind"] == "update"] == [64, 64] and learner.buffered == 44
+    assert [r["batch_size"] for r in burst if r["kind"] == "update"] == [64, 64] and len(learner.buffer) == 44
 
 
 def test_adaptive_policy_gets_gradient_noise_from_every_update(learner_cfg, tiny_model_dir, sst2_rows, tmp_path):
@@ -355,7 +356,7 @@ def test_the_leftover_update_at_the_end_reaches_a_checkpoint(learner_cfg, tiny_m
     final = learner.finish()
     assert [r["kind"] for r in final] == ["update", "checkpoint"]
     resumed = OnlineLearner(cfg, str(tmp_path / "run"))
-    assert resumed.updates == 2 and resumed.buffered == 0 and resumed.ledger.totals()["trained_twice"] == 0
+    assert resumed.updates == 2 and len(resumed.buffer) == 0 and resumed.ledger.totals()["trained_twice"] == 0
 
 
 def test_a_checkpoint_from_before_the_hashed_ids_still_catches_repeats(learner_cfg, tiny_model_dir, sst2_rows,

@@ -128,7 +128,7 @@ def test_a_used_run_directory_is_not_overwritten(run, stream_file, tiny_model_di
 
 def test_rho_loss_holds_out_the_stream_head_and_scores_the_irreducible_loss(ray_local, stream_file, tiny_model_dir,
                                                                              tmp_path):
-    from ol_ray.learner import LEDGER_LOG
+    from ol_ray.ledger import LEDGER_LOG
 
     run_dir = tmp_path / "rho"
     cfg = load_config(None, [
@@ -286,7 +286,7 @@ def test_lockstep_pipeline_trains_exactly_what_the_plain_loop_trains(ray_local, 
     made, so the pipeline's picks and losses equal the single-process loop's (bench_loop.run_plain) update by
     update, on the same stream, seed and config."""
     from ol_ray.bench_loop import read_stream, run_plain
-    from ol_ray.learner import LEDGER_LOG
+    from ol_ray.ledger import LEDGER_LOG
 
     stream = write_sst2_tsv(tmp_path / "train.tsv", sst2_rows[:192])
     cfg = load_config(None, [
