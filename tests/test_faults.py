@@ -134,8 +134,9 @@ def test_bad_inputs_and_a_killed_scorer(ray_local, tiny_model_dir, sst2_rows, tm
     (folder / "005-folder.tsv").mkdir()
     run_dir = str(tmp_path / "run")
     cfg = small_config(tiny_model_dir, folder, run_dir, "stream.source=directory", "stream.id_field=id",
-                       "stream.idle_timeout_s=2", "stream.poll_interval_s=0.2")
+                       "stream.idle_timeout_s=2", "stream.poll_interval_s=0.2", "stream.rate=100")
     thread, box = in_thread(run_pipeline, cfg)
+    # mid-run (the stream, paced at 100 rows a second, lasts about 5 s: long enough for the monitor's 1 s readings)
     scorer = wait_for(lambda: next((r["scorer_pid"] for r in records(run_dir, "monitor.jsonl")
                                     if r.get("scorer_pid") and r["learner_updates"] >= 3), None),
                       what="a scorer at work")
