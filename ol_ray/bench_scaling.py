@@ -47,7 +47,7 @@ def scaling(cfg: Config, nodes: Sequence[int] = (1, 2), samples: int = 2048, out
     os.makedirs(out_dir, exist_ok=True)
     window = first_window(cfg, samples)
     size = cfg.scoring.batch_size
-    chunks = [Chunk(i, 0, 0, tuple(window.records[start:start + size]), window.record_format)
+    chunks = [Chunk(i, 0, tuple(window.records[start:start + size]), window.record_format)
               for i, start in enumerate(range(0, len(window), size))]
     model = load_model(cfg.model)
     columns = columns_needed(cfg) or None

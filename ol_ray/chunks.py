@@ -21,7 +21,6 @@ from ol_ray.stream import RecordFormat
 @dataclass(frozen=True)
 class Chunk:
     sequence: int  # admission order within the run, from 0
-    segment: int  # the driver's stream segment: a learner restart replays from its checkpoint in a new segment
     window: int  # the window it belongs to
     records: tuple[dict[str, Any], ...]  # {"sample_id", "raw", "origin"}, as the source framed them
     record_format: RecordFormat
@@ -33,7 +32,6 @@ class Chunk:
 @dataclass(frozen=True)
 class ChunkResult:
     sequence: int
-    segment: int
     window: int
     rows: int  # records in the chunk
     kept: int  # candidates in its block (the rest are quarantined)

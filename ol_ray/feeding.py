@@ -142,7 +142,6 @@ class Feeder:
     pool: Any  # ScorerPool
     reader: StreamReader
     point: dict[str, Any]  # where the learner stands: incarnation, phase, buffered, pool
-    segment: int
     write: Callable[[list[dict[str, Any]]], None]  # metric records, in the order the learner made them
     window_read: Callable[[int], None]  # a window's rows started to be admitted
     sequence: int = 0
@@ -206,7 +205,7 @@ class Feeder:
                 break
             size = min(self.cfg.scoring.batch_size, allowance, len(admitting.window) - admitting.admitted)
             records = admitting.window.records[admitting.admitted:admitting.admitted + size]
-            chunk = Chunk(self.sequence, self.segment, admitting.window.index, tuple(records),
+            chunk = Chunk(self.sequence, admitting.window.index, tuple(records),
                           admitting.window.record_format)
             result_ref, block_ref = self.pool.submit(chunk)
             self.pending.append(PendingChunk(chunk, result_ref, block_ref))

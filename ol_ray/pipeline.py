@@ -333,7 +333,7 @@ def run_segments(cfg: Config, rows: Optional[Sequence[dict[str, Any]]], actors: 
     of learner restarts, the source's final cursor, the learner's final state and its info."""
     import ray
 
-    restarts, segment = 0, 0
+    restarts = 0
     info = point if "incarnation" in point else None
     while True:
         ray.get(actors["quarantine"].rewind.remote(point["windows_done"]))
@@ -349,15 +349,14 @@ def run_segments(cfg: Config, rows: Optional[Sequence[dict[str, Any]]], actors: 
                     point = info
                     continue
                 point = info
-            Feeder(cfg, actors, pool, reader, point, segment, outputs.write, outputs.window_read).run()
+            Feeder(cfg, actors, pool, reader, point, outputs.write, outputs.window_read).run()
             records, state = learner_reply(actors["learner"].finish.remote(point["incarnation"]))
             outputs.write(records)
             return restarts, source.cursor(), state, info
         except LearnerLost as lost:
             reader.cancel()
-            pool.drain()  # chunks of the lost segment finish before their windows' quarantine is rewound
+            pool.drain()  # chunks read before the crash finish before their windows' quarantine is rewound
             restarts += 1
-            segment += 1
             logger.warning("ol_ray: the learner died (%s); it restarts from its newest checkpoint (restart %d of at "
                            "most %d)", lost, restarts, cfg.learner.max_restarts)
             previous = point["incarnation"]

@@ -193,7 +193,7 @@ class Scorer:
         if self.monitor is not None:
             self.monitor.report.remote("scorer", {"samples": len(chunk), "seconds": elapsed, "pid": os.getpid(),
                                                   "node_id": self.node_id})
-        return ChunkResult(chunk.sequence, chunk.segment, chunk.window, len(chunk), kept, len(chunk) - kept, version,
+        return ChunkResult(chunk.sequence, chunk.window, len(chunk), kept, len(chunk) - kept, version,
                            elapsed), block
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

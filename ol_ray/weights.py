@@ -34,7 +34,6 @@ class WeightStore:
         self.refs: list[Any] = []  # [ObjectRef], wrapped in a list so Ray passes the reference, not the weights
         self.publishes = 0
         self.scorer_starts = 0  # scorer processes that started (a restarted one counts again)
-        self.scorer_pids: set[int] = set()
         self.pulls = 0
         self.samples_scored = 0
         self.samples_consumed = 0
@@ -67,7 +66,6 @@ class WeightStore:
 
     def scorer_started(self, pid: int, node_id: str = "") -> None:
         self.scorer_starts += 1
-        self.scorer_pids.add(pid)
 
     def stats(self) -> dict[str, int]:
         return {

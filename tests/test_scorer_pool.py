@@ -34,7 +34,7 @@ def test_a_chunk_is_validated_and_tokenized_with_its_rejects_quarantined(ray_loc
     records = tuple({"sample_id": f"f:{i}", "raw": raw, "origin": ""} for i, raw in
                     enumerate([b"a fine film\t1", b"no label", b"a dull film\t0"]))
     sink = ray_local.remote(num_cpus=0)(QuarantineSink).remote(str(tmp_path / "quarantine.jsonl"))
-    block = prepare_chunk(Chunk(0, 0, 3, records, RecordFormat("tsv", ("sentence", "label"))), cfg, sink, {})
+    block = prepare_chunk(Chunk(0, 3, records, RecordFormat("tsv", ("sentence", "label"))), cfg, sink, {})
     assert list(block["sample_id"]) == ["f:0", "f:2"] and list(block["label"]) == [1, 0]
     assert all(len(ids) > 2 for ids in block["input_ids"]) and set(block["window"]) == {3}
     assert ray_local.get(sink.window_count.remote(3)) == 1
@@ -45,7 +45,7 @@ def test_the_pool_sends_each_chunk_to_the_least_busy_scorer_and_grows_when_all_a
     class SlowScorer:  # a scorer's interface, process(chunk) -> (result, block), taking a while (defined here so
         @ray.method(num_returns=2)  # that Ray's workers get it by value)
         def process(self, chunk):
-            time.sleep(0.3)
+            time.sleep(2.0)  # long enough that no chunk finishes while the test fills the pool
             return chunk, np.zeros(1)
 
     pool = ScorerPool(lambda: ray_local.remote(num_cpus=0)(SlowScorer).remote(), size=1, max_size=2, per_scorer=2)
@@ -56,10 +56,14 @@ def test_the_pool_sends_each_chunk_to_the_least_busy_scorer_and_grows_when_all_a
     now = time.monotonic()
     assert not pool.has_room(backlog=True, now=now)  # full: the clock starts
     assert pool.has_room(backlog=True, now=now + GROW_AFTER_S) and len(pool) == 2  # full for long enough: grow
-    assert not pool.has_room(backlog=True, now=now + 10 * GROW_AFTER_S) or len(pool) == 2  # never past max_size
-    result, _ = pool.submit(3)
-    assert [len(refs) for refs in pool.in_flight] == [2, 1]
-    assert ray_local.get(result) == 3
+    pool.submit(3)
+    pool.submit(4)  # both full again
+    assert not pool.has_room(backlog=True, now=now + 10 * GROW_AFTER_S)
+    assert not pool.has_room(backlog=True, now=now + 20 * GROW_AFTER_S) and len(pool) == 2  # never past max_size
+    assert [len(refs) for refs in pool.in_flight] == [2, 2]
+    pool.drain()
+    result, _ = pool.submit(5)
+    assert [len(refs) for refs in pool.in_flight] == [1, 0] and ray_local.get(result) == 5
     pool.drain()
     assert [len(refs) for refs in pool.in_flight] == [0, 0]
     pool.kill()
