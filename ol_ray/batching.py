@@ -172,8 +172,12 @@ class AdaptiveBatch:
                 "loss_fast": self.loss_fast, "loss_slow": self.loss_slow, "since_change": self.since_change}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        for key, value in state.items():
-            setattr(self, key, value)
+        own = self.state_dict()
+        unknown = sorted(set(state) - set(own))
+        if unknown:  # never set attributes a saved state names but this policy does not have
+            raise ValueError(f"the adaptive batch policy has no state {unknown[0]!r}")
+        for key in own:
+            setattr(self, key, state.get(key, own[key]))
 
 
 class UncertaintyBatch:

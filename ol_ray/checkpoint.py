@@ -8,11 +8,16 @@ Layout of `<run_dir>/checkpoints/step-00000400/`:
     replay.npz/.json      the replay buffer's samples, when the run replays (continual.replay_size > 0)
     state.json            counters, ledger, weight version, stream cursor, window index, selection RNG state
     arrays.npz            large numeric state: the 64-bit hashes of the sample ids received (duplicate detection)
-`checkpoints/latest` names the newest complete checkpoint. Nothing is unpickled when loading.
+    manifest.json         every other file's size and SHA-256, written last
+`checkpoints/latest` names the newest complete checkpoint. Every file and folder is fsynced before the rename, and
+older checkpoints are deleted only after the new one is complete. Loading checks the manifest first: a missing,
+truncated or altered file makes the checkpoint unreadable (CheckpointError), which is the only failure a restore may
+skip. Nothing is unpickled when loading.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -23,6 +28,7 @@ import numpy as np
 import torch
 
 LATEST = "latest"
+MANIFEST = "manifest.json"
 logger = logging.getLogger(__name__)
 
 
@@ -37,6 +43,59 @@ def _write_atomically(path: str, text: str) -> None:
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, path)
+
+
+def _sha256(path: str) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def _files_under(folder: str) -> list[str]:
+    """Paths of the files under `folder`, relative to it, sorted."""
+    return sorted(os.path.relpath(os.path.join(top, name), folder)
+                  for top, _, names in os.walk(folder) for name in names)
+
+
+def _fsync(path: str) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def _seal(folder: str) -> None:
+    """Write the manifest of `folder` (each file's size and SHA-256), then fsync every file and folder in it."""
+    files = {name: {"bytes": os.path.getsize(os.path.join(folder, name)), "sha256": _sha256(os.path.join(folder, name))}
+             for name in _files_under(folder)}
+    with open(os.path.join(folder, MANIFEST), "w", encoding="utf-8") as handle:
+        json.dump(files, handle, indent=1)
+    for name in _files_under(folder):
+        _fsync(os.path.join(folder, name))
+    for top, _, _ in os.walk(folder, topdown=False):
+        _fsync(top)
+
+
+def verify_checkpoint(path: str) -> None:
+    """Raise CheckpointError unless every file the manifest lists is there with its size and SHA-256. (Checkpoints
+    from before manifests have none; their files are checked by parsing them.)"""
+    manifest = os.path.join(path, MANIFEST)
+    if not os.path.exists(manifest) and os.path.isfile(os.path.join(path, "state.json")):
+        return
+    try:
+        with open(manifest, encoding="utf-8") as handle:
+            files = json.load(handle)
+    except (OSError, ValueError) as error:
+        raise CheckpointError(f"checkpoint {path} is unreadable: its manifest: {error}") from None
+    for name, expected in files.items():
+        file = os.path.join(path, name)
+        if not os.path.isfile(file):
+            raise CheckpointError(f"checkpoint {path} is unreadable: {name} is missing")
+        if os.path.getsize(file) != expected["bytes"]:
+            raise CheckpointError(f"checkpoint {path} is unreadable: {name} has {os.path.getsize(file)} bytes, "
+                                  f"{expected['bytes']} were written")
+        if _sha256(file) != expected["sha256"]:
+            raise CheckpointError(f"checkpoint {path} is unreadable: {name} fails its checksum")
 
 
 def save_columns(folder: str, columns: dict[str, np.ndarray], name: str = "candidates") -> None:
@@ -80,7 +139,9 @@ def save_checkpoint(root: str, step: int, model: Any, tokenizer: Any, training_s
     if replay is not None:
         save_columns(tmp, replay, "replay")
     np.savez(os.path.join(tmp, "arrays.npz"), **(arrays or {}))
-    _write_atomically(os.path.join(tmp, "state.json"), json.dumps(state, indent=1))
+    with open(os.path.join(tmp, "state.json"), "w", encoding="utf-8") as handle:
+        json.dump(state, handle, indent=1)
+    _seal(tmp)
     if os.path.exists(final):  # the same step again: move the old one aside, never delete what `latest` names first
         aside = os.path.join(root, f".old-{name}")
         shutil.rmtree(aside, ignore_errors=True)
@@ -89,7 +150,9 @@ def save_checkpoint(root: str, step: int, model: Any, tokenizer: Any, training_s
         shutil.rmtree(aside, ignore_errors=True)
     else:
         os.replace(tmp, final)
+    _fsync(root)
     _write_atomically(os.path.join(root, LATEST), name)
+    _fsync(root)
     for old in sorted(d for d in os.listdir(root) if d.startswith("step-"))[:-keep]:
         shutil.rmtree(os.path.join(root, old), ignore_errors=True)
     return final
@@ -122,10 +185,24 @@ def latest_checkpoint(root: str) -> Optional[str]:
     return None
 
 
+def newest_readable_state(root: str) -> Optional[dict[str, Any]]:
+    """The state.json of the newest checkpoint under `root` that passes its manifest, or None."""
+    for path in checkpoints_newest_first(root):
+        try:
+            verify_checkpoint(path)
+            with open(os.path.join(path, "state.json"), encoding="utf-8") as handle:
+                return json.load(handle)
+        except (CheckpointError, OSError, ValueError):
+            continue
+    return None
+
+
 def load_checkpoint(path: str) -> tuple[dict[str, Any], dict[str, Any], dict[str, np.ndarray]]:
     """(state, training_state, candidates) of a checkpoint folder, loading no pickled objects (the arrays saved
     apart are in state["arrays"], the replay buffer's columns in state["replay_columns"]); raises
-    CheckpointError naming the folder when any part is missing or corrupt. The model loads from `path/model`."""
+    CheckpointError naming the folder when any part is missing or corrupt (the model's files included: they are in
+    the manifest). The model loads from `path/model`."""
+    verify_checkpoint(path)
     try:
         with open(os.path.join(path, "state.json"), encoding="utf-8") as handle:
             state = json.load(handle)

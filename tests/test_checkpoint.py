@@ -1,3 +1,4 @@
+import json
 import os
 
 import numpy as np
@@ -82,3 +83,19 @@ def test_a_corrupt_checkpoint_is_an_error_and_older_ones_are_listed_next(model_a
         load_checkpoint(str(tmp_path / "step-00000002"))
     assert [os.path.basename(p) for p in checkpoints_newest_first(str(tmp_path))] == ["step-00000002",
                                                                                       "step-00000001"]
+
+
+def test_every_file_is_in_the_manifest_and_a_truncated_one_is_unreadable(model_and_tokenizer, tmp_path):
+    model, tokenizer = model_and_tokenizer
+    path = save(tmp_path, 1, model, tokenizer)
+    with open(os.path.join(path, "manifest.json"), encoding="utf-8") as handle:
+        listed = set(json.load(handle))
+    on_disk = {os.path.relpath(os.path.join(top, name), path) for top, _, names in os.walk(path) for name in names}
+    assert listed == on_disk - {"manifest.json"} and "model/model.safetensors" in listed
+    with open(os.path.join(path, "candidates.json"), "r+b") as handle:
+        handle.truncate(3)
+    with pytest.raises(CheckpointError, match="candidates.json has 3 bytes"):
+        load_checkpoint(path)
+    os.remove(os.path.join(path, "arrays.npz"))
+    with pytest.raises(CheckpointError, match="arrays.npz is missing"):
+        load_checkpoint(path)

@@ -128,6 +128,48 @@ def test_a_corrupt_newest_checkpoint_falls_back_to_the_one_before(learner_cfg, t
     assert "cannot resume from" in caplog.text
 
 
+def checkpointed_run(learner_cfg, tiny_model_dir, sst2_rows, run_dir):
+    """A learner that wrote one checkpoint (3 updates, window 0); returns the checkpoint's folder."""
+    learner = OnlineLearner(learner_cfg, run_dir)
+    learner.add_candidates(candidates(tiny_model_dir, sst2_rows, 0, 48, window=0))
+    return learner.end_window(0, {"row": 48}, read=48, quarantined=0)[0]["path"]
+
+
+def test_a_restore_that_fails_for_another_reason_fails_loudly(learner_cfg, tiny_model_dir, sst2_rows, tmp_path,
+                                                              monkeypatch):
+    """A readable checkpoint whose restore raises (a code error, CUDA, out of memory) is no corrupt file: the error
+    comes out, the run does not start over from the pretrained model."""
+    run_dir = str(tmp_path / "run")
+    checkpointed_run(learner_cfg, tiny_model_dir, sst2_rows, run_dir)
+
+    def out_of_memory(self, state_dict):
+        raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(torch.optim.AdamW, "load_state_dict", out_of_memory)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        OnlineLearner(learner_cfg, run_dir)
+
+
+def test_no_readable_checkpoint_fails_unless_starting_over_is_asked(learner_cfg, tiny_model_dir, sst2_rows, tmp_path):
+    import dataclasses
+
+    from ol_ray.checkpoint import CheckpointError
+
+    run_dir = str(tmp_path / "run")
+    path = checkpointed_run(learner_cfg, tiny_model_dir, sst2_rows, run_dir)
+    with open(os.path.join(path, "training_state.pt"), "r+b") as handle:  # same size, one byte changed
+        handle.seek(40)
+        byte = handle.read(1)
+        handle.seek(40)
+        handle.write(bytes([byte[0] ^ 0xFF]))
+    with pytest.raises(CheckpointError, match="training_state.pt fails its checksum.*start_over_if_unreadable"):
+        OnlineLearner(learner_cfg, run_dir)
+    cfg = dataclasses.replace(learner_cfg, checkpoint=dataclasses.replace(learner_cfg.checkpoint,
+                                                                          start_over_if_unreadable=True))
+    fresh = OnlineLearner(cfg, run_dir)
+    assert fresh.resume_point()["updates"] == 0 and fresh.resume_point()["restored_from"] is None
+
+
 def test_duplicate_ids_are_quarantined_once_each(learner_cfg, tiny_model_dir, sst2_rows):
     rejected = []
     learner = OnlineLearner(learner_cfg, quarantine=rejected.extend)
@@ -224,7 +266,8 @@ def test_a_stateful_policy_travels_with_checkpoints(learner_cfg, tiny_model_dir,
     first.policy = CountingPolicy()
     first.add_candidates(candidates(tiny_model_dir, sst2_rows, 0, 48))
     first.end_window(0, {"row": 48}, read=48, quarantined=0)
-    second = OnlineLearner(learner_cfg, run_dir)
+    second = OnlineLearner(learner_cfg)  # the configured (fixed) policy could not take this state: it is refused
+    second.run_dir = run_dir
     restored = CountingPolicy()
     second.policy = restored
     second._restore()
@@ -365,6 +408,7 @@ def test_a_checkpoint_from_before_the_hashed_ids_still_catches_repeats(learner_c
     learner.add_candidates(candidates(tiny_model_dir, sst2_rows, 0, 48, window=0))
     (checkpoint,) = learner.end_window(0, {"row": 48}, read=48, quarantined=0)
     os.remove(os.path.join(checkpoint["path"], "arrays.npz"))  # the old layout: the ids in state.json, as strings
+    os.remove(os.path.join(checkpoint["path"], "manifest.json"))  # and no manifest yet
     with open(os.path.join(checkpoint["path"], "state.json"), encoding="utf-8") as handle:
         state = json.load(handle)
     state["ledger"]["seen"] = [f"s{i}" for i in range(48)]
