@@ -5,8 +5,10 @@
 The configured pipeline (scorers, learner, selection, checkpoints, evaluation) with two changes, so that the
 machinery and not the model's arithmetic is measured: a tiny classifier (`models.save_tiny_classifier`: 2 layers,
 hidden size 32, the configured model's tokenizer), and the configured stream file repeated until it holds
-`--samples` rows (each repeat is new rows with their own ids: row numbers), read in file order as fast as the
-pipeline takes it. The driver writes the resource monitor's readings (driver and learner resident memory) every
+`--samples` rows (each repeat is new rows with their own ids: row numbers; one row in 50 malformed, so the quarantine
+grows as a real stream's does), read in file order as fast as the
+pipeline takes it. The driver writes the resource monitor's readings (driver, learner and quarantine-sink resident
+memory) every
 `--every` seconds; the slope of each against samples read is fitted by least squares over the readings after the
 first `--warmup` of the stream (allocators and caches fill first), and printed in MiB per 10,000 samples, with the
 checkpoint's size and its `state.json` (the ledger and the set of ids seen) the same way.
@@ -30,9 +32,14 @@ from ol_ray.config import Config, ConfigError
 PER_SAMPLES = 10_000
 
 
-def repeat_stream_file(path: str, kind: str, samples: int, out_path: str) -> str:
+BAD_ROWS = {"tsv": b"a row without its label field\n", "csv": b"too,many,fields,for,this,file,1\n",
+            "jsonl": b"{not json\n"}
+BAD_EVERY = 50  # one malformed row in this many: the quarantine grows through the run, as a real stream's does
+
+
+def repeat_stream_file(path: str, kind: str, samples: int, out_path: str, bad_every: int = BAD_EVERY) -> str:
     """Write `samples` data rows to `out_path`: the rows of the TSV, CSV or JSONL file at `path` over and over, under
-    its header line (TSV, CSV). Returns `out_path`."""
+    its header line (TSV, CSV), every `bad_every`-th a malformed one (0: none). Returns `out_path`."""
     if kind not in ("tsv", "csv", "jsonl"):
         raise ConfigError(f"bench memory repeats a TSV, CSV or JSONL stream file; {path} is {kind}")
     with open(path, "rb") as handle:
@@ -46,7 +53,8 @@ def repeat_stream_file(path: str, kind: str, samples: int, out_path: str) -> str
         if kind != "jsonl":
             handle.write(header)
         for index in range(samples):
-            handle.write(rows[index % len(rows)])
+            bad = bad_every and index % bad_every == bad_every - 1
+            handle.write(BAD_ROWS[kind] if bad else rows[index % len(rows)])
     return out_path
 
 
@@ -58,6 +66,7 @@ def slope_per_samples(samples: Sequence[float], values: Sequence[float]) -> floa
 
 
 SERIES = (("driver RSS", "monitor", "driver_rss_mb"), ("learner RSS", "monitor", "learner_rss_mb"),
+          ("quarantine sink RSS", "monitor", "quarantine_rss_mb"),
           ("checkpoint", "checkpoint", "checkpoint_mb"), ("checkpoint state.json", "checkpoint", "state_mb"))
 
 
@@ -114,7 +123,7 @@ def memory(cfg: Config, samples: int = 100_000, every_s: float = 2.0, warmup: fl
     records, _ = read_run(run_dir)
     write_csv(os.path.join(out_dir, "memory.csv"),
               [{key: r.get(key) for key in ("kind", "samples_read", "update", "driver_rss_mb", "learner_rss_mb",
-                                            "checkpoint_mb", "state_mb", "time")}
+                                            "quarantine_rss_mb", "checkpoint_mb", "state_mb", "time")}
                for r in records if r["kind"] in ("monitor", "checkpoint")])
     rows = memory_rows(records, summary["samples_read"], warmup)
     print(f"{summary['samples_read']} samples read, {summary['samples_trained']} trained in {summary['updates']} "

@@ -24,6 +24,8 @@ from typing import Any, Iterable, Optional
 
 import numpy as np
 
+from ol_ray.jsonl import cut_after, iter_jsonl
+
 OUTCOMES = ("not_selected", "trained", "nonfinite")
 LEDGER_LOG = "ledger.jsonl"  # which samples each update used, appended per update
 ROLLED_BACK_LOG = "ledger.rolled_back.jsonl"  # ledger-log lines of updates a crash undid
@@ -98,7 +100,13 @@ class SeenIds:
 
 @dataclass
 class Ledger:
-    windows: dict[int, WindowEntry] = field(default_factory=dict)
+    """Per window: rows read, quarantined, not selected, trained, non-finite. A window that is finished and whose
+    every row is resolved can change no more: it is folded into `closed`, so the ledger holds only the open windows
+    (a few) however long the run, and its totals cost the same at the millionth update as at the first."""
+
+    windows: dict[int, WindowEntry] = field(default_factory=dict)  # the open windows
+    closed: WindowEntry = field(default_factory=lambda: WindowEntry(finished=True))  # the sum of the closed ones
+    windows_closed: int = 0
     trained_twice: int = 0  # samples trained again after a resume replayed them
     replayed: set[str] = field(default_factory=set)  # ids trained after the checkpoint we resumed from
     seen: SeenIds = field(default_factory=SeenIds)  # ids received so far, to catch duplicates (saved apart: binary)
@@ -110,23 +118,38 @@ class Ledger:
         """Count one outcome for samples of the given windows (one window index per sample)."""
         if outcome not in OUTCOMES:
             raise ValueError(f"unknown ledger outcome {outcome!r}")
+        touched = set()
         for window in windows:
             entry = self.entry(window)
             setattr(entry, outcome, getattr(entry, outcome) + 1)
+            touched.add(int(window))
         if outcome == "trained" and self.replayed:
             again = self.replayed.intersection(sample_ids)
             self.trained_twice += len(again)
             self.replayed.difference_update(again)
+        for window in touched:
+            self._close_if_done(window)
 
     def finish_window(self, window: int, read: int, quarantined: int) -> None:
         entry = self.entry(window)
         entry.read, entry.quarantined, entry.finished = read, quarantined, True
+        self._close_if_done(window)
+
+    def _close_if_done(self, window: int) -> None:
+        entry = self.windows.get(window)
+        if entry is None or not entry.finished or entry.read != entry.resolved():
+            return
+        for name in ("read", "quarantined", "not_selected", "trained", "nonfinite"):
+            setattr(self.closed, name, getattr(self.closed, name) + getattr(entry, name))
+        self.windows_closed += 1
+        del self.windows[window]
 
     def totals(self) -> dict[str, int]:
         """Sums over all windows, and how many samples are not resolved yet (buffered at the learner)."""
-        sums = {name: sum(getattr(e, name) for e in self.windows.values())
+        entries = [self.closed, *self.windows.values()]
+        sums = {name: sum(getattr(e, name) for e in entries)
                 for name in ("read", "quarantined", "not_selected", "trained", "nonfinite")}
-        sums["unresolved"] = sums["read"] - sum(e.resolved() for e in self.windows.values())
+        sums["unresolved"] = sums["read"] - sum(e.resolved() for e in entries)
         sums["trained_twice"] = self.trained_twice
         return sums
 
@@ -137,31 +160,24 @@ class Ledger:
     def to_json(self) -> dict[str, Any]:
         """Everything but the seen ids, which `seen.hashes()` gives as an array for a binary file."""
         return {"windows": {str(k): asdict(v) for k, v in sorted(self.windows.items())},
+                "closed": asdict(self.closed), "windows_closed": self.windows_closed,
                 "trained_twice": self.trained_twice, "replayed": sorted(self.replayed)}
 
     @classmethod
     def from_json(cls, data: dict[str, Any], seen_hashes: Optional[np.ndarray] = None,
                   capacity: int = 0) -> "Ledger":
-        """The ledger `to_json` gave, with the seen ids' hashes (older checkpoints kept the ids in `seen`)."""
+        """The ledger `to_json` gave, with the seen ids' hashes (older checkpoints kept the ids in `seen`, and
+        every window open)."""
         if seen_hashes is None:
             seen_hashes = np.array([id_hash(i) for i in data.get("seen", [])], dtype=np.uint64)
-        return cls(windows={int(k): WindowEntry(**v) for k, v in data.get("windows", {}).items()},
-                   trained_twice=int(data.get("trained_twice", 0)), seen=SeenIds(capacity, seen_hashes),
-                   replayed=set(data.get("replayed", [])))
-
-
-def read_jsonl(path: str) -> list[dict[str, Any]]:
-    """The complete JSON lines of a file (a line cut short by a crash is left out); [] when it does not exist."""
-    if not os.path.exists(path):
-        return []
-    entries = []
-    with open(path, encoding="utf-8") as handle:
-        for line in handle:
-            try:
-                entries.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-    return entries
+        ledger = cls(windows={int(k): WindowEntry(**v) for k, v in data.get("windows", {}).items()},
+                     closed=WindowEntry(**data.get("closed", {"finished": True})),
+                     windows_closed=int(data.get("windows_closed", 0)),
+                     trained_twice=int(data.get("trained_twice", 0)), seen=SeenIds(capacity, seen_hashes),
+                     replayed=set(data.get("replayed", [])))
+        for window in list(ledger.windows):
+            ledger._close_if_done(window)
+        return ledger
 
 
 def append_ledger_log(run_dir: str, entry: dict[str, Any]) -> None:
@@ -176,16 +192,11 @@ def rewind_ledger_log(run_dir: str, updates: int, ledger: Ledger) -> None:
     trained twice (also across repeated crashes)."""
     path = os.path.join(run_dir, LEDGER_LOG)
     rolled_back_path = os.path.join(run_dir, ROLLED_BACK_LOG)
-    kept, rolled_back = [], []
-    for entry in read_jsonl(path):
-        (kept if entry["update"] <= updates else rolled_back).append(entry)
-    for entry in rolled_back + read_jsonl(rolled_back_path):
-        if entry["update"] > updates:
-            ledger.replayed.update(entry.get("trained", []))
+    rolled_back = cut_after(path, lambda entry: entry["update"] <= updates)  # reads only the lines it cuts
+    for entry in rolled_back + [e for e in iter_jsonl(rolled_back_path) if e["update"] > updates]:
+        ledger.replayed.update(entry.get("trained", []))
     if rolled_back:
         with open(rolled_back_path, "a", encoding="utf-8") as handle:
             handle.writelines(json.dumps(entry) + "\n" for entry in rolled_back)
-    if os.path.exists(path):
-        with open(path + ".tmp", "w", encoding="utf-8") as handle:
-            handle.writelines(json.dumps(entry) + "\n" for entry in kept)
-        os.replace(path + ".tmp", path)
+            handle.flush()
+            os.fsync(handle.fileno())

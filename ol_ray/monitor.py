@@ -134,6 +134,8 @@ class ResourceMonitor:
         self.scorer_nodes: set[str] = set()  # the Ray nodes scoring ran on
         self.history: collections.deque = collections.deque(maxlen=history)
         self.current: dict[str, Any] = {"time": clock()}
+        self.failures = self.failures_total = 0  # failed readings in a row, and in all
+        self.last_failure_log = 0.0
         self.stopped = threading.Event()
         self.thread = threading.Thread(target=self._run, name="ol-ray-monitor", daemon=True)
         self.thread.start()
@@ -170,6 +172,8 @@ class ResourceMonitor:
                 "learner_pid": learner.get("pid"),
                 "scorer_pid": self.latest.get("scorer", {}).get("pid"),
             }
+            if "quarantine" in self.latest:  # the quarantine sink's own reports (bench memory reads them)
+                current["quarantine_rss_mb"] = self.latest["quarantine"].get("rss_mb", 0.0)
             if gpus:  # absent, not zero, on a machine without GPUs
                 current["gpus"] = gpus
             for key in ("gpu_allocated_mb", "gpu_reserved_mb", "gpu_peak_mb", "gpu_free_mb", "gpu_total_mb",
@@ -211,5 +215,19 @@ class ResourceMonitor:
         while not self.stopped.wait(self.interval_s):
             try:
                 self.sample()
-            except Exception:  # a failed reading must not kill the monitor; the next second tries again
-                continue
+                self.failures = 0
+            except Exception as error:  # the monitor lives on and the next second tries again, but never silently
+                self._failed(error)
+
+    def _failed(self, error: Exception) -> None:
+        """A reading failed: log it (the first, then once a minute while it goes on) and drop the last snapshot, so
+        a policy reads no figures rather than stale ones it takes for current."""
+        self.failures += 1
+        self.failures_total += 1
+        now = self.clock()
+        if self.failures == 1 or now - self.last_failure_log >= 60.0:
+            self.last_failure_log = now
+            logger.warning("ol_ray: resource monitor reading failed (%d in a row, %d in all): %s", self.failures,
+                           self.failures_total, error, exc_info=error)
+        with self.lock:
+            self.current = {"time": now, "reading_failures": self.failures, "reading_error": repr(error)}

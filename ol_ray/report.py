@@ -17,6 +17,7 @@ import numpy as np
 
 from ol_ray.bench import Panel, markdown_table, plot_panels
 from ol_ray.evaluation import headline
+from ol_ray.jsonl import read_jsonl
 
 
 class ReportError(RuntimeError):
@@ -24,15 +25,11 @@ class ReportError(RuntimeError):
 
 
 def read_run(run_dir: str) -> tuple[list[dict[str, Any]], Optional[dict[str, Any]]]:
-    """The records of metrics.jsonl (a torn last line is skipped) and summary.json (None when absent)."""
+    """The records of metrics.jsonl (a torn last line is skipped; another bad line is an error) and summary.json (None when absent)."""
     path = os.path.join(run_dir, "metrics.jsonl")
     if not os.path.isfile(path):
         raise ReportError(f"{run_dir} has no metrics.jsonl, so it is not an ol_ray run directory")
-    records = []
-    with open(path, encoding="utf-8") as handle:
-        for line in handle:
-            if line.endswith("}\n"):
-                records.append(json.loads(line))
+    records = read_jsonl(path)
     summary = None
     if os.path.isfile(os.path.join(run_dir, "summary.json")):
         with open(os.path.join(run_dir, "summary.json"), encoding="utf-8") as handle:

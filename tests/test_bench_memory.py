@@ -14,6 +14,9 @@ def test_the_stream_file_repeats_its_rows_under_one_header(tmp_path):
     source.write_bytes(b"sentence\tlabel\na \t0\nb \t1")  # no newline at the end
     out = repeat_stream_file(str(source), "tsv", 5, str(tmp_path / "long.tsv"))
     assert open(out, "rb").read() == b"sentence\tlabel\na \t0\nb \t1\na \t0\nb \t1\na \t0\n"
+    bad = repeat_stream_file(str(source), "tsv", 6, str(tmp_path / "bad.tsv"), bad_every=3)  # every 3rd malformed
+    malformed = b"a row without its label field"
+    assert open(bad, "rb").read().splitlines()[1:] == [b"a \t0", b"b \t1", malformed, b"b \t1", b"a \t0", malformed]
     lines = tmp_path / "rows.jsonl"
     lines.write_text('{"text": "a", "label": 0}\n\n{"text": "b", "label": 1}\n')
     assert open(repeat_stream_file(str(lines), "jsonl", 3, str(tmp_path / "long.jsonl"))).read().count("\n") == 3

@@ -47,3 +47,23 @@ def test_the_ledger_round_trips_with_its_hashes_and_reads_the_old_format():
     assert "a" in back.seen and "c" not in back.seen and back.totals()["trained"] == 2
     old = Ledger.from_json({**data, "seen": ["x", "y"]})  # a checkpoint from before the hashes
     assert "x" in old.seen and "a" not in old.seen
+
+
+def test_closed_windows_fold_into_one_entry_so_the_ledger_stays_small():
+    ledger = Ledger()
+    for window in range(1000):
+        ledger.record([window] * 3, "trained", [f"{window}:{i}" for i in range(3)])
+        ledger.record([window], "not_selected")
+        ledger.finish_window(window, read=5, quarantined=1)
+    ledger.record([1000, 1000], "trained")  # the open window: samples in, not finished
+    assert len(ledger.windows) == 1 and ledger.windows_closed == 1000
+    totals = ledger.totals()
+    assert (totals["read"], totals["trained"], totals["quarantined"], totals["unresolved"]) == (5000, 3002, 1000, -2)
+    assert not ledger.balanced()
+    ledger.finish_window(1000, read=2, quarantined=0)
+    assert ledger.balanced() and ledger.windows == {} and ledger.totals()["read"] == 5002
+    restored = Ledger.from_json(ledger.to_json())
+    assert restored.totals() == ledger.totals() and restored.windows_closed == 1001
+    old_format = {"windows": {"0": {"read": 2, "trained": 2, "finished": True}, "1": {"read": 0, "trained": 1}}}
+    legacy = Ledger.from_json(old_format)  # a checkpoint from before folding: finished windows fold on load
+    assert list(legacy.windows) == [1] and legacy.totals()["trained"] == 3

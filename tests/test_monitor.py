@@ -1,4 +1,5 @@
 import json
+import time
 
 import torch
 
@@ -85,3 +86,26 @@ def test_every_numeric_reading_becomes_a_gauge():
     assert "ol_ray_time" not in made and "ol_ray_learner_pid" not in made and "ol_ray_flag" not in made
     assert made["ol_ray_gpu_free_mb"].values == [(2.0, {"gpu": "0"})]
     assert made["ol_ray_gpu_free_mb"].tag_keys == ("gpu",)
+
+
+def test_a_failing_reading_is_logged_and_leaves_no_stale_snapshot(caplog):
+    import threading
+
+    monitor = ResourceMonitor(interval_s=0.05)
+    monitor.report("learner", {"rss_mb": 512.0, "updates": 3})
+    monitor.sample()
+    assert monitor.snapshot()["learner_rss_mb"] == 512.0
+    failed = threading.Event()
+
+    def broken():
+        failed.set()
+        raise OSError("NVML: driver gone")
+
+    monitor.gpus.read = broken
+    assert failed.wait(5)
+    time.sleep(0.2)
+    snapshot = monitor.snapshot()
+    monitor.stop()
+    assert "learner_rss_mb" not in snapshot and snapshot["reading_failures"] >= 1
+    assert "NVML: driver gone" in snapshot["reading_error"] and "resource monitor reading failed" in caplog.text
+    assert caplog.text.count("resource monitor reading failed") == 1  # once, not once a reading

@@ -12,8 +12,9 @@ def test_sink_appends_counts_and_ignores_a_retry(tmp_path):
     sink = QuarantineSink(str(path))
     sink.write([record("a:1")])
     sink.write([record("a:1"), record("a:2"), record("a:3", "bad_label", 1)])  # a retried task resends a:1
-    sink.write([record("x", "duplicate_id", 1), record("x", "duplicate_id", 1)], dedupe=False)
-    assert sink.window_count(0) == 2 and sink.window_count(1) == 3
+    repeats = [{**record("x", "duplicate_id", 1), "repeat": n} for n in (0, 1)]
+    sink.write(repeats)
+    sink.write(repeats[1:])  # the learner's call retried after the sink restarted
     assert sink.close() == {"samples_quarantined": 5,
                             "quarantine_reasons": {"empty_text": 2, "bad_label": 1, "duplicate_id": 2}}
     lines = [json.loads(line) for line in path.read_text().splitlines()]
@@ -28,8 +29,8 @@ def test_rewind_forgets_replayed_windows_and_survives_a_restart(tmp_path):
     sink.write([record("a:2", window=1)])
     sink.close()
     reopened = QuarantineSink(str(path))  # a new run directory owner picks the file up
-    assert [r["sample_id"] for r in reopened.records] == ["a:1", "a:2"]
     assert reopened.stats()["samples_quarantined"] == 2
+    assert [json.loads(line)["sample_id"] for line in path.read_text().splitlines()] == ["a:1", "a:2"]
     reopened.close()
 
 
@@ -40,3 +41,18 @@ def test_a_line_cut_short_by_a_crash_is_dropped(tmp_path):
     sink.write([record("a:3")])
     sink.close()
     assert [json.loads(line)["sample_id"] for line in path.read_text().splitlines()] == ["a:1", "a:3"]
+
+
+def test_memory_holds_counts_and_recent_keys_only(tmp_path):
+    """A long run: records stay in the file; the sink keeps the counts and the keys of its newest windows."""
+    from ol_ray.quarantine import KEY_WINDOWS
+
+    sink = QuarantineSink(str(tmp_path / "quarantine.jsonl"))
+    for window in range(200):
+        sink.write([record(f"w{window}:{i}", window=window) for i in range(5)])
+    assert sink.stats()["samples_quarantined"] == 1000 and len(sink.keys) == KEY_WINDOWS
+    assert not hasattr(sink, "records")
+    sink.write([record("w199:0", window=199)])  # a retry of a recent window is still recognised
+    assert sink.rewind(150) == 250 and sink.stats()["samples_quarantined"] == 750
+    assert sink.rewind(150) == 0
+    sink.close()

@@ -37,7 +37,7 @@ def test_a_chunk_is_validated_and_tokenized_with_its_rejects_quarantined(ray_loc
     block = prepare_chunk(Chunk(0, 3, records, RecordFormat("tsv", ("sentence", "label"))), cfg, sink, {})
     assert list(block["sample_id"]) == ["f:0", "f:2"] and list(block["label"]) == [1, 0]
     assert all(len(ids) > 2 for ids in block["input_ids"]) and set(block["window"]) == {3}
-    assert ray_local.get(sink.window_count.remote(3)) == 1
+    assert ray_local.get(sink.stats.remote())["samples_quarantined"] == 1
     ray_local.kill(sink)
 
 
