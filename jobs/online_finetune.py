@@ -5,7 +5,10 @@
     python jobs/online_finetune.py --resume RUN_DIR                      # continue a killed run
 
 Connects with ray.init() (the address comes from RAY_ADDRESS, which `ray job submit` sets), runs, prints the summary,
-and exits non-zero with a one-line reason on failure. A Ray job runs once; resuming is this script's `--resume`.
+and exits non-zero with a one-line reason on failure. A Ray job runs once, so this script runs with
+`--resume-or-start`: submitted again (a scheduler's or cron's retry) with a fixed `output.run_dir`, it continues the
+run there from its newest checkpoint instead of starting over; with a run directory named by the time
+(`runs/{name}-{time}`, the local configs' default) every submission is a new run.
 """
 
 import sys
@@ -16,4 +19,7 @@ if __name__ == "__main__":
     if len(sys.argv) < 2 or sys.argv[1] in ("-h", "--help"):
         print(__doc__)
         sys.exit(0 if len(sys.argv) > 1 else 2)
-    sys.exit(main(["run", *sys.argv[1:]]))
+    arguments = sys.argv[1:]
+    if "--resume" not in arguments and "--resume-or-start" not in arguments:
+        arguments = ["--resume-or-start", *arguments]  # a job submitted again continues its run
+    sys.exit(main(["run", *arguments]))

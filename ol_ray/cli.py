@@ -43,6 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", metavar="RUN_DIR",
                      help="continue a stopped or killed run from its newest checkpoint, with the run's own config "
                           "(overrides still apply)")
+    run.add_argument("--resume-or-start", action="store_true",
+                     help="continue the run in the config's output.run_dir if one is there (as --resume does), "
+                          "else start it: submitting the same job again keeps one run going (the default of "
+                          "jobs/online_finetune.py; needs an output.run_dir without {time})")
     report = commands.add_parser(
         "report", help="write a markdown report with plots of a run",
         description="Write report.md and report/*.png into a run directory: dev accuracy against samples, updates "
@@ -167,6 +171,14 @@ def build_parser() -> argparse.ArgumentParser:
     timed.add_argument("--finetune-batch", type=int, default=32, help="fine-tuning's batch size (default 32)")
     timed.add_argument("--finetune-lr", type=float, default=5e-5, help="fine-tuning's AdamW learning rate")
     timed.add_argument("--out", default="runs/bench-time-to-accuracy", help="where the CSVs, markdown, PNG and runs go")
+    chaos = bench_parser(
+        kinds, "chaos", help="one run with every part killed at random points, against the same run without faults",
+        description="Run the job twice as real drivers on a local Ray: without faults, and with the learner killed "
+                    "twice and a scorer, the weight store, the monitor, the quarantine sink and the driver (then "
+                    "resumed) killed once each, at seeded random points: how each recovered, the ledger, the "
+                    "samples trained twice and the final dev accuracy of both.")
+    chaos.add_argument("--seed", type=int, default=0, help="the fault schedule's seed (default 0)")
+    chaos.add_argument("--out", default="runs/bench-chaos", help="where the tables and runs go")
     return parser
 
 
@@ -232,6 +244,11 @@ def bench_command(args: argparse.Namespace) -> int:
                          eval_every=args.eval_every, finetune_batch=args.finetune_batch,
                          finetune_lr=args.finetune_lr, out_dir=args.out)
         return 0
+    if args.bench == "chaos":
+        from ol_ray.bench_chaos import chaos
+
+        chaos(cfg, args.config, args.overrides, seed=args.seed, out_dir=args.out)
+        return 0
     from ol_ray.bench_scaling import scaling
 
     scaling(cfg, nodes=args.nodes, samples=args.samples, out_dir=args.out, node_cpus=args.node_cpus)
@@ -262,11 +279,32 @@ def produce_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def resume_or_start(config: Optional[str], overrides: Sequence[str]) -> Optional[str]:
+    """The run directory to resume for --resume-or-start: the config's output.run_dir when a run is there, else
+    None (start it). A run directory named by the time cannot be found again: that starts a new run, said once."""
+    import logging
+    import os
+
+    if config is None:
+        raise ConfigError("--resume-or-start needs a config file")
+    cfg = load_config(config, list(overrides))
+    template = cfg.output.run_dir
+    if "{time}" in template:
+        logging.getLogger("ol_ray").info(
+            "ol_ray: --resume-or-start: output.run_dir %r changes with the time, so this starts a new run; set a "
+            "fixed output.run_dir to make a resubmitted job continue its run", template)
+        return None
+    run_dir = os.path.abspath(template.format(name=cfg.output.name))
+    return run_dir if os.path.isfile(os.path.join(run_dir, "config.yaml")) else None
+
+
 def load_run_config(config: Optional[str], overrides: Sequence[str], resume: Optional[str]):
     """The config of a new run, or of the run in `resume` (its config.yaml, with its run directory)."""
     import os
 
     if resume is None:
+        if config is not None and "=" in config and not os.path.exists(config):  # overrides of the defaults only
+            return load_config(None, [config, *overrides])
         if config is None:
             raise ConfigError("give a config file, or --resume RUN_DIR")
         return load_config(config, list(overrides))
@@ -280,8 +318,14 @@ def load_run_config(config: Optional[str], overrides: Sequence[str], resume: Opt
     return load_config(saved, [*overrides, f"output.run_dir={os.path.abspath(resume)}"])
 
 
-def run_command(config: Optional[str], overrides: Sequence[str], resume: Optional[str] = None) -> int:
-    """`ol-ray run`: load and check the config (before Ray starts), run, print the summary."""
+def run_command(config: Optional[str], overrides: Sequence[str], resume: Optional[str] = None,
+                or_start: bool = False) -> int:
+    """`ol-ray run`: load and check the config (before Ray starts), run, print the summary. With `or_start`
+    (--resume-or-start), resume the config's run directory when it holds a run."""
+    if or_start and resume is None:
+        resume = resume_or_start(config, overrides)
+        if resume is not None:
+            config = None  # the run's own config.yaml, with the overrides, as --resume takes it
     cfg = load_run_config(config, overrides, resume)
     from ol_ray.pipeline import run_pipeline
 
@@ -340,12 +384,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return produce_command(args)
         if args.command == "report":
             return report_command(args.run_dir)
-        return run_command(args.config, args.overrides, args.resume)
+        return run_command(args.config, args.overrides, args.resume, args.resume_or_start)
     except ConfigError as error:
         print(f"ol-ray: bad config: {error}", file=sys.stderr)
         return 2
-    except Exception as error:  # a run fails once: say why in one line (the log above has the details)
-        print(f"ol-ray: {one_line(error)}", file=sys.stderr)
+    except Exception as error:  # a run fails once: say why in one line, and where the traceback went
+        notes = [note for note in getattr(error, "__notes__", []) if note.startswith("traceback: ")]
+        print(f"ol-ray: {one_line(error)}" + (f" ({notes[-1]})" if notes else ""), file=sys.stderr)
         return 1
 
 

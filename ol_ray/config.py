@@ -68,9 +68,11 @@ class StreamConfig:
     kafka_options: dict[str, str] = field(default_factory=dict)  # librdkafka consumer settings, e.g. sasl.username
     kafka_start: Literal["earliest", "latest"] = "earliest"  # kafka: where partitions without a saved offset begin
     kafka_follow: bool = False  # kafka: after catching up keep waiting for new messages (until idle_timeout_s)
-    kafka_key_as_id: bool = True  # kafka: the message key is the sample id (else topic:partition:offset)
-    kafka_group_id: str = ""  # kafka: also commit consumed offsets to this consumer group (visibility only)
-    hub_dataset: str = ""  # Hugging Face dataset read through `datasets` when `path` does not exist (or source: hub)
+    kafka_key_as_id: bool = False  # kafka: the producer keeps message keys unique, so a key is the sample id
+    #   (else the id is topic:partition:offset; keys repeat on a topic keyed by entity, and repeats are duplicates)
+    kafka_group_id: str = ""  # kafka: commit each checkpoint's offsets to this consumer group (visibility only)
+    hub_dataset: str = ""  # Hugging Face dataset read through `datasets` (source: hub, or hub_fallback)
+    hub_fallback: bool = False  # read hub_dataset where `path` (or eval.path) does not exist; else that is an error
     hub_config: str = ""  # its configuration name, if it has several
     hub_split: str = "train"  # its split
     # a stream in phases, one file after another (a domain shift): SST-2, then airline tweets; replaces `path`
@@ -173,7 +175,7 @@ class EvalConfig:
     batch_size: int = 128  # samples per evaluation forward pass (a causal LM's: within scoring.micro_batch_tokens)
     max_samples: int = 0  # evaluate on at most this many dev rows; 0 = all
     skip: int = 0  # leave out this many dev rows first: a file's tail as the dev set while the stream reads its head
-    hub_split: str = "validation"  # split of stream.hub_dataset used when `path` does not exist
+    hub_split: str = "validation"  # split of stream.hub_dataset used when `path` does not exist (hub_fallback)
     # more evaluation sets (one per domain), all evaluated on schedule: the accuracy matrix and continual metrics
     sets: tuple[DomainConfig, ...] = ()
 
@@ -207,6 +209,7 @@ class ContinualConfig:
 class CheckpointConfig:
     every_updates: int = 1  # checkpoint at the first window end after this many updates (1: each); 0: at the end
     keep: int = 2  # keep this many newest checkpoints
+    start_over_if_unreadable: bool = False  # when checkpoints exist but none is readable: start over, not fail
 
 
 @dataclass(frozen=True)

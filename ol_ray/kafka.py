@@ -5,9 +5,12 @@ The source assigns itself every partition of the configured topics (no consumer-
 pipeline's driver) at the offsets of its cursor, and reads each partition until it is caught up (librdkafka's
 end-of-partition event), never to an offset computed in advance: real Kafka leaves gaps (compaction, transaction
 markers) and a partition's high watermark need not count its records. Every message read is yielded once as a
-record, in partition order, with its topic, partition and offset as its origin; the cursor after a record is where a
-resumed source continues, so a checkpoint's cursor resumes exactly after the last window the learner finished.
-Committing to a consumer group (`stream.kafka_group_id`) is for visibility in Kafka tooling only.
+record, in partition order, with its topic, partition and offset as its origin and (by default) as its sample id:
+a topic keyed by entity (a user id, a product id) repeats keys, so a key is the id only where the config says the
+producer keeps keys unique (`stream.kafka_key_as_id`). The cursor after a record is where a resumed source
+continues, so a checkpoint's cursor resumes exactly after the last window the learner finished. With
+`stream.kafka_group_id`, GroupCommitter commits each checkpoint's offsets to that consumer group, so Kafka tooling
+shows what the learner has trained and checkpointed, never merely what was read.
 """
 
 from __future__ import annotations
@@ -24,7 +27,6 @@ from ol_ray.stream import Record, RecordFormat, SourceError
 logger = logging.getLogger(__name__)
 JSON = RecordFormat("json")
 METADATA_TIMEOUT_S = 10.0
-COMMIT_EVERY_S = 5.0
 
 
 def partition_key(topic: str, partition: int) -> str:
@@ -68,7 +70,6 @@ class KafkaSource:
                                                                                        start))
                               for topic, partition in self.partitions])
         self.caught_up: set[str] = set()
-        self.last_commit = clock()
 
     def _partitions(self, kafka) -> list[tuple[str, int]]:
         """Every (topic, partition) of the configured topics; a clear error when the broker or a topic is missing."""
@@ -104,13 +105,11 @@ class KafkaSource:
                     if self.cfg.kafka_follow and self.cfg.idle_timeout_s and \
                             self.clock() - idle_since >= self.cfg.idle_timeout_s:
                         return
-                    self._commit(kafka)
                     yield None
                     continue
                 idle_since = self.clock()
                 yield self._record(message)
         finally:
-            self._commit(kafka, force=True)
             self.close()
 
     def _handle_error(self, kafka, message) -> None:
@@ -137,24 +136,41 @@ class KafkaSource:
         origin = json.dumps({"topic": topic, "partition": partition, "offset": offset})
         return Record(sample_id, value, JSON, origin)
 
-    def _commit(self, kafka, force: bool = False) -> None:
-        """Consumed offsets to the consumer group, for Kafka tooling to show progress (not what a resume uses)."""
-        if not self.cfg.kafka_group_id or not self.offsets or self.consumer is None:
-            return
-        if not force and self.clock() - self.last_commit < COMMIT_EVERY_S:
-            return
-        self.last_commit = self.clock()
-        offsets = [kafka.TopicPartition(key.rsplit(":", 1)[0], int(key.rsplit(":", 1)[1]), offset)
-                   for key, offset in self.offsets.items()]
-        try:
-            self.consumer.commit(offsets=offsets, asynchronous=not force)
-        except kafka.KafkaException as error:
-            logger.warning("ol_ray: Kafka offset commit to group %s failed: %s", self.cfg.kafka_group_id, error)
-
     def close(self) -> None:
         consumer, self.consumer = getattr(self, "consumer", None), None
         if consumer is not None:
             consumer.close()
+
+
+class GroupCommitter:
+    """Commits the offsets of each checkpoint's cursor to `stream.kafka_group_id`: what the learner trained (or
+    left not selected or quarantined) and checkpointed. A consumer of its own, assigned no partitions; a failed
+    commit is a warning (the checkpoint, not the group, is what a resume uses)."""
+
+    def __init__(self, cfg: StreamConfig):
+        kafka = _kafka()
+        self.kafka, self.group = kafka, cfg.kafka_group_id
+        self.consumer = kafka.Consumer({"bootstrap.servers": cfg.kafka_servers, "group.id": cfg.kafka_group_id,
+                                        "enable.auto.commit": False, **cfg.kafka_options})
+
+    def commit(self, cursor: dict[str, Any]) -> None:
+        offsets = [self.kafka.TopicPartition(key.rsplit(":", 1)[0], int(key.rsplit(":", 1)[1]), offset)
+                   for key, offset in cursor.get("offsets", {}).items()]
+        if not offsets:
+            return
+        try:
+            self.consumer.commit(offsets=offsets, asynchronous=False)
+        except self.kafka.KafkaException as error:
+            logger.warning("ol_ray: Kafka offset commit to group %s failed: %s", self.group, error)
+
+    def records(self, records: list[dict[str, Any]]) -> None:
+        """Commit the cursor of every checkpoint record among `records`."""
+        for record in records:
+            if record.get("kind") == "checkpoint" and record.get("cursor"):
+                self.commit(record["cursor"])
+
+    def close(self) -> None:
+        self.consumer.close()
 
 
 def produce(path: str, cfg: StreamConfig, topic: str, rate: float = 0.0, limit: int = 0, partitions: int = 0,

@@ -22,20 +22,23 @@ import json
 import logging
 import os
 import time
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import yaml
 
 from ol_ray.config import Config, to_dict
 from ol_ray.evaluation import headline
+from ol_ray.jsonl import read_jsonl
 from ol_ray.irreducible import holdout_start, prepare_irreducible, uses_rho_loss
 from ol_ray.scorer_pool import columns_needed
 from ol_ray.admission import staleness_bound
 from ol_ray.feeding import Feeder, LearnerLost, PipelineError, StreamReader, learner_reply, one_line
 from ol_ray.stream import SourceError, make_source
 
-__all__ = ["run_pipeline", "PipelineError", "LearnerLost", "one_line", "resolve_paths", "learner_actor_name"]
+__all__ = ["run_pipeline", "PipelineError", "LearnerLost", "one_line", "resolve_paths", "actor_name",
+           "learner_actor_name"]
 logger = logging.getLogger(__name__)
+NAMESPACE = "ol_ray"  # the Ray namespace of a run this process connects: its actors are found there by name
 
 
 def resolve_paths(cfg: Config, base: Optional[str] = None) -> Config:
@@ -60,23 +63,35 @@ def resolve_paths(cfg: Config, base: Optional[str] = None) -> Config:
 
 
 def preflight(cfg: Config, rows: Optional[Sequence[dict[str, Any]]], resume: bool) -> None:
-    """Fail before Ray starts, in one sentence, on a missing stream, dev set or model, or a run directory that
-    already holds another run (resuming one without a checkpoint starts it over)."""
-    from ol_ray.checkpoint import latest_checkpoint
+    """Fail before Ray starts, in one sentence, on a missing stream, dev set or model, an evaluation set that does
+    not parse with the configured fields, a run directory that
+    already holds another run (resuming one without a checkpoint starts it over), or a resume whose config cannot
+    take the checkpoint's strategy or policy state."""
+    from ol_ray.checkpoint import latest_checkpoint, newest_readable_state
+    from ol_ray.evaluation import check_eval_sets
     from ol_ray.models import check_model
+    from ol_ray.state_fit import check_state_fits
 
-    source = make_source(cfg.stream, rows=rows)  # opens the file, folder, dataset or Kafka topics, or says why not
-    getattr(source, "close", lambda: None)()
-    if cfg.eval.path and not os.path.exists(cfg.eval.path) and not cfg.stream.hub_dataset:
-        raise SourceError(f"eval.path {cfg.eval.path} does not exist")
-    for domain in cfg.eval.sets:
-        if not os.path.isfile(domain.path):
-            raise SourceError(f"evaluation set {domain.name!r}: file {domain.path} does not exist")
+    try:
+        source = make_source(cfg.stream, rows=rows)  # opens the file, folder, dataset or Kafka topics, or says why
+        getattr(source, "close", lambda: None)()
+        check_eval_sets(cfg)  # exists, and parses with the configured fields
+    except SourceError as error:
+        if "does not exist" not in str(error):
+            raise
+        raise SourceError(f"{error} (relative paths in a config resolve against the working directory, "
+                          f"{os.getcwd()}; under `ray job submit --working-dir` that is the job's own copy of it, "
+                          f"so give absolute paths on storage the head node reads"
+                          + (", or set stream.hub_fallback=true to read stream.hub_dataset from the hub"
+                             if cfg.stream.hub_dataset and not cfg.stream.hub_fallback else "") + ")") from None
     check_model(cfg.model)
     has_checkpoint = latest_checkpoint(os.path.join(cfg.output.run_dir, "checkpoints")) is not None
     if has_checkpoint and not resume:
         raise PipelineError(f"{cfg.output.run_dir} already holds a run: resume it with `ol-ray run --resume "
                             f"{cfg.output.run_dir}`, or set another output.run_dir")
+    state = newest_readable_state(os.path.join(cfg.output.run_dir, "checkpoints")) if resume else None
+    if state is not None:
+        check_state_fits(cfg, state)
 
 
 def joins_a_cluster(cfg: Config) -> bool:
@@ -94,9 +109,9 @@ def start_ray(cfg: Config) -> bool:
         return False
     address = cfg.ray.address or os.environ.get("RAY_ADDRESS")
     if address:
-        ray.init(address=address, log_to_driver=True)
+        ray.init(address=address, namespace=NAMESPACE, log_to_driver=True)
     else:  # "local": a Ray of our own, even where `ray start` left a cluster running on this machine
-        ray.init(address="local", num_cpus=cfg.ray.num_cpus,
+        ray.init(address="local", namespace=NAMESPACE, num_cpus=cfg.ray.num_cpus,
                  object_store_memory=cfg.ray.object_store_mb * 2**20 if cfg.ray.object_store_mb else None,
                  include_dashboard=cfg.ray.include_dashboard, dashboard_host="127.0.0.1", log_to_driver=True)
     return True
@@ -123,9 +138,12 @@ def check_resources(cfg: Config, strict: bool) -> None:
 
 
 class RunOutputs:
-    """metrics.jsonl and the console progress bar."""
+    """metrics.jsonl, the console progress bar, and whoever else follows the records (`followers`, called with each
+    list of records once they are written: the Kafka group committer)."""
 
-    def __init__(self, run_dir: str, total: Optional[int], progress: bool):
+    def __init__(self, run_dir: str, total: Optional[int], progress: bool,
+                 followers: Sequence[Callable[[list[dict[str, Any]]], None]] = ()):
+        self.followers = followers
         self.path = os.path.join(run_dir, "metrics.jsonl")
         self.metrics = open(self.path, "a", encoding="utf-8")
         self.samples_read = 0
@@ -147,10 +165,9 @@ class RunOutputs:
         if os.path.getsize(self.path) == 0:
             return
         self.metrics.close()
-        with open(self.path, encoding="utf-8") as handle:
-            kept = kept_records([line for line in handle if line.endswith("}\n")], point)
+        kept = kept_records(read_jsonl(self.path), point)
         with open(self.path + ".tmp", "w", encoding="utf-8") as handle:
-            handle.writelines(kept)
+            handle.writelines(json.dumps(record) + "\n" for record in kept)
         os.replace(self.path + ".tmp", self.path)
         self.metrics = open(self.path, "a", encoding="utf-8")
         self.write([{"kind": "resume", "update": point["updates"], "restored_from": point["restored_from"],
@@ -170,6 +187,8 @@ class RunOutputs:
             elif record["kind"] == "eval":
                 self.dev_figure = headline(record)
         self.metrics.flush()
+        for follower in self.followers:
+            follower(records)
         if self.bar is not None and records:
             postfix = {"trained": self.samples_trained}
             name, value = self.dev_figure
@@ -183,26 +202,30 @@ class RunOutputs:
             self.bar.close()
 
 
-def kept_records(lines: list[str], point: dict[str, Any]) -> list[str]:
-    """The metrics.jsonl lines a resume keeps: up to the record of the checkpoint it restored (records written after
-    it, even at the same update number, such as a phase's start or a drift, are written again as the stream is
-    replayed), or without one up to the update the learner stands at."""
+def kept_records(records: list[dict[str, Any]], point: dict[str, Any]) -> list[dict[str, Any]]:
+    """The metrics.jsonl records a resume keeps: up to the record of the checkpoint it restored (records written
+    after it, even at the same update number, such as a phase's start or a drift, are written again as the stream
+    is replayed). Without a checkpoint the learner starts over (its start evaluation included), so nothing is kept."""
     if point.get("restored_from"):
-        for index, line in enumerate(lines):
-            record = json.loads(line)
+        for index, record in enumerate(records):
             if record["kind"] == "checkpoint" and record.get("path") == point["restored_from"]:
-                return lines[:index + 1]
-    return [line for line in lines if json.loads(line)["update"] <= point["updates"]]
+                return records[:index + 1]
+    return []
+
+
+def actor_name(role: str, run_dir: str) -> str:
+    """The name of a run's actor (learner, weights, monitor, quarantine), so operators and tests can find it with
+    ray.get_actor."""
+    return f"ol_ray_{role}:{run_dir}"
 
 
 def learner_actor_name(run_dir: str) -> str:
-    """The learner actor's name, so operators and tests can find it with ray.get_actor."""
-    return f"ol_ray_learner:{run_dir}"
+    return actor_name("learner", run_dir)
 
 
 def start_actors(cfg: Config, run_dir: str) -> dict[str, Any]:
-    """Weight store, resource monitor and quarantine sink (small, CPU-free, on this node) and the learner, which
-    restarts up to learner.max_restarts times and restores the newest checkpoint when it does."""
+    """Weight store, resource monitor and quarantine sink (small, CPU-free, on this node, restarted whenever they
+    die) and the learner, which restarts up to learner.max_restarts times and restores the newest checkpoint."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -212,13 +235,20 @@ def start_actors(cfg: Config, run_dir: str) -> dict[str, Any]:
     from ol_ray.weights import WeightStore
 
     here = NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=False)
+    # restarted by Ray whenever they die, their calls retried: each recovers its state from the run directory
+    # (the quarantine from its file, the store's fence and counters from its state file, its weights at the
+    # learner's next publish; the monitor's readings within a second)
+    small = {"num_cpus": 0, "scheduling_strategy": here, "max_restarts": -1, "max_task_retries": -1}
+    store_state = os.path.join(run_dir, "weight_store.json")
+    if os.path.exists(store_state):  # a store's state is its own run's (this driver's); a resume starts a new one
+        os.remove(store_state)
     actors: dict[str, Any] = {
-        "weights": ray.remote(num_cpus=0)(WeightStore).options(scheduling_strategy=here).remote(),
-        "monitor": ray.remote(num_cpus=0)(ResourceMonitor).options(scheduling_strategy=here).remote(
+        "weights": ray.remote(WeightStore).options(name=actor_name("weights", run_dir), **small).remote(store_state),
+        "monitor": ray.remote(ResourceMonitor).options(name=actor_name("monitor", run_dir), **small).remote(
             path=os.path.join(run_dir, "monitor.jsonl"), export=True),
-        "quarantine": ray.remote(num_cpus=0)(QuarantineSink).options(scheduling_strategy=here).remote(
-            os.path.join(run_dir, "quarantine.jsonl")),
     }
+    actors["quarantine"] = ray.remote(QuarantineSink).options(name=actor_name("quarantine", run_dir), **small).remote(
+        os.path.join(run_dir, "quarantine.jsonl"), actors["monitor"])
     actors["learner"] = ray.remote(LearnerActor).options(
         num_cpus=cfg.learner.num_cpus, num_gpus=cfg.learner.num_gpus, resources=cfg.learner.resources or None,
         max_restarts=cfg.learner.max_restarts, name=learner_actor_name(run_dir)).remote(
@@ -278,14 +308,20 @@ def run_pipeline(cfg: Config, rows: Optional[Sequence[dict[str, Any]]] = None, r
     preflight(cfg, rows, resume)
     run_dir = cfg.output.run_dir
     os.makedirs(run_dir, exist_ok=True)
-    if not resume:
-        with open(os.path.join(run_dir, "config.yaml"), "w", encoding="utf-8") as handle:
-            yaml.safe_dump(to_dict(cfg), handle, sort_keys=False)
+    # a resume's overrides become the run's config, so the next resume keeps them
+    with open(os.path.join(run_dir, "config.yaml"), "w", encoding="utf-8") as handle:
+        yaml.safe_dump(to_dict(cfg), handle, sort_keys=False)
     started_ray = start_ray(cfg)
     started = time.time()
     actors: dict[str, Any] = {}
     pool = None
-    outputs = RunOutputs(run_dir, cfg.stream.max_samples or None, cfg.output.progress)
+    committer = None
+    if cfg.stream.source == "kafka" and cfg.stream.kafka_group_id:
+        from ol_ray.kafka import GroupCommitter
+
+        committer = GroupCommitter(cfg.stream)
+    outputs = RunOutputs(run_dir, cfg.stream.max_samples or None, cfg.output.progress,
+                         [committer.records] if committer else ())
     try:
         # strict only on a Ray this run started: a cluster's autoscaler may still be adding the nodes it needs
         check_resources(cfg, strict=started_ray and not joins_a_cluster(cfg))
@@ -305,8 +341,13 @@ def run_pipeline(cfg: Config, rows: Optional[Sequence[dict[str, Any]]] = None, r
         with open(os.path.join(run_dir, "summary.json"), "w", encoding="utf-8") as handle:
             json.dump(summary, handle, indent=2, default=str)
         return summary
+    except Exception as error:
+        error.add_note(f"traceback: {write_traceback(run_dir, error)}")
+        raise
     finally:
         outputs.close()
+        if committer is not None:
+            committer.close()
         if pool is not None:
             pool.kill()
         for actor in actors.values():
@@ -315,14 +356,26 @@ def run_pipeline(cfg: Config, rows: Optional[Sequence[dict[str, Any]]] = None, r
             ray.shutdown()
 
 
+def write_traceback(run_dir: str, error: BaseException) -> str:
+    """Append the driver's traceback of a failed run to <run_dir>/error.log (the console gets one line); returns
+    the file's path."""
+    import traceback
+
+    path = os.path.join(run_dir, "error.log")
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+        handle.writelines(traceback.format_exception(error))
+    return path
+
+
 def fresh_start(cfg: Config, run_dir: str) -> dict[str, Any]:
     """Where a new run's stream starts, known before the learner is up: the beginning, or after the rho_loss
     holdout. (A new run's directory holds no checkpoint, so the learner starts there too; it is checked.)"""
     from ol_ray.batching import pool_for
 
     holdout = holdout_start(run_dir) if uses_rho_loss(cfg.selection) else None
-    return {"cursor": holdout["cursor"] if holdout else None, "windows_done": 0, "samples_read": 0, "buffered": 0,
-            "pool": pool_for(cfg.batching.batch_size, cfg.batching, cfg.selection.pool_size), "phase": None}
+    return {"cursor": holdout["cursor"] if holdout else None, "windows_done": 0, "samples_read": 0, "updates": 0,
+            "restored_from": None, "buffered": 0, "pool": pool_for(cfg.batching.batch_size, cfg.batching, cfg.selection.pool_size), "phase": None}
 
 
 def run_segments(cfg: Config, rows: Optional[Sequence[dict[str, Any]]], actors: dict[str, Any], pool: Any,

@@ -409,7 +409,7 @@ class HubSource:
 
 def make_source(cfg: StreamConfig, cursor: Optional[dict[str, Any]] = None,
                 rows: Optional[Sequence[dict[str, Any]]] = None) -> Source:
-    """The source the config names; a missing file or folder falls back to `hub_dataset` when one is configured."""
+    """The source the config names; a missing file or folder falls back to `hub_dataset` only with `hub_fallback`."""
     if cfg.phases:
         from ol_ray.phases import PhasedSource
 
@@ -422,7 +422,7 @@ def make_source(cfg: StreamConfig, cursor: Optional[dict[str, Any]] = None,
         from ol_ray.kafka import KafkaSource
 
         return KafkaSource(cfg, cursor)
-    if cfg.source == "hub" or (cfg.hub_dataset and not os.path.exists(cfg.path)):
+    if cfg.source == "hub" or (cfg.hub_fallback and cfg.hub_dataset and not os.path.exists(cfg.path)):
         return HubSource(cfg, cfg.hub_split, cursor)
     if cfg.source == "directory":
         return DirectorySource(cfg.path, cfg, cursor)

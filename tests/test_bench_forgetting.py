@@ -6,7 +6,7 @@ import pytest
 
 from ol_ray.bench_forgetting import summarise
 from ol_ray.cli import main
-from conftest import DATA
+from conftest import DATA, real_data
 from data_files import write_sst2_tsv
 
 
@@ -39,7 +39,7 @@ def test_bench_forgetting_runs_its_arms_on_the_tiny_model(tiny_model_dir, sst2_r
     reviews, reviews_dev = tmp_path / "reviews.tsv", tmp_path / "reviews_dev.tsv"
     write_sst2_tsv(reviews, sst2_rows[:200])
     write_sst2_tsv(reviews_dev, sst2_rows[-60:])
-    tweets = f"{DATA}/airline_tweets/train.tsv"
+    tweets = real_data(f"{DATA}/airline_tweets/train.tsv")
     out = tmp_path / "bench"
     code = main(["bench", "forgetting", "configs/forgetting.yaml", f"model.name_or_path={tiny_model_dir}",
                  f"stream.phases=[{{name: reviews, path: {reviews}}}, {{name: tweets, path: {tweets}}}]",

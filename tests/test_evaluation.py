@@ -41,7 +41,8 @@ def test_eval_set_falls_back_to_the_hub_split(tiny_model_dir, tmp_path):
     pq.write_table(pa.table({"sentence": ["good", "bad"], "label": [1, 0]}),
                    folder / "data" / "validation-00000-of-00001.parquet")
     cfg = load_config(None, ["stream.path=x", "stream.text_field=sentence", f"model.name_or_path={tiny_model_dir}",
-                             f"eval.path={tmp_path / 'absent.tsv'}", f"stream.hub_dataset={folder}"])
+                             f"eval.path={tmp_path / 'absent.tsv'}", f"stream.hub_dataset={folder}",
+                             "stream.hub_fallback=true"])
     assert list(load_eval_set(cfg).labels) in ([0, 1], [1, 0])
     cfg = load_config(None, ["stream.path=x", f"eval.path={tmp_path / 'absent.tsv'}"])
     with pytest.raises(SourceError, match="eval.path"):

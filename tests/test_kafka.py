@@ -83,7 +83,7 @@ def test_every_message_arrives_exactly_once_and_a_cursor_resumes_after_it(broker
     watermarks.close()
     assert sum(highs) < 1000  # this broker counts one offset per batch: offset arithmetic would lose messages
     records = read_all(KafkaSource(stream_config(broker, "exact")))
-    assert sorted(r.sample_id for r in records) == sorted(f"k{i}" for i in range(1000))
+    assert len({r.sample_id for r in records}) == 1000  # topic:partition:offset, each once
     origins = [json.loads(r.origin) for r in records]
     assert {(o["topic"], o["partition"]) for o in origins} == {("exact", 0), ("exact", 1)}
 
@@ -95,7 +95,7 @@ def test_every_message_arrives_exactly_once_and_a_cursor_resumes_after_it(broker
         if window.index == 2:
             break
     rest = [r.sample_id for r in read_all(KafkaSource(cfg, cursor))]
-    assert len(seen) == 384 and len(rest) == 616 and sorted(seen + rest) == sorted(f"k{i}" for i in range(1000))
+    assert len(seen) == 384 and len(rest) == 616 and sorted(seen + rest) == sorted(r.sample_id for r in records)
     assert sum(KafkaSource(cfg, cursor).cursor()["offsets"].values()) == 384
     with pytest.raises(SourceError, match="topics"):
         KafkaSource(stream_config(broker, "other"), cursor)
@@ -129,22 +129,46 @@ def test_follow_mode_waits_for_new_messages_and_stops_when_idle(broker):
     later = threading.Timer(1.0, lambda: send(broker, "live", [(f"b{i}".encode(), b"{}") for i in range(10)]))
     later.start()
     started = time.monotonic()
-    records = read_all(KafkaSource(stream_config(broker, "live", kafka_follow=True, idle_timeout_s=2.0)))
+    records = read_all(KafkaSource(stream_config(broker, "live", kafka_follow=True, idle_timeout_s=2.0,
+                                                 kafka_key_as_id=True)))
     later.join()
     assert sorted(r.sample_id for r in records) == sorted([f"a{i}" for i in range(10)] + [f"b{i}" for i in range(10)])
     assert time.monotonic() - started >= 3.0  # waited for the late messages, then 2 s idle
 
 
-def test_consumed_offsets_are_committed_to_the_group_for_visibility(broker):
+def test_a_topic_keyed_by_entity_loses_no_message(broker):
+    """Keys that repeat (a user id per message) are no ids: each message is identified by its coordinates, so
+    none is a duplicate; a key is the id only where the config says the producer keeps keys unique."""
     from ol_ray.kafka import KafkaSource
 
+    send(broker, "keyed", [(f"user{i % 3}".encode(), json.dumps({"text": f"t{i}", "label": 0}).encode())
+                           for i in range(12)])
+    ids = [r.sample_id for r in read_all(KafkaSource(stream_config(broker, "keyed")))]
+    assert len(set(ids)) == 12 and all(i.startswith("keyed:") for i in ids)
+    keyed = [r.sample_id for r in read_all(KafkaSource(stream_config(broker, "keyed", kafka_key_as_id=True)))]
+    assert sorted(set(keyed)) == ["user0", "user1", "user2"]
+
+
+def test_the_group_gets_checkpointed_offsets_not_offsets_read(broker):
+    from ol_ray.kafka import GroupCommitter, KafkaSource
+
     send(broker, "visible", [(None, json.dumps({"text": "a", "label": 0}).encode())] * 20)
-    source = KafkaSource(stream_config(broker, "visible", kafka_group_id="ol-ray-visibility"))
+    cfg = stream_config(broker, "visible", kafka_group_id="ol-ray-visibility")
+    source = KafkaSource(cfg)
     assert len(read_all(source)) == 20
-    checker = kafka.Consumer({"bootstrap.servers": broker, "group.id": "ol-ray-visibility"})
-    committed = checker.committed([kafka.TopicPartition("visible", p) for p in (0, 1)], timeout=10)
-    checker.close()
-    assert sorted(tp.offset for tp in committed) == sorted(source.cursor()["offsets"].values()) == [10, 10]
+
+    def committed():
+        checker = kafka.Consumer({"bootstrap.servers": broker, "group.id": "ol-ray-visibility"})
+        offsets = checker.committed([kafka.TopicPartition("visible", p) for p in (0, 1)], timeout=10)
+        checker.close()
+        return sorted(tp.offset for tp in offsets)
+
+    assert all(offset < 0 for offset in committed())  # reading commits nothing
+    committer = GroupCommitter(cfg)
+    committer.records([{"kind": "update"}, {"kind": "checkpoint", "cursor": {"offsets": {"visible:0": 4,
+                                                                                         "visible:1": 6}}}])
+    committer.close()
+    assert committed() == [4, 6]
 
 
 def test_produce_replays_a_data_file_into_a_topic(broker, sst2_rows, tmp_path):
@@ -158,7 +182,8 @@ def test_produce_replays_a_data_file_into_a_topic(broker, sst2_rows, tmp_path):
     assert code == 0
     records = read_all(KafkaSource(stream_config(broker, "replayed")))
     assert len(records) == 51 and len({json.loads(r.origin)["partition"] for r in records}) == 3
-    by_id = {r.sample_id: r.raw for r in records}
+    by_id = {r.sample_id: r.raw for r in read_all(KafkaSource(stream_config(broker, "replayed",
+                                                                           kafka_key_as_id=True)))}
     assert json.loads(by_id["train.tsv:1"]) == {"sentence": sst2_rows[0][0], "label": sst2_rows[0][1]}
     assert by_id["train.tsv:51"] == b"a broken row"  # sent as it is, for the consumer to quarantine
 
@@ -171,6 +196,7 @@ def test_a_pipeline_reads_kafka_and_resumes_exactly(broker, ray_local, sst2_rows
     messages[100] = (b"m100", b"{broken")
     send(broker, "sst2", messages)
     overrides = ["stream.source=kafka", f"stream.kafka_servers={broker}", "stream.kafka_topics=[sst2]",
+                 "stream.kafka_group_id=ol-ray-pipeline",
                  "stream.window_size=200", "stream.poll_interval_s=0.2", f"model.name_or_path={tiny_model_dir}",
                  "model.max_length=32", "scoring.batch_size=32", "scoring.num_cpus=0.5", "selection.pool_size=24",
                  "batching.batch_size=16", "learner.torch_threads=1", "learner.num_cpus=0.5",
@@ -182,5 +208,9 @@ def test_a_pipeline_reads_kafka_and_resumes_exactly(broker, ray_local, sst2_rows
     assert resumed["samples_read"] == 400 and resumed["accounting_ok"]
     assert resumed["samples_quarantined"] == 1 and resumed["samples_trained_twice"] == 0
     quarantined = [json.loads(line) for line in open(tmp_path / "run" / "quarantine.jsonl")]
-    assert [(q["sample_id"], q["topic"], q["code"]) for q in quarantined] == [("m100", "sst2", "malformed_json")]
+    assert [(q["topic"], q["code"]) for q in quarantined] == [("sst2", "malformed_json")]
     assert sum(resumed["cursor"]["offsets"].values()) == 400
+    checker = kafka.Consumer({"bootstrap.servers": broker, "group.id": "ol-ray-pipeline"})
+    committed = checker.committed([kafka.TopicPartition("sst2", p) for p in (0, 1)], timeout=10)
+    checker.close()
+    assert sum(tp.offset for tp in committed) == 400  # the final checkpoint's offsets

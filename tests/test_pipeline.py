@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from ol_ray.config import load_config
-from ol_ray.pipeline import kept_records, run_pipeline
+from ol_ray.pipeline import RunOutputs, fresh_start, kept_records, run_pipeline
 from ol_ray.report import write_report
-from conftest import DATA, read_tsv
+from conftest import AIRLINE_TWEETS, no_actors_left, read_tsv, real_data
 from data_files import write_sst2_tsv
 
 BAD_ROWS = [
@@ -55,6 +55,10 @@ def run(ray_local, stream_file, dev_file, tiny_model_dir, tmp_path_factory):
         f"eval.path={dev_file}", "eval.every_updates=10",
         "checkpoint.every_updates=8", f"output.run_dir={run_dir}", "output.progress=false"])
     return run_pipeline(cfg), str(run_dir)
+
+
+def test_a_finished_run_leaves_no_actor_behind(run):
+    assert no_actors_left() == []
 
 
 def test_every_sample_read_is_accounted_for(run, sst2_rows):
@@ -116,6 +120,30 @@ def test_missing_inputs_fail_before_any_run_starts(tiny_model_dir, stream_file, 
     with pytest.raises(Exception, match=message):
         run_pipeline(cfg)
     assert not (tmp_path / "run").exists()
+
+
+def test_a_dev_set_without_the_configured_fields_fails_before_ray_starts(tiny_model_dir, stream_file, tmp_path):
+    dev = tmp_path / "dev.tsv"
+    dev.write_text("review\tlabel\n" + "".join(f"fine film {i}\t1\n" for i in range(300)))
+    cfg = load_config(None, [f"stream.path={stream_file}", "stream.text_field=sentence", f"eval.path={dev}",
+                             f"model.name_or_path={tiny_model_dir}", f"output.run_dir={tmp_path / 'run'}"])
+    with pytest.raises(Exception, match=r"dev.tsv has no valid rows \(256 rejected; the first: missing_text: .*"
+                                        r"text_field='sentence'"):
+        run_pipeline(cfg)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_run_that_fails_leaves_no_actor_behind(ray_local, tiny_model_dir, stream_file, tmp_path):
+    """The learner cannot be placed (a GPU this Ray lacks; on a Ray the run joined that is a wait, not an error):
+    the run fails after learner.start_timeout_s and ends the scorers and small actors it started."""
+    from ol_ray.pipeline import PipelineError
+
+    cfg = load_config(None, [f"stream.path={stream_file}", "stream.text_field=sentence", "eval.path=",
+                             f"model.name_or_path={tiny_model_dir}", "learner.num_gpus=1", "learner.start_timeout_s=3",
+                             "scoring.num_cpus=0.5", f"output.run_dir={tmp_path / 'run'}", "output.progress=false"])
+    with pytest.raises(PipelineError, match="did not start within 3 s"):
+        run_pipeline(cfg)
+    assert no_actors_left() == []
 
 
 def test_a_used_run_directory_is_not_overwritten(run, stream_file, tiny_model_dir):
@@ -229,7 +257,7 @@ def test_a_causal_lm_pipeline_lowers_held_out_perplexity(ray_local, tiny_gpt2_di
 def two_phase_files(folder, sst2_rows):
     reviews = write_sst2_tsv(folder / "reviews.tsv", sst2_rows[:120])
     reviews_dev = write_sst2_tsv(folder / "reviews_dev.tsv", sst2_rows[-60:])
-    tweets = [row for row in read_tsv(os.path.join(DATA, "airline_tweets", "train.tsv"), 180)]
+    tweets = [row for row in read_tsv(real_data(AIRLINE_TWEETS), 180)]
     tweets_file = write_sst2_tsv(folder / "train.tsv", tweets[:120])  # another file named like SST-2's train.tsv
     tweets_dev = write_sst2_tsv(folder / "tweets_dev.tsv", tweets[120:180])
     return reviews, reviews_dev, tweets_file, tweets_dev
@@ -273,12 +301,24 @@ def test_a_two_phase_stream_writes_the_accuracy_matrix(ray_local, tiny_model_dir
 
 
 def test_a_resume_keeps_metrics_up_to_the_checkpoint_it_restored():
-    lines = [json.dumps(record) + "\n" for record in [
-        {"kind": "update", "update": 4}, {"kind": "checkpoint", "update": 4, "path": "ckpt/step-4"},
-        {"kind": "phase", "update": 4, "phase": "tweets"}, {"kind": "eval", "update": 4},
-        {"kind": "update", "update": 5}]]
+    lines = [{"kind": "update", "update": 4}, {"kind": "checkpoint", "update": 4, "path": "ckpt/step-4"},
+             {"kind": "phase", "update": 4, "phase": "tweets"}, {"kind": "eval", "update": 4},
+             {"kind": "update", "update": 5}]
     assert kept_records(lines, {"restored_from": "ckpt/step-4", "updates": 4}) == lines[:2]  # the phase comes again
-    assert kept_records(lines, {"restored_from": None, "updates": 4}) == lines[:4]  # no checkpoint record: by update
+    assert kept_records(lines, {"restored_from": None, "updates": 0}) == []  # no checkpoint: the learner starts over
+
+
+def test_a_run_directory_with_records_but_no_checkpoint_starts_over(tmp_path):
+    """A crash in the first window, then the same command again: the fresh start rewinds the records it finds (the
+    old start evaluation and window records go; the learner writes them again) instead of failing."""
+    cfg = load_config(None, ["stream.path=unused", f"output.run_dir={tmp_path}"])
+    (tmp_path / "metrics.jsonl").write_text(json.dumps({"kind": "eval", "update": 0}) + "\n"
+                                            + json.dumps({"kind": "update", "update": 1}) + "\n")
+    outputs = RunOutputs(str(tmp_path), None, progress=False)
+    outputs.rewind(fresh_start(cfg, str(tmp_path)))
+    outputs.close()
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["kind"], r["update"], r["restored_from"]) for r in records] == [("resume", 0, None)]
 
 
 def test_lockstep_pipeline_trains_exactly_what_the_plain_loop_trains(ray_local, tiny_model_dir, sst2_rows, tmp_path):

@@ -231,6 +231,10 @@ def test_hub_source_reads_a_local_dataset_folder(tmp_path):
     pq.write_table(pa.table({"sentence": ["good film", "bad film", "fine"], "label": [1, 0, 1]}),
                    folder / "data" / "train-00000-of-00001.parquet")
     cfg = stream_cfg("stream.path=" + str(tmp_path / "absent.tsv"), f"stream.hub_dataset={folder}")
+    with pytest.raises(SourceError, match="absent.tsv does not exist"):  # no fallback unless the config asks
+        make_source(cfg)
+    cfg = stream_cfg("stream.path=" + str(tmp_path / "absent.tsv"), f"stream.hub_dataset={folder}",
+                     "stream.hub_fallback=true")
     source = make_source(cfg)  # the file is absent, so the hub dataset stands in
     records = all_records(source)
     assert [json.loads(r.raw) for r in records][0] == {"sentence": "good film", "label": 1}
