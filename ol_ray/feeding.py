@@ -93,11 +93,17 @@ class StreamReader(threading.Thread):
             self._put(("end", None))
         except BaseException as error:  # surfaced in the feeder's loop
             self._put(("error", error))
+        finally:
+            self.windows_iter.close()  # the source's own cleanup (a Kafka consumer's close) runs here, now
 
     def cancel(self, timeout_s: float = 30.0) -> None:
-        """Stop reading (the source is checked at every record and idle poll) and wait for the thread to end."""
+        """Stop reading (the source is checked at every record and idle poll) and wait for the thread to end. It
+        holds no Ray resources; one stuck in a read past `timeout_s` is named in a warning and left to its read."""
         self.stopped.set()
         self.join(timeout_s)
+        if self.is_alive():
+            logger.warning("ol_ray: the stream reader did not stop within %g s (a read blocked in the source); "
+                           "it ends with its read", timeout_s)
 
 
 @dataclass

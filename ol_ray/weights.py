@@ -10,6 +10,8 @@ that its scorers started once.
 
 from __future__ import annotations
 
+import json
+import os
 import time
 import warnings
 from typing import TYPE_CHECKING, Any, Optional
@@ -26,29 +28,63 @@ class WeightStore:
     `generation` changes when a restarted learner resets the store to the weights of its checkpoint: scorers then pull
     those, even though their version number is lower than what was published before the crash. Plain Python; run it
     as an actor with `ray.remote(num_cpus=0)(WeightStore)`.
+
+    Fencing: every publish carries the learner's epoch (`learner_epoch`: one more at each learner start); a publish
+    from an older epoch than the newest seen (a dead learner's late call) is refused. Restartable: with `state_path`
+    the epoch, generation and counters are saved at every publish, so a restarted store fences as before and counts
+    on; it holds no weights until the learner's next publish (scorers keep theirs meanwhile).
     """
 
-    def __init__(self):
+    def __init__(self, state_path: Optional[str] = None):
+        self.state_path = state_path
+        self.epoch = 0  # the newest learner epoch that published
         self.generation = 0
         self.version = -1
         self.refs: list[Any] = []  # [ObjectRef], wrapped in a list so Ray passes the reference, not the weights
         self.publishes = 0
+        self.refused = 0  # publishes from an older learner epoch
+        self.restarts = 0  # times this store restarted and recovered its state
         self.scorer_starts = 0  # scorer processes that started (a restarted one counts again)
         self.pulls = 0
         self.samples_scored = 0
         self.samples_consumed = 0
         self.published_bytes = 0
         self.lead_max = 0  # most scored samples the learner had not yet taken: how far scoring ran ahead
+        if state_path and os.path.exists(state_path):
+            with open(state_path, encoding="utf-8") as handle:
+                for key, value in json.load(handle).items():
+                    setattr(self, key, value)
+            self.restarts += 1
+            self.generation += 1  # scorers must pull what comes next, whatever its version
+            self._save()
 
-    def publish(self, version: int, refs: list[Any], nbytes: int, reset: bool = False) -> None:
-        """A new version; with `reset`, replace whatever is held (a learner restored from a checkpoint)."""
+    SAVED = ("epoch", "generation", "publishes", "refused", "restarts", "scorer_starts", "pulls", "samples_scored",
+             "samples_consumed", "published_bytes", "lead_max")
+
+    def _save(self) -> None:
+        if not self.state_path:
+            return
+        with open(self.state_path + ".tmp", "w", encoding="utf-8") as handle:
+            json.dump({key: getattr(self, key) for key in self.SAVED}, handle)
+        os.replace(self.state_path + ".tmp", self.state_path)
+
+    def publish(self, version: int, refs: list[Any], nbytes: int, reset: bool = False, epoch: int = 0) -> bool:
+        """A new version from the learner of `epoch`; with `reset`, replace whatever is held (a learner restored
+        from a checkpoint). Returns whether it was taken (False: an older epoch's, or not newer)."""
+        if epoch < self.epoch:
+            self.refused += 1
+            self._save()
+            return False
+        self.epoch = epoch
         if reset:
             self.generation += 1
         elif version <= self.version:
-            return
+            return False
         self.version, self.refs = version, refs
         self.publishes += 1
         self.published_bytes += nbytes
+        self._save()
+        return True
 
     def pull_if_newer(self, generation: int, version: int) -> Optional[tuple[int, int, list[Any]]]:
         """A scorer's poll before each chunk: (generation, version, refs) when they differ from the scorer's."""
@@ -78,6 +114,8 @@ class WeightStore:
             "samples_scored": self.samples_scored,
             "scoring_lead_max": self.lead_max,
             "scorer_starts": self.scorer_starts,
+            "weight_publishes_refused": self.refused,
+            "weight_store_restarts": self.restarts,
         }
 
 
@@ -122,15 +160,33 @@ class WeightClient:
             return
 
 
+def next_learner_epoch(run_dir: str) -> int:
+    """One more than the last learner start's epoch in `run_dir` (1 for the first), saved before it is used, so
+    every learner incarnation of a run, across restarts and resumes, has a larger epoch than the ones before."""
+    path = os.path.join(run_dir, "learner_epoch")
+    try:
+        with open(path, encoding="utf-8") as handle:
+            epoch = int(handle.read().strip() or 0) + 1
+    except FileNotFoundError:
+        epoch = 1
+    with open(path + ".tmp", "w", encoding="utf-8") as handle:
+        handle.write(str(epoch))
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(path + ".tmp", path)
+    return epoch
+
+
 class WeightPublisher:
     """The learner's side: publish every `every` updates while anyone scores (with `scoring` off, only the versions
     forced: the starting and the restored weights). Publishing on a fixed schedule, not on demand, is what bounds
     staleness (`ol_ray.admission`)."""
 
-    def __init__(self, store: Any, every: int, scoring: bool = True):
+    def __init__(self, store: Any, every: int, scoring: bool = True, epoch: int = 0):
         self.store = store
         self.every = every
         self.scoring = scoring
+        self.epoch = epoch  # this learner's start number: the store refuses older ones' publishes
         self.version = -1
 
     def maybe_publish(self, model: nn.Module, version: int, force: bool = False, reset: bool = False) -> bool:
@@ -144,6 +200,6 @@ class WeightPublisher:
         state = state_to_numpy(model, trainable_only=True)  # with LoRA: the adapters and the head only
         nbytes = sum(value[1].nbytes if isinstance(value, tuple) else value.nbytes for value in state.values())
         ref = ray.put(state)
-        ray.get(self.store.publish.remote(version, [ref], nbytes, reset))
+        ray.get(self.store.publish.remote(version, [ref], nbytes, reset, self.epoch))
         self.version = version
         return True

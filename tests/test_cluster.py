@@ -145,20 +145,10 @@ def state_list(kind: str, address: str, env: dict[str, str]) -> list[dict]:
     return json.loads(result.stdout)
 
 
-def test_job_submitted_with_ray_job_submit_scores_on_the_scorer_node(real_cluster, tiny_model_dir, sst2_rows,
-                                                                    tmp_path):
-    address, env = real_cluster
-    data = tmp_path / "train.tsv"
-    write_sst2_tsv(data, sst2_rows[:240])
-    run_dir = tmp_path / "run"
-    job_id = f"ol-ray-test-{int(time.time())}"
+def submit_and_wait(address: str, env: dict[str, str], job_id: str, arguments: list[str]) -> None:
+    """`ray job submit` a job and wait for it to succeed (else fail the test with the end of its logs)."""
     submit = [RAY, "job", "submit", "--address", address, "--working-dir", ROOT, "--submission-id", job_id,
-              "--no-wait", "--", "python", "jobs/online_finetune.py", "configs/sst2.yaml",
-              f"stream.path={data}", "stream.max_samples=0", "stream.window_size=120", "stream.hub_dataset=",
-              f"model.name_or_path={tiny_model_dir}", "model.max_length=32", "eval.path=",
-              "scoring.resources={scorer: 1}", "scoring.num_cpus=0.5", "learner.num_cpus=0.5",
-              "learner.resources={learner: 1}",
-              "learner.torch_threads=1", f"output.run_dir={run_dir}", "output.progress=false"]
+              "--no-wait", *arguments]
     subprocess.run(submit, check=True, env=env, capture_output=True, timeout=300)
     status = ""  # `ray job status` ends with "Job '<id>' succeeded" (or failed, was stopped, is running)
     deadline = time.time() + 300
@@ -173,6 +163,21 @@ def test_job_submitted_with_ray_job_submit_scores_on_the_scorer_node(real_cluste
         logs = subprocess.run([RAY, "job", "logs", "--address", address, job_id], env=env, capture_output=True,
                               text=True, timeout=60).stdout
         pytest.fail(f"job ended {status or 'never'}:\n{logs[-4000:]}")
+
+
+def test_job_submitted_with_ray_job_submit_scores_on_the_scorer_node(real_cluster, tiny_model_dir, sst2_rows,
+                                                                    tmp_path):
+    address, env = real_cluster
+    data = tmp_path / "train.tsv"
+    write_sst2_tsv(data, sst2_rows[:240])
+    run_dir = tmp_path / "run"
+    arguments = ["--", "python", "jobs/online_finetune.py", "configs/sst2.yaml",
+                 f"stream.path={data}", "stream.max_samples=0", "stream.window_size=120", "stream.hub_dataset=",
+                 f"model.name_or_path={tiny_model_dir}", "model.max_length=32", "eval.path=",
+                 "scoring.resources={scorer: 1}", "scoring.num_cpus=0.5", "learner.num_cpus=0.5",
+                 "learner.resources={learner: 1}",
+                 "learner.torch_threads=1", f"output.run_dir={run_dir}", "output.progress=false"]
+    submit_and_wait(address, env, f"ol-ray-test-{int(time.time())}", arguments)
     with open(run_dir / "summary.json", encoding="utf-8") as handle:
         summary = json.load(handle)
     assert summary["accounting_ok"] and summary["samples_read"] == 240
@@ -183,6 +188,12 @@ def test_job_submitted_with_ray_job_submit_scores_on_the_scorer_node(real_cluste
     assert summary["scorer_nodes"] == [scorer_node]
     head_node = next(n["node_id"] for n in nodes if n["resources_total"].get("learner"))
     assert summary["learner_node"] == head_node  # placed by learner.resources
+    # the same job submitted again (a scheduler's retry) continues the run instead of starting over
+    submit_and_wait(address, env, f"ol-ray-test-again-{int(time.time())}", arguments)
+    with open(run_dir / "summary.json", encoding="utf-8") as handle:
+        again = json.load(handle)
+    assert again["restored_from"] and again["accounting_ok"] and again["samples_read"] == 240
+    assert again["samples_trained"] == summary["samples_trained"] and again["samples_trained_twice"] == 0
 
 
 def test_bench_scaling_places_scorers_on_scorer_nodes(tiny_model_dir, sst2_rows, tmp_path):

@@ -12,10 +12,11 @@ import sys
 import threading
 import time
 
-import pytest
+import yaml
 
 from ol_ray.config import load_config
-from ol_ray.pipeline import learner_actor_name, run_pipeline
+from conftest import no_actors_left
+from ol_ray.pipeline import run_pipeline
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -87,22 +88,35 @@ def small_config(tiny_model_dir, stream, run_dir, *overrides):
         *overrides])
 
 
-def test_learner_killed_twice_mid_run(ray_local, tiny_model_dir, sst2_rows, tmp_path):
-    stream = write_stream(tmp_path / "train.tsv", sst2_rows[:600])
+def test_chaos_every_part_killed_once_in_one_run(ray_local, tiny_model_dir, sst2_rows, tmp_path):
+    """A seeded fault schedule in one run: the learner twice, a scorer, the weight store, the monitor, the
+    quarantine sink and the driver (then `--resume`). The run finishes, every sample read is accounted for, none
+    lost, and each rollback retrains at most what followed its checkpoint."""
+    from ol_ray.chaos import FAULTS, run_with_faults, schedule
+
+    rows = 1200
+    stream = write_stream(tmp_path / "train.tsv", sst2_rows[:rows])
     run_dir = str(tmp_path / "run")
-    thread, box = in_thread(run_pipeline, small_config(tiny_model_dir, stream, run_dir, "stream.window_size=200"))
-    for kill in range(2):
-        # after a checkpoint and a few more updates, kill the learner actor; Ray restarts it
-        wait_for(lambda: sum(r["kind"] == "checkpoint" for r in records(run_dir)) > kill and
-                 sum(r["kind"] == "update" for r in records(run_dir)) > 8 * (kill + 1), what="progress")
-        ray_local.kill(ray_local.get_actor(learner_actor_name(run_dir)), no_restart=False)
-        wait_for(lambda: sum(r["kind"] == "resume" for r in records(run_dir)) > kill, what="the resume")
-    summary = result_of(thread, box)
-    assert summary["learner_restarts"] == 2
-    assert_balanced(summary, 600)
-    assert summary["samples_trained_twice"] <= 2 * 2 * 200  # at most what followed each checkpoint
-    assert summary["weight_generation"] == 3  # the starting weights, then the restored ones twice
-    assert summary["dev_accuracy"] is None and summary["updates"] > 0
+    overrides = [f"stream.path={stream}", "stream.text_field=sentence", "stream.window_size=200", "stream.rate=100",
+                 f"model.name_or_path={tiny_model_dir}", "model.max_length=32", "scoring.batch_size=25",
+                 "scoring.num_cpus=0.25", "selection.pool_size=20", "batching.batch_size=10", "learner.lr=3e-3",
+                 "learner.torch_threads=1", "learner.num_cpus=0.25", "learner.publish_every=2", "eval.path=",
+                 "checkpoint.every_updates=3", "checkpoint.keep=3"]
+    faults = schedule(seed=0, updates=rows // 20, faults=FAULTS)
+    summary, events = run_with_faults(None, overrides, run_dir, faults,
+                                      ray_local.get_runtime_context().gcs_address, timeout_s=400)
+    assert [e.target for e in events] == [f.target for f in faults] and sorted(FAULTS) == sorted(e.target
+                                                                                                 for e in events)
+    assert all(e.recovered_s is not None for e in events), events
+    assert_balanced(summary, rows)
+    rollbacks = [e for e in events if e.target in ("learner", "driver")]
+    assert all(e.updates_undone >= 0 for e in rollbacks)
+    assert all(e.updates_undone == 0 for e in events if e not in rollbacks)
+    # each rollback retrains at most what followed its checkpoint: checkpoints come at window ends (200 rows, 100 of
+    # them trained), and what the learner made past its last reported update is undone too
+    window_trained = 200 * 10 // 20
+    assert summary["samples_trained_twice"] <= len(rollbacks) * 2 * window_trained
+    assert no_actors_left() == []  # the learner, the scorers and the small actors all ended
 
 
 def test_bad_inputs_and_a_killed_scorer(ray_local, tiny_model_dir, sst2_rows, tmp_path):
@@ -176,8 +190,11 @@ def test_killed_job_resumes_from_the_last_good_checkpoint(tiny_model_dir, sst2_r
     checkpoints = sorted(d for d in os.listdir(os.path.join(run_dir, "checkpoints")) if d.startswith("step-"))
     with open(os.path.join(run_dir, "checkpoints", checkpoints[-1], "model", "model.safetensors"), "r+b") as handle:
         handle.truncate(64)  # the newest checkpoint is corrupt: the one before must stand in
-    resumed = subprocess.run(command + ["--resume", run_dir], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run(command + ["--resume", run_dir, "checkpoint.keep=4"], cwd=ROOT, capture_output=True,
+                             text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
+    with open(os.path.join(run_dir, "config.yaml"), encoding="utf-8") as handle:
+        assert yaml.safe_load(handle)["checkpoint"]["keep"] == 4  # the override stays for the next resume
     assert "cannot resume from" in resumed.stderr
     summary = json.load(open(os.path.join(run_dir, "summary.json")))
     assert summary["restored_from"].endswith(checkpoints[-2])

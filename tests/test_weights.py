@@ -51,3 +51,25 @@ def test_without_scorers_only_forced_versions_are_published(ray_local, store, ti
     assert publisher.maybe_publish(model, 0, force=True)
     assert not publisher.maybe_publish(model, 1) and not publisher.maybe_publish(model, 2)
     assert publisher.maybe_publish(model, 1, reset=True)  # a restore still resets the store
+
+
+def test_a_dead_learners_late_publish_is_refused_and_a_restarted_store_fences_as_before(tmp_path):
+    """Plain Python (no Ray): epochs fence publishes; the state file carries the fence over a store restart."""
+    from ol_ray.weights import next_learner_epoch
+
+    run_dir = str(tmp_path)
+    old, new = next_learner_epoch(run_dir), next_learner_epoch(run_dir)
+    assert (old, new) == (1, 2) and next_learner_epoch(run_dir) == 3
+    state = str(tmp_path / "weight_store.json")
+    store = WeightStore(state)
+    assert store.publish(5, ["new"], 10, reset=True, epoch=new)
+    assert not store.publish(6, ["late"], 10, epoch=old)  # the old incarnation, still running somewhere
+    assert (store.version, store.refs, store.stats()["weight_publishes_refused"]) == (5, ["new"], 1)
+    restarted = WeightStore(state)  # Ray restarted the actor: no weights until the next publish, the fence holds
+    assert restarted.version == -1 and restarted.pull_if_newer(0, -1) is None
+    assert not restarted.publish(7, ["late"], 10, epoch=old)
+    assert restarted.publish(6, ["next"], 10, epoch=new)
+    stats = restarted.stats()
+    assert stats["weight_store_restarts"] == 1 and stats["weight_publishes"] == 2
+    assert stats["weight_publishes_refused"] == 2 and stats["weight_generation"] == 2
+    assert restarted.pull_if_newer(1, 5) == (2, 6, ["next"])  # scorers pull the first weights after the restart
