@@ -21,7 +21,7 @@ import torch
 
 from ol_ray.batching import BatchContext, clamp_batch_size, lr_scale, make_policy, pool_for
 from ol_ray.candidate_buffer import CandidateBuffer, take
-from ol_ray.checkpoint import checkpoints_newest_first, folder_mb, load_checkpoint, save_checkpoint
+from ol_ray.checkpoint import CheckpointError, checkpoints_newest_first, folder_mb, load_checkpoint, save_checkpoint
 from ol_ray.config import Config
 from ol_ray.continual_learner import ContinualLearning
 from ol_ray.evaluation import evaluate, load_domain_sets, load_eval_set
@@ -30,6 +30,7 @@ from ol_ray.lora import check_resumable
 from ol_ray.models import device_for, load_model, load_tokenizer, output_layer, pad_id_of
 from ol_ray.irreducible import holdout_start, uses_rho_loss
 from ol_ray.selection import make_strategy, pool_length
+from ol_ray.state_fit import check_state_fits, component_names
 from ol_ray.tokenization import ragged
 from ol_ray.update import (TrainBatch, is_out_of_memory, lr_factor, make_optimizer, micro_batch_plan,
                            weighted_step)
@@ -60,8 +61,8 @@ class OnlineLearner:
     snapshot for the batch policy; report(stats) hands step statistics to the monitor; quarantine(records) takes
     rejected samples (duplicate ids).
 
-    With a run directory that already holds checkpoints, it restores the newest readable one (falling back to older
-    ones with a warning): model, optimizer, scheduler, RNG states, counters, ledger, buffered candidates and stream
+    With a run directory that already holds checkpoints, it restores the newest readable one (falling back past
+    unreadable ones with a warning; failing on any other error): model, optimizer, scheduler, RNG states, counters, ledger, buffered candidates and stream
     cursor; `resume_point()` tells the driver where the stream continues.
     """
 
@@ -130,57 +131,68 @@ class OnlineLearner:
 
     # --- resuming ----------------------------------------------------------------------------------------------
     def _restore(self) -> bool:
-        """Load the newest readable checkpoint of the run directory, if any; older ones stand in for corrupt ones."""
+        """Load the newest readable checkpoint of the run directory, if any. Only an unreadable one (a file missing,
+        truncated or failing its checksum: CheckpointError) is skipped for the one before; any other failure (a
+        code error, CUDA, out of memory) fails the restore. When checkpoints exist and none is readable, the learner
+        starts over only with checkpoint.start_over_if_unreadable."""
         if not self.run_dir:
             return False
-        tried = False
+        unreadable = []
         for path in checkpoints_newest_first(os.path.join(self.run_dir, "checkpoints")):
-            tried = True
-            check_resumable(os.path.join(path, "model"), self.cfg.model)  # a config mismatch is no corrupt file
             try:
                 state, training_state, candidates = load_checkpoint(path)
-                self._build(os.path.join(path, "model"))
-                self.optimizer.load_state_dict(training_state["optimizer"])
-                self.scheduler.load_state_dict(training_state["scheduler"])
-                torch.set_rng_state(training_state["torch_rng"])
-                if "cuda_rng" in training_state and self.device.type == "cuda":
-                    torch.cuda.set_rng_state_all(training_state["cuda_rng"])
-                self.continual = ContinualLearning(self.cfg, self.classes)
-                if "continual" in state:  # absent in checkpoints from before continual learning
-                    self.continual.load_state_dict(state["continual"], state.get("replay_columns"))
-                if self.continual.ewc is not None and "ewc" in training_state:
-                    self.continual.ewc.load_state_dict(training_state["ewc"], self.device)
-            except Exception as error:  # a corrupt checkpoint: say so, fall back to the one before
+            except CheckpointError as error:
                 logger.warning("ol_ray: cannot resume from %s (%s); trying an older checkpoint", path, error)
+                unreadable.append(str(error))
                 continue
-            self.rng.bit_generator.state = state["selection_rng"]
-            _restore_state(self.strategy, state.get("strategy_state"))
-            _restore_state(self.policy, state.get("policy_state"))
-            self.oom_ceiling = state.get("oom_ceiling")
-            self.memory_per_sample.extend(state.get("memory_per_sample", []))
-            self.updates = self.updates_at_checkpoint = state["updates"]
-            self.counts = state["counts"]
-            for key in ("labels_received", "labels_trained"):  # absent in checkpoints from before the label counts
-                self.counts.setdefault(key, [0] * self.classes)
-            self.staleness_sum, self.staleness_max = state["staleness_sum"], state["staleness_max"]
-            self.score_version_max = state["score_version_max"]
-            self.last_eval = state["last_eval"]
-            self.ledger = Ledger.from_json(state["ledger"], state.get("arrays", {}).get("seen_ids"),
-                                           self.cfg.learner.duplicate_window)
-            self.cursor, self.windows_done = state["cursor"], state["windows_done"]
-            self.buffer = CandidateBuffer(candidates)
-            self.checkpoint_path = self.restored_from = path
-            self._rewind_ledger_log()
+            check_resumable(os.path.join(path, "model"), self.cfg.model)  # a config mismatch is no corrupt file
+            check_state_fits(self.cfg, state, self.strategy, self.policy)
+            self._load_checkpoint(path, state, training_state, candidates)
             return True
+        if unreadable and not self.cfg.checkpoint.start_over_if_unreadable:
+            raise CheckpointError(f"no checkpoint in {self.run_dir} is readable ({'; '.join(unreadable)}); to "
+                                  f"start this run over from the configured model, set "
+                                  f"checkpoint.start_over_if_unreadable=true")
+        if unreadable:
+            logger.warning("ol_ray: no readable checkpoint in %s; starting from the beginning, as "
+                           "checkpoint.start_over_if_unreadable asks", self.run_dir)
         # rho_loss: the stream starts after the irreducible-loss model's holdout
         holdout = holdout_start(self.run_dir) if uses_rho_loss(self.cfg.selection) else None
         self.cursor = holdout["cursor"] if holdout else None
-        if tried:  # every checkpoint was unreadable: start over from the configured model, and say so
-            logger.warning("ol_ray: no readable checkpoint in %s; starting from the beginning", self.run_dir)
-            self._build()
-            self.continual = ContinualLearning(self.cfg, self.classes)
         self._rewind_ledger_log()  # a restart before any checkpoint: everything trained so far is replayed
         return False
+
+    def _load_checkpoint(self, path: str, state: dict[str, Any], training_state: dict[str, Any],
+                         candidates: Columns) -> None:
+        """Take every part's state from a checkpoint that was read whole."""
+        self._build(os.path.join(path, "model"))
+        self.optimizer.load_state_dict(training_state["optimizer"])
+        self.scheduler.load_state_dict(training_state["scheduler"])
+        torch.set_rng_state(training_state["torch_rng"])
+        if "cuda_rng" in training_state and self.device.type == "cuda":
+            torch.cuda.set_rng_state_all(training_state["cuda_rng"])
+        if "continual" in state:  # absent in checkpoints from before continual learning
+            self.continual.load_state_dict(state["continual"], state.get("replay_columns"))
+        if self.continual.ewc is not None and "ewc" in training_state:
+            self.continual.ewc.load_state_dict(training_state["ewc"], self.device)
+        self.rng.bit_generator.state = state["selection_rng"]
+        _restore_state(self.strategy, state.get("strategy_state"))
+        _restore_state(self.policy, state.get("policy_state"))
+        self.oom_ceiling = state.get("oom_ceiling")
+        self.memory_per_sample.extend(state.get("memory_per_sample", []))
+        self.updates = self.updates_at_checkpoint = state["updates"]
+        self.counts = state["counts"]
+        for key in ("labels_received", "labels_trained"):  # absent in checkpoints from before the label counts
+            self.counts.setdefault(key, [0] * self.classes)
+        self.staleness_sum, self.staleness_max = state["staleness_sum"], state["staleness_max"]
+        self.score_version_max = state["score_version_max"]
+        self.last_eval = state["last_eval"]
+        self.ledger = Ledger.from_json(state["ledger"], state.get("arrays", {}).get("seen_ids"),
+                                       self.cfg.learner.duplicate_window)
+        self.cursor, self.windows_done = state["cursor"], state["windows_done"]
+        self.buffer = CandidateBuffer(candidates)
+        self.checkpoint_path = self.restored_from = path
+        self._rewind_ledger_log()
 
     def _rewind_ledger_log(self) -> None:
         rewind_ledger_log(self.run_dir, self.updates, self.ledger)
@@ -334,11 +346,13 @@ class OnlineLearner:
         keep = np.array([self.ledger.seen.add(sample_id) for sample_id in candidates["sample_id"]], dtype=bool)
         if keep.all():
             return candidates
-        self.quarantine([{"sample_id": str(sample_id), "code": "duplicate_id", "window": int(window),
-                          "reason": f"sample id {sample_id!r} was already received", "raw": ""}
-                         for sample_id, window in zip(candidates["sample_id"][~keep], candidates["window"][~keep])])
-        for window in candidates["window"][~keep]:
-            self.duplicates[int(window)] = self.duplicates.get(int(window), 0) + 1
+        rejected = []
+        for sample_id, window in zip(candidates["sample_id"][~keep], candidates["window"][~keep]):
+            repeat = self.duplicates.get(int(window), 0)  # its number among the window's repeats: a resent record
+            self.duplicates[int(window)] = repeat + 1  # (a retried call) has the same one, so the sink skips it
+            rejected.append({"sample_id": str(sample_id), "code": "duplicate_id", "window": int(window),
+                             "repeat": repeat, "reason": f"sample id {sample_id!r} was already received", "raw": ""})
+        self.quarantine(rejected)
         return take(candidates, np.flatnonzero(keep))
 
     def end_window(self, window_index: int, cursor: dict[str, Any], read: int, quarantined: int) -> list[dict]:
@@ -558,7 +572,7 @@ class OnlineLearner:
             "windows_done": self.windows_done, "selection_rng": self.rng.bit_generator.state,
             "strategy_state": _state_of(self.strategy), "policy_state": _state_of(self.policy),
             "oom_ceiling": self.oom_ceiling, "memory_per_sample": list(self.memory_per_sample),
-            "continual": self.continual.state_dict(),
+            "continual": self.continual.state_dict(), **component_names(self.cfg),
         }
         training_state = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                           "torch_rng": torch.get_rng_state()}
@@ -573,7 +587,7 @@ class OnlineLearner:
                                                replay.columns() if replay is not None else None)
         self.updates_at_checkpoint = self.updates
         self.changed_since_checkpoint = False
-        return {"kind": "checkpoint", "update": self.updates, "path": self.checkpoint_path,
+        return {"kind": "checkpoint", "update": self.updates, "path": self.checkpoint_path, "cursor": self.cursor,
                 "checkpoint_s": time.perf_counter() - started, "checkpoint_mb": folder_mb(self.checkpoint_path),
                 "state_mb": os.path.getsize(os.path.join(self.checkpoint_path, "state.json")) / 2**20,
                 "time": time.time()}
@@ -628,11 +642,14 @@ class LearnerActor:
         from ray.util.metrics import Counter, Gauge
 
         from ol_ray.scorer_pool import columns_needed
-        from ol_ray.weights import WeightPublisher
+        from ol_ray.weights import WeightPublisher, next_learner_epoch
 
         self.incarnation = uuid.uuid4().hex  # a restarted actor is a new incarnation: the driver must replay
-        # with no scorer reading them (random selection), weights are published only at the start and on restore
-        self.publisher = WeightPublisher(weight_store, cfg.learner.publish_every, scoring=bool(columns_needed(cfg)))
+        os.makedirs(run_dir, exist_ok=True)
+        # with no scorer reading them (random selection), weights are published only at the start and on restore;
+        # the epoch fences this incarnation's publishes against a dead one's late calls
+        self.publisher = WeightPublisher(weight_store, cfg.learner.publish_every, scoring=bool(columns_needed(cfg)),
+                                         epoch=next_learner_epoch(run_dir))
         self.monitor = monitor
         self.weight_store = weight_store
         self.snapshot_ref = monitor.snapshot.remote()
@@ -646,7 +663,7 @@ class LearnerActor:
         }
         self.learner = OnlineLearner(cfg, run_dir, publish=self.publisher.maybe_publish, snapshot=self._snapshot,
                                      report=self._report,
-                                     quarantine=lambda records: ray.get(quarantine.write.remote(records, False)))
+                                     quarantine=lambda records: ray.get(quarantine.write.remote(records)))
 
     def _snapshot(self) -> Mapping[str, Any]:
         """The monitor's snapshot requested one update ago (ready by now), and a request for the next one."""
