@@ -40,27 +40,25 @@ def lm_candidates(model_dir, texts, start=0, window=0):
             "window": np.full(size, window, dtype=np.int64)}
 
 
-POSITIVE = ("good", "great", "moving", "funny", "charming", "brilliant", "warm", "clever", "beautiful", "honest",
-            "gripping", "delightful", "smart", "touching", "fresh", "wonderful", "sharp", "lovely", "vivid", "bold")
-NEGATIVE = ("bad", "dull", "boring", "flat", "tedious", "clumsy", "lifeless", "silly", "weak", "messy", "stale",
-            "awful", "predictable", "shallow", "tired", "painful", "bland", "cheap", "hollow", "slow")
+POSITIVE = ("good", "great", "moving", "funny", "charming", "brilliant", "warm", "clever")
+NEGATIVE = ("bad", "dull", "boring", "flat", "tedious", "clumsy", "lifeless", "silly")
 FILLER = ("the", "film", "movie", "story", "cast", "director", "script", "a", "and", "its", "with", "of", "is",
           "this", "plot", "ending", "performance", "scenes", "dialogue", "it", "feels", "very", "quite", "often",
           "music", "characters", "camera", "first", "hour", "in", "by", "an", "actors", "but", "too", "than", "ever")
 
 
 def generated_rows(count: int = 3000, seed: int = 0) -> list[list[str]]:
-    """SST-2-like [sentence, label] rows made here, for when the real data is absent: review-like word sequences
-    whose label is the polarity of the sentiment words in them (one of the other polarity sometimes joins, as in
-    real reviews), 4 to 24 words, seeded."""
+    """SST-2-like [sentence, label] rows made here, for when the real data is absent: review-like sequences of 3 to
+    11 words, positive as often as SST-2's rows are (56%), labelled by the polarity of their 2 to 4 sentiment words
+    (8 a class, so each is seen often; one of the other polarity sometimes joins, as in real reviews), seeded."""
     rng = np.random.default_rng(seed)
     rows = []
     for _ in range(count):
-        label = int(rng.integers(2))
+        label = int(rng.random() < 0.56)  # SST-2's share of positive rows
         own, other = (POSITIVE, NEGATIVE) if label else (NEGATIVE, POSITIVE)
-        words = list(rng.choice(FILLER, size=int(rng.integers(3, 20))))
-        words += list(rng.choice(own, size=int(rng.integers(1, 4))))
-        if rng.random() < 0.25:
+        words = list(rng.choice(FILLER, size=int(rng.integers(1, 7))))
+        words += list(rng.choice(own, size=int(rng.integers(2, 5))))
+        if rng.random() < 0.15:
             words.append(str(rng.choice(other)))
         rng.shuffle(words)
         rows.append([" ".join(words), str(label)])
