@@ -87,8 +87,10 @@ def run_pipeline_side(cfg: Config, run_dir: str) -> dict[str, Any]:
 
 
 def pipeline(cfg: Config, updates: int = 200, pool: int = 32, batch: int = 16, strategy: str = "entropy",
-             seeds: Sequence[int] = (0,), out_dir: str = "runs/bench-pipeline") -> list[dict[str, Any]]:
-    """Run both sides for every seed, write the CSVs and the markdown table, and return the table's rows."""
+             seeds: Sequence[int] = (0,), out_dir: str = "runs/bench-pipeline",
+             plain_threads: int = 0) -> list[dict[str, Any]]:
+    """Run both sides for every seed, write the CSVs and the markdown table, and return the table's rows. The plain
+    loop's torch uses `plain_threads` threads (0: as many as the pipeline has CPUs)."""
     from ol_ray.config import check
     from ol_ray.pipeline import resolve_paths
 
@@ -102,7 +104,7 @@ def pipeline(cfg: Config, updates: int = 200, pool: int = 32, batch: int = 16, s
     for seed in seeds:
         run_cfg = bench_config(cfg, updates, pool, batch, strategy, seed)
         check(run_cfg)
-        plain = run_plain_side(run_cfg, updates, pool, cores)
+        plain = run_plain_side(run_cfg, updates, pool, plain_threads or cores)
         rows.append({"seed": seed, "side": "plain loop", **plain})
         print(f"plain loop seed {seed}: {plain['trained_samples_per_s']:.1f} trained samples/s over "
               f"{plain['wall_s']:.0f} s", flush=True)

@@ -87,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     piped.add_argument("--strategy", default="entropy", help="the selection strategy (default entropy: the top "
                                                              "--batch of each pool by uncertainty)")
     piped.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds (default 0)")
+    piped.add_argument("--plain-threads", type=int, default=0,
+                       help="torch threads of the plain loop (default 0: as many as the pipeline has CPUs; the "
+                            "pipeline's learner thread count makes both sides do the same arithmetic)")
     piped.add_argument("--out", default="runs/bench-pipeline", help="where the CSVs, markdown and runs go")
     memory = bench_parser(
         kinds, "memory", help="driver and learner memory over a long stream (a tiny model)",
@@ -200,7 +203,7 @@ def bench_command(args: argparse.Namespace) -> int:
         from ol_ray.bench_pipeline import pipeline
 
         pipeline(cfg, updates=args.updates, pool=args.pool, batch=args.batch, strategy=args.strategy,
-                 seeds=args.seeds, out_dir=args.out)
+                 seeds=args.seeds, out_dir=args.out, plain_threads=args.plain_threads)
         return 0
     if args.bench == "memory":
         from ol_ray.bench_memory import memory

@@ -45,7 +45,8 @@ def test_bench_pipeline_and_report_run_on_the_tiny_model(ray_local, tiny_model_d
     code = main(["bench", "pipeline", "configs/sst2.yaml", f"stream.path={train}", f"eval.path={dev}",
                  f"model.name_or_path={tiny_model_dir}", "model.max_length=32", "learner.lr=3e-3",
                  "learner.torch_threads=1", "learner.num_cpus=0.5", "eval.every_updates=4", "ray.num_cpus=2",
-                 "stream.window_size=40", "--updates", "8", "--pool", "8", "--batch", "4", "--out", str(out)])
+                 "stream.window_size=40", "--updates", "8", "--pool", "8", "--batch", "4", "--plain-threads", "1",
+                 "--out", str(out)])
     assert code == 0
     rows = read_csv(str(out / "pipeline.csv"))
     assert [r["side"] for r in rows] == ["plain loop", "pipeline"]
