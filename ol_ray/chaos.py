@@ -19,7 +19,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
@@ -123,9 +123,13 @@ def _driver(command: Sequence[str], log: Any) -> subprocess.Popen:
 
 
 def run_with_faults(config: Optional[str], overrides: Sequence[str], run_dir: str, faults: Sequence[Fault],
-                    ray_address: str, timeout_s: float = 900.0, poll_s: float = 0.2) -> tuple[dict, list[FaultEvent]]:
+                    ray_address: str, timeout_s: float = 900.0, poll_s: float = 0.2,
+                    resume_overrides: Sequence[str] = (),
+                    before_resume: Optional[Callable[[str], None]] = None) -> tuple[dict, list[FaultEvent]]:
     """Run `ol-ray run config overrides` joined to `ray_address` with output.run_dir=`run_dir`, injecting `faults`;
-    returns the final summary.json and the fault events. Raises RuntimeError when the run does not finish."""
+    returns the final summary.json and the fault events. After a driver fault, `before_resume(run_dir)` runs (a
+    test may damage the newest checkpoint there) and the driver resumes with `resume_overrides` added. Raises
+    RuntimeError when the run does not finish."""
     joined = [*overrides, f"ray.address={ray_address}", f"output.run_dir={run_dir}", "output.progress=false"]
     os.makedirs(run_dir, exist_ok=True)
     log = open(os.path.join(run_dir, "chaos-driver.log"), "a", encoding="utf-8")
@@ -155,7 +159,9 @@ def run_with_faults(config: Optional[str], overrides: Sequence[str], run_dir: st
                 _kill(fault.target, run_dir, driver)
                 if fault.target == "driver":
                     _wait_until_gone(run_dir)
-                    driver = _driver(["--resume", run_dir, *joined], log)
+                    if before_resume is not None:
+                        before_resume(run_dir)
+                    driver = _driver(["--resume", run_dir, *joined, *resume_overrides], log)
             if driver.poll() is not None and waiting is None:
                 if driver.returncode != 0:
                     raise RuntimeError(f"the driver exited with {driver.returncode} (see {log.name})")

@@ -1,14 +1,12 @@
 """Faults injected into real runs: every test ends with a finished run whose ledger balances.
 
 Learner actor killed twice, a scorer process killed, a corpus of every kind of bad input in a followed folder, and a
-whole job killed and resumed from a checkpoint whose newest copy was corrupted.
+whole job killed and resumed from a checkpoint whose newest copy was corrupted (the chaos test).
 """
 
 import json
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 
@@ -17,8 +15,6 @@ import yaml
 from ol_ray.config import load_config
 from conftest import no_actors_left
 from ol_ray.pipeline import run_pipeline
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def records(run_dir, name="metrics.jsonl"):
@@ -90,8 +86,9 @@ def small_config(tiny_model_dir, stream, run_dir, *overrides):
 
 def test_chaos_every_part_killed_once_in_one_run(ray_local, tiny_model_dir, sst2_rows, tmp_path):
     """A seeded fault schedule in one run: the learner twice, a scorer, the weight store, the monitor, the
-    quarantine sink and the driver (then `--resume`). The run finishes, every sample read is accounted for, none
-    lost, and each rollback retrains at most what followed its checkpoint."""
+    quarantine sink and the driver (then `--resume` with an override, its newest checkpoint corrupted first). The
+    run finishes, every sample read is accounted for, none lost, and each rollback retrains at most what followed
+    its checkpoint."""
     from ol_ray.chaos import FAULTS, run_with_faults, schedule
 
     rows = 1200
@@ -103,8 +100,17 @@ def test_chaos_every_part_killed_once_in_one_run(ray_local, tiny_model_dir, sst2
                  "learner.torch_threads=1", "learner.num_cpus=0.25", "learner.publish_every=2", "eval.path=",
                  "checkpoint.every_updates=3", "checkpoint.keep=3"]
     faults = schedule(seed=0, updates=rows // 20, faults=FAULTS)
-    summary, events = run_with_faults(None, overrides, run_dir, faults,
-                                      ray_local.get_runtime_context().gcs_address, timeout_s=400)
+    newest = {}
+
+    def corrupt_the_newest_checkpoint(run_dir):  # the killed driver's newest checkpoint: the one before stands in
+        names = sorted(d for d in os.listdir(os.path.join(run_dir, "checkpoints")) if d.startswith("step-"))
+        newest.update(corrupt=names[-1], before=names[-2])
+        with open(os.path.join(run_dir, "checkpoints", names[-1], "model", "model.safetensors"), "r+b") as handle:
+            handle.truncate(64)
+
+    summary, events = run_with_faults(None, overrides, run_dir, faults, ray_local.get_runtime_context().gcs_address,
+                                      timeout_s=400, resume_overrides=["checkpoint.keep=4"],
+                                      before_resume=corrupt_the_newest_checkpoint)
     assert [e.target for e in events] == [f.target for f in faults] and sorted(FAULTS) == sorted(e.target
                                                                                                  for e in events)
     assert all(e.recovered_s is not None for e in events), events
@@ -116,6 +122,11 @@ def test_chaos_every_part_killed_once_in_one_run(ray_local, tiny_model_dir, sst2
     # them trained), and what the learner made past its last reported update is undone too
     window_trained = 200 * 10 // 20
     assert summary["samples_trained_twice"] <= len(rollbacks) * 2 * window_trained
+    # the driver's resume: the corrupt newest checkpoint skipped with a warning, the override kept for the next one
+    assert "cannot resume from" in open(os.path.join(run_dir, "chaos-driver.log"), encoding="utf-8").read()
+    assert summary["restored_from"].endswith(newest["before"])
+    with open(os.path.join(run_dir, "config.yaml"), encoding="utf-8") as handle:
+        assert yaml.safe_load(handle)["checkpoint"]["keep"] == 4
     assert no_actors_left() == []  # the learner, the scorers and the small actors all ended
 
 
@@ -165,38 +176,3 @@ def test_bad_inputs_and_a_killed_scorer(ray_local, tiny_model_dir, sst2_rows, tm
     # Ray restarts the killed scorer at once; in a run this short its restart may still be starting when the run
     # ends (then it is not counted), but never more than once
     assert summary["scorers"] == 1 and 1 <= summary["scorer_starts"] <= 2
-
-
-def test_killed_job_resumes_from_the_last_good_checkpoint(tiny_model_dir, sst2_rows, tmp_path):
-    stream = write_stream(tmp_path / "train.tsv", sst2_rows[:600])
-    run_dir = str(tmp_path / "run")
-    config = tmp_path / "run.yaml"
-    cfg_args = [f"stream.path={stream}", "stream.text_field=sentence", "stream.window_size=200", "stream.rate=200",
-                f"model.name_or_path={tiny_model_dir}", "model.max_length=32", "scoring.batch_size=25",
-                "selection.pool_size=20", "batching.batch_size=10", "learner.torch_threads=1",
-                "checkpoint.every_updates=3", "checkpoint.keep=3", f"output.run_dir={run_dir}",
-                "output.progress=false", "ray.include_dashboard=false", "ray.object_store_mb=200", "eval.path="]
-    config.write_text("stream:\n  path: unused.tsv\n")
-    command = [sys.executable, "-m", "ol_ray.cli", "run"]
-    job = subprocess.Popen(command + [str(config), *cfg_args], cwd=ROOT, stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL)
-    try:
-        wait_for(lambda: len([d for d in os.listdir(os.path.join(run_dir, "checkpoints")) if d.startswith("step-")])
-                 >= 2 if os.path.isdir(os.path.join(run_dir, "checkpoints")) else False, timeout=240,
-                 what="two checkpoints")
-    finally:
-        job.send_signal(signal.SIGKILL)
-        job.wait()
-    checkpoints = sorted(d for d in os.listdir(os.path.join(run_dir, "checkpoints")) if d.startswith("step-"))
-    with open(os.path.join(run_dir, "checkpoints", checkpoints[-1], "model", "model.safetensors"), "r+b") as handle:
-        handle.truncate(64)  # the newest checkpoint is corrupt: the one before must stand in
-    resumed = subprocess.run(command + ["--resume", run_dir, "checkpoint.keep=4"], cwd=ROOT, capture_output=True,
-                             text=True, timeout=300)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    with open(os.path.join(run_dir, "config.yaml"), encoding="utf-8") as handle:
-        assert yaml.safe_load(handle)["checkpoint"]["keep"] == 4  # the override stays for the next resume
-    assert "cannot resume from" in resumed.stderr
-    summary = json.load(open(os.path.join(run_dir, "summary.json")))
-    assert summary["restored_from"].endswith(checkpoints[-2])
-    assert_balanced(summary, 600)
-    assert [r["kind"] for r in records(run_dir)].count("resume") == 1
