@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterator
 
 __all__ = ["JsonlError", "iter_jsonl", "read_jsonl", "cut_after"]
 
-BLOCK = 1 << 16
+BLOCK = 1 << 12  # bytes read per step backwards: a ledger line is a few hundred; longer ones span blocks
 
 
 class JsonlError(ValueError):

@@ -52,8 +52,9 @@ class WeightStore:
         self.lead_max = 0  # most scored samples the learner had not yet taken: how far scoring ran ahead
         if state_path and os.path.exists(state_path):
             with open(state_path, encoding="utf-8") as handle:
-                for key, value in json.load(handle).items():
-                    setattr(self, key, value)
+                saved = json.load(handle)
+            for key in self.SAVED:  # only its own counters, whatever else the file holds
+                setattr(self, key, saved.get(key, getattr(self, key)))
             self.restarts += 1
             self.generation += 1  # scorers must pull what comes next, whatever its version
             self._save()
