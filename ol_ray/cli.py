@@ -200,23 +200,23 @@ def bench_command(args: argparse.Namespace) -> int:
         raise ConfigError(f"ol-ray bench measures sequence classifiers; model.kind={cfg.model.kind} runs with "
                           f"ol-ray run and is drawn by ol-ray report")
     if args.bench == "pipeline":
-        from ol_ray.bench_pipeline import pipeline
+        from ol_ray.bench.pipeline import pipeline
 
         pipeline(cfg, updates=args.updates, pool=args.pool, batch=args.batch, strategy=args.strategy,
                  seeds=args.seeds, out_dir=args.out, plain_threads=args.plain_threads)
         return 0
     if args.bench == "memory":
-        from ol_ray.bench_memory import memory
+        from ol_ray.bench.memory import memory
 
         memory(cfg, samples=args.samples, every_s=args.every, warmup=args.warmup, out_dir=args.out)
         return 0
     if args.bench == "selection" and args.from_csv:
-        from ol_ray.bench_selection import curves_from_csv, report
+        from ol_ray.bench.selection import curves_from_csv, report
 
         report(curves_from_csv(args.from_csv), args.target, args.out, f"from {', '.join(args.from_csv)}")
         return 0
     if args.bench == "selection":
-        from ol_ray.bench_selection import selection
+        from ol_ray.bench.selection import selection
 
         selection(cfg, args.strategies, seeds=args.seeds, updates=args.updates, pools=args.pools,
                   batch_size=args.batch, eval_every=args.eval_every, target=args.target,
@@ -224,35 +224,35 @@ def bench_command(args: argparse.Namespace) -> int:
                   dev_from_stream=args.dev_from_stream)
         return 0
     if args.bench == "batching" and args.from_dir:
-        from ol_ray.bench_batching import report, runs_from_csv
+        from ol_ray.bench.batching import report, runs_from_csv
 
         report(runs_from_csv(args.from_dir), args.out, f"from {args.from_dir}")
         return 0
     if args.bench == "batching":
-        from ol_ray.bench_batching import batching
+        from ol_ray.bench.batching import batching
 
         batching(cfg, args.policies, seeds=args.seeds, samples=args.samples, chunk=args.chunk,
                  eval_every=args.eval_every, out_dir=args.out)
         return 0
     if args.bench == "forgetting":
-        from ol_ray.bench_forgetting import forgetting
+        from ol_ray.bench.forgetting import forgetting
 
         forgetting(cfg, args.arms, seeds=args.seeds, updates=args.updates, ewc_lambda=args.ewc_lambda,
                    out_dir=args.out)
         return 0
     if args.bench == "time-to-accuracy":
-        from ol_ray.bench_time_to_accuracy import time_to_accuracy
+        from ol_ray.bench.time_to_accuracy import time_to_accuracy
 
         time_to_accuracy(cfg, args.targets, seeds=args.seeds, arms=args.arms, samples=args.samples,
                          eval_every=args.eval_every, finetune_batch=args.finetune_batch,
                          finetune_lr=args.finetune_lr, out_dir=args.out)
         return 0
     if args.bench == "chaos":
-        from ol_ray.bench_chaos import chaos
+        from ol_ray.bench.chaos import chaos
 
         chaos(cfg, args.config, args.overrides, seed=args.seed, out_dir=args.out)
         return 0
-    from ol_ray.bench_scaling import scaling
+    from ol_ray.bench.scaling import scaling
 
     scaling(cfg, nodes=args.nodes, samples=args.samples, out_dir=args.out, node_cpus=args.node_cpus)
     return 0
@@ -260,7 +260,7 @@ def bench_command(args: argparse.Namespace) -> int:
 
 def report_command(run_dir: str) -> int:
     """`ol-ray report`: write the run's report and say where."""
-    from ol_ray.report import write_report
+    from ol_ray.observe.report import write_report
 
     print(f"wrote {write_report(run_dir)}")
     return 0
@@ -269,7 +269,7 @@ def report_command(run_dir: str) -> int:
 def produce_command(args: argparse.Namespace) -> int:
     """`ol-ray produce`: replay a data file into a Kafka topic."""
     from ol_ray.config import StreamConfig
-    from ol_ray.kafka import produce
+    from ol_ray.data.kafka import produce
 
     options = dict(option.split("=", 1) for option in args.option if "=" in option)
     if len(options) != len(args.option):
@@ -330,7 +330,7 @@ def run_command(config: Optional[str], overrides: Sequence[str], resume: Optiona
         if resume is not None:
             config = None  # the run's own config.yaml, with the overrides, as --resume takes it
     cfg = load_run_config(config, overrides, resume)
-    from ol_ray.pipeline import run_pipeline
+    from ol_ray.driver.pipeline import run_pipeline
 
     summary = run_pipeline(cfg, resume=resume is not None)
     print_summary(summary)
@@ -378,7 +378,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    from ol_ray.pipeline import one_line
+    from ol_ray.driver.pipeline import one_line
 
     try:
         if args.command == "bench":

@@ -13,14 +13,13 @@ sys.path.insert(0, os.path.dirname(__file__))
 from data_files import generated_rows  # noqa: E402
 from tiny_model import LM_SENTENCES, build_tiny_causal_lm, build_tiny_model  # noqa: E402
 
-
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the project: configs/, jobs/, README.md
 
 def find_shared_data() -> str:
     """The real data: $OL_RAY_DATA, else `shared/data` beside the project (its parent's `shared/data`), where it
     lies on the machines this project is built on. A clone elsewhere has none, and only the tests that need real
     data skip there."""
-    project = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    return os.environ.get("OL_RAY_DATA") or os.path.join(os.path.dirname(project), "shared", "data")
+    return os.environ.get("OL_RAY_DATA") or os.path.join(os.path.dirname(ROOT), "shared", "data")
 
 
 DATA = find_shared_data()

@@ -6,7 +6,7 @@ import os
 
 import numpy as np
 
-from ol_ray.tokenization import tokenize_texts
+from ol_ray.data.tokenization import tokenize_texts
 
 
 def write_sst2_tsv(path: os.PathLike, rows: list[list[str]], tail: str = "") -> str:
@@ -30,7 +30,7 @@ def candidates(tiny_model_dir, rows, start, size, version=0, window=0, ids=None)
 
 def lm_candidates(model_dir, texts, start=0, window=0):
     """Texts as the columns a causal-LM learner receives (tokenized with target masks, unscored)."""
-    from ol_ray.tokenization import object_column, tokenize_lm
+    from ol_ray.data.tokenization import object_column, tokenize_lm
 
     size = len(texts)
     input_ids, _, masks, _ = tokenize_lm(texts, [""] * size, [""] * size, model_dir, 64)

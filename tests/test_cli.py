@@ -4,10 +4,10 @@ import sys
 
 import pytest
 
+from conftest import ROOT
 from ol_ray.cli import main
 from data_files import write_sst2_tsv
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_help_explains_itself(capsys):

@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from ol_ray.config import ModelConfig
-from ol_ray.update import TrainBatch, weighted_step
-from ol_ray.models import head_layer, load_model
-from ol_ray.scoring import score_samples
-from ol_ray.tokenization import tokenize_texts
+from ol_ray.learner.update import TrainBatch, weighted_step
+from ol_ray.models.loading import head_layer, load_model
+from ol_ray.scoring.scorer import score_samples
+from ol_ray.data.tokenization import tokenize_texts
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
@@ -43,8 +43,8 @@ def test_weighted_step_on_gpu_with_bf16(tiny_model_dir, sst2_rows):
 
 def test_resource_policy_reads_measured_gpu_memory(tiny_model_dir, sst2_rows):
     """On a GPU the step's peak memory per sample is measured and the fit estimate follows free memory."""
-    from ol_ray.batching import fitting_batch
-    from ol_ray.monitor import own_memory
+    from ol_ray.batching.policies import fitting_batch
+    from ol_ray.observe.monitor import own_memory
 
     device = torch.device("cuda")
     model, optimizer, batch = gpu_model_and_batch(tiny_model_dir, sst2_rows)
@@ -58,9 +58,9 @@ def test_resource_policy_reads_measured_gpu_memory(tiny_model_dir, sst2_rows):
 
 
 def test_a_causal_lm_scores_and_steps_in_bf16_on_gpu(tiny_llama_dir):
-    from ol_ray.causal_lm import score_lm_samples
-    from ol_ray.models import output_layer
-    from ol_ray.tokenization import tokenize_lm
+    from ol_ray.tasks.causal_lm import score_lm_samples
+    from ol_ray.models.loading import output_layer
+    from ol_ray.data.tokenization import tokenize_lm
     from tiny_model import LM_SENTENCES
 
     device = torch.device("cuda")
@@ -77,7 +77,7 @@ def test_a_causal_lm_scores_and_steps_in_bf16_on_gpu(tiny_llama_dir):
 
 
 def test_ewc_fisher_and_penalty_stay_on_the_gpu_in_bf16(tiny_model_dir, sst2_rows):
-    from ol_ray.ewc import ElasticWeights, empirical_fisher
+    from ol_ray.continual.ewc import ElasticWeights, empirical_fisher
 
     model, optimizer, batch = gpu_model_and_batch(tiny_model_dir, sst2_rows)
     device = torch.device("cuda")

@@ -1,0 +1,208 @@
+"""The update: one weighted, batched gradient step, and the optimizer and learning-rate schedule it uses.
+
+    theta_{t+1} = theta_t - eta * grad( sum_i w_i L(theta_t; x_i, y_i) / B )
+
+L is the cross-entropy of the label for a classifier, and for a causal LM the mean next-token NLL over the sample's
+target tokens (`ol_ray.tasks.causal_lm`).
+
+Plain functions, callable without Ray: `weighted_step` runs the update in memory-bounded micro-batches (gradient
+accumulation, the normalisation exact), optionally measuring the gradient noise and the memory per sample that the
+`adaptive` and `resource` batch policies read. The learner wraps it with selection, out-of-memory recovery and
+accounting.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ol_ray.models.loading import autocast
+from ol_ray.data.tokenization import length_groups, pad_batch, pad_masks
+
+
+@dataclass(frozen=True)
+class TrainBatch:
+    input_ids: Sequence[np.ndarray]  # token ids per sample, unpadded
+    labels: np.ndarray  # int64 class per sample
+    weights: np.ndarray  # float32 importance weight per sample
+    target_masks: Optional[Sequence[np.ndarray]] = None  # causal LM: which tokens are targets, per sample
+
+
+def micro_batch_plan(lengths: Sequence[int], max_tokens: int, max_samples: int = 0,
+                     noise_probe: bool = False) -> tuple[list[np.ndarray], int]:
+    """The micro-batches of one update (length-sorted groups within the token and sample limits) and how many of
+    them form the first half of the batch. With `noise_probe`, the batch is split into two interleaved halves of
+    the length-sorted order (each like the whole batch in length) so that the gradient after the first half is an
+    unbiased mean-gradient estimate at B/2; otherwise the first half is the whole plan."""
+    size = len(lengths)
+    if not noise_probe or size < 2:
+        groups = length_groups(lengths, max_tokens, max_samples)
+        return groups, len(groups)
+    order = np.argsort(np.asarray(lengths), kind="stable")
+    plan: list[np.ndarray] = []
+    counts = []
+    for half in (order[0::2], order[1::2]):
+        groups = [half[g] for g in length_groups([lengths[i] for i in half], max_tokens, max_samples)]
+        plan.extend(groups)
+        counts.append(len(groups))
+    return plan, counts[0]
+
+
+def _grad_sq(params: Sequence[torch.Tensor]) -> float:
+    """The squared norm of the accumulated gradient."""
+    return float(sum(p.grad.detach().float().pow(2).sum() for p in params if p.grad is not None))
+
+
+class ActivationMeter:
+    """Bytes of the tensors autograd saves for backward (the activations; parameters excluded), per forward pass:
+    the part of a step's memory that grows with the batch, measurable on any device."""
+
+    def __init__(self, model: nn.Module):
+        self.parameters = {p.data_ptr() for p in model.parameters()}
+        self.bytes = 0
+
+    def pack(self, tensor: torch.Tensor) -> torch.Tensor:
+        if tensor.data_ptr() not in self.parameters:
+            self.bytes += tensor.numel() * tensor.element_size()
+        return tensor
+
+    def hooks(self):
+        self.bytes = 0
+        return torch.autograd.graph.saved_tensors_hooks(self.pack, lambda tensor: tensor)
+
+
+def sample_losses(logits: torch.Tensor, inputs: dict[str, torch.Tensor], batch: TrainBatch, group: np.ndarray,
+                   device: torch.device) -> torch.Tensor:
+    """Each sample's loss in float32: the label's cross-entropy, or a causal LM's mean target-token NLL."""
+    if batch.target_masks is None:
+        labels = torch.as_tensor(batch.labels[group], dtype=torch.long, device=device)
+        return F.cross_entropy(logits.float(), labels, reduction="none")
+    from ol_ray.tasks.causal_lm import sample_token_losses
+
+    masks = pad_masks([batch.target_masks[i] for i in group], device)
+    return sample_token_losses(logits, inputs["input_ids"], inputs["attention_mask"], masks)[0]
+
+
+@torch.no_grad()
+def sample_correct(logits: torch.Tensor, inputs: dict[str, torch.Tensor], batch: TrainBatch, group: np.ndarray,
+                   device: torch.device) -> torch.Tensor:
+    """Each sample's prediction before the step, as prequential accuracy counts it: 1/0 for a classifier's label, a
+    causal LM's share of target tokens predicted (its token accuracy)."""
+    if batch.target_masks is None:
+        labels = torch.as_tensor(batch.labels[group], dtype=torch.long, device=device)
+        return (logits.argmax(dim=-1) == labels).float()
+    from ol_ray.tasks.causal_lm import shifted_targets
+
+    masks = pad_masks([batch.target_masks[i] for i in group], device)
+    targets, mask = shifted_targets(inputs["input_ids"], inputs["attention_mask"], masks)
+    hits = (logits[:, :-1].argmax(dim=-1) == targets).float() * mask
+    return hits.sum(dim=1) / mask.sum(dim=1).clamp(min=1)
+
+
+def weighted_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: TrainBatch, pad_id: int,
+                  device: torch.device, grad_clip: float = 0.0, precision: str = "fp32",
+                  micro_batch_tokens: int = 0, micro_batch_size: int = 0, noise_probe: bool = False,
+                  measure_memory: bool = False,
+                  penalty: Optional[Callable[[nn.Module], Optional[torch.Tensor]]] = None) -> dict[str, Any]:
+    """One weighted update: loss = sum_i w_i CE_i / B, B the batch size (not the sum of weights, which would bias
+    the estimate and drift the effective learning rate). The gradient is accumulated over length-sorted
+    micro-batches of at most `micro_batch_tokens` padded tokens and `micro_batch_size` samples: the same gradient
+    as one padded batch, less work and bounded memory. When the loss or the gradient norm is not finite, no step is
+    taken and `skipped` is True.
+
+    `noise_probe` also returns the squared norms of the mean gradient after half the batch and after all of it
+    (for the gradient noise scale); `measure_memory` returns the peak memory per sample of the largest micro-batch
+    (peak allocated on a GPU, saved activations x 2 elsewhere). `penalty(model)`, when given, is a regulariser added
+    to the loss once per update (EWC, `ol_ray.continual.ewc`); its value is returned as `penalty`, apart from `loss` (the
+    weighted data loss). `sample_losses` and `sample_correct` (numpy, batch order) are each sample's loss and
+    prediction before the step: test-then-train figures at no extra cost."""
+    model.train()
+    optimizer.zero_grad(set_to_none=True)
+    size = len(batch.labels)
+    lengths = [len(ids) for ids in batch.input_ids]
+    plan, first_half = micro_batch_plan(lengths, micro_batch_tokens, micro_batch_size, noise_probe)
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    meter = ActivationMeter(model) if measure_memory and device.type != "cuda" else None
+    if measure_memory and device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        allocated_before = torch.cuda.memory_allocated(device)
+    per_sample_mb = 0.0
+    stats: dict[str, Any] = {"micro_batches": len(plan)}
+    loss_sum = torch.zeros((), device=device)
+    sample_loss_sum = torch.zeros((), device=device)
+    losses_before, correct_before = np.zeros(size, dtype=np.float64), np.zeros(size, dtype=np.float64)
+    for index, group in enumerate(plan):
+        inputs = pad_batch([batch.input_ids[i] for i in group], pad_id, device)
+        weights = torch.as_tensor(batch.weights[group], dtype=torch.float32, device=device)
+        with autocast(device, precision), (meter.hooks() if meter else contextlib.nullcontext()):
+            logits = model(**inputs).logits
+            per_sample = sample_losses(logits, inputs, batch, group, device)
+        loss = (weights * per_sample).sum() / size
+        loss.backward()
+        loss_sum += loss.detach()
+        sample_loss_sum += per_sample.detach().sum()
+        losses_before[group] = per_sample.detach().float().cpu().numpy()
+        correct_before[group] = sample_correct(logits, inputs, batch, group, device).cpu().numpy()
+        if meter is not None:  # activations, and their gradients during backward
+            per_sample_mb = max(per_sample_mb, 2 * meter.bytes / 2**20 / len(group))
+        if noise_probe and index == first_half - 1 and first_half < len(plan):
+            half_size = sum(len(g) for g in plan[:first_half])
+            stats.update(noise_small_sq=_grad_sq(params) * (size / half_size) ** 2, noise_small_size=half_size)
+    regulariser = penalty(model) if penalty is not None else None
+    if regulariser is not None:  # the data gradient's noise measure and loss leave the penalty out
+        if "noise_small_sq" in stats:
+            stats["noise_big_sq"] = _grad_sq(params)
+        regulariser.backward()
+        stats["penalty"] = float(regulariser.detach())
+    if measure_memory and device.type == "cuda":
+        largest = max(len(group) for group in plan)
+        per_sample_mb = (torch.cuda.max_memory_allocated(device) - allocated_before) / 2**20 / largest
+    grads = [p for p in params if p.grad is not None]
+    grad_norm = torch.nn.utils.clip_grad_norm_(grads, grad_clip if grad_clip > 0 else math.inf)
+    stats.update(loss=float(loss_sum), sample_loss_mean=float(sample_loss_sum) / size, grad_norm=float(grad_norm),
+                 sample_losses=losses_before, sample_correct=correct_before)
+    if "noise_small_sq" in stats:
+        stats.setdefault("noise_big_sq", stats["grad_norm"] ** 2)  # the norm before clipping
+    if measure_memory:
+        stats["memory_per_sample_mb"] = per_sample_mb
+    stats["skipped"] = not (math.isfinite(stats["loss"]) and math.isfinite(stats["grad_norm"])
+                            and math.isfinite(stats.get("penalty", 0.0)))
+    if stats["skipped"]:  # a NaN or infinite loss or gradient: leave model and optimizer untouched
+        optimizer.zero_grad(set_to_none=True)
+    else:
+        optimizer.step()
+    return stats
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """A device or host allocation failure (CUDA's OutOfMemoryError, or the CPU allocator's RuntimeError)."""
+    if isinstance(error, torch.cuda.OutOfMemoryError):
+        return True
+    return isinstance(error, (RuntimeError, MemoryError)) and (
+        isinstance(error, MemoryError) or "out of memory" in str(error) or "can't allocate memory" in str(error))
+
+
+def lr_factor(update: int, warmup: int, decay: int, final_fraction: float) -> float:
+    """Learning-rate multiplier at `update` (0-based): linear warmup, linear decay to `final_fraction`, hold."""
+    if update < warmup:
+        return (update + 1) / warmup
+    if decay <= 0:
+        return 1.0
+    progress = min(1.0, (update - warmup + 1) / decay)
+    return 1.0 - (1.0 - final_fraction) * progress
+
+
+def make_optimizer(model: nn.Module, lr: float, weight_decay: float, device: torch.device) -> torch.optim.Optimizer:
+    """AdamW, fused where torch supports it on this device (several times faster than the per-tensor loop)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    try:
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=device.type in ("cuda", "cpu"))
+    except (RuntimeError, TypeError):
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
