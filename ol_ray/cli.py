@@ -19,7 +19,8 @@ import argparse
 import sys
 from typing import Any, Optional, Sequence
 
-from ol_ray.config import ConfigError, load_config
+from ol_ray.config import load_config
+from ol_ray.errors import ConfigError
 
 DESCRIPTION = """\
 ol_ray keeps a Hugging Face model learning from a live stream of labelled text, on Ray: Ray Data actors validate,
@@ -268,7 +269,7 @@ def report_command(run_dir: str) -> int:
 
 def produce_command(args: argparse.Namespace) -> int:
     """`ol-ray produce`: replay a data file into a Kafka topic."""
-    from ol_ray.config import StreamConfig
+    from ol_ray.data.config import StreamConfig
     from ol_ray.data.kafka import produce
 
     options = dict(option.split("=", 1) for option in args.option if "=" in option)

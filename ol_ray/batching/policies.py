@@ -1,40 +1,13 @@
-"""Batch-size policies: decide how many samples the next learner update uses, and when.
-
-A policy is a small object with one method, `batch_size(context) -> int`; 0 means "not yet" (only `periodic` and
-compositions with it wait). The context carries what the learner knows when it is about to update: the candidates
-buffered, their mean uncertainty, the seconds since the last update, its update count, and the resource monitor's
-snapshot with the learner's own fresh memory readings. The learner clamps the answer to [min_batch_size,
-max_batch_size] and reads a pool of `pool_for(B)` candidates (the selection ratio batch_size : selection.pool_size held
-at every B) before selecting B of them.
-
-A policy that learns from updates offers `observe(stats)` (called after each applied update with its batch size, loss
-and gradient-noise statistics) and `state_dict()` / `load_state_dict(state)` (JSON-able; the learner checkpoints it).
-Adding a policy is one small class and one line in POLICIES. The math (`noise_scale_estimates`, `fitting_batch`,
-`lr_scale`) is plain functions.
-"""
+"""The built-in batch-size policies (`fixed`, `adaptive`, `uncertainty`, `resource`, `periodic`, `min_of`) and the
+plain math they use. The contract is in `ol_ray.batching.base`."""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional, Protocol
+from typing import Any, Mapping, Optional
 
-from ol_ray.config import BatchingConfig
-
-
-@dataclass(frozen=True)
-class BatchContext:
-    pool_size: int  # scored candidates buffered at the learner
-    updates: int  # updates applied so far
-    snapshot: Mapping[str, Any] = field(default_factory=dict)  # the monitor's snapshot, with the learner's own memory
-    uncertainty: float = 0.0  # mean normalised predictive entropy of the buffered candidates, in [0, 1]
-    seconds_since_update: float = 0.0  # since the last update (or the learner's start)
-    pool_ratio: float = 1.0  # selection.pool_size / batching.batch_size: candidates read per sample trained
-
-
-class Policy(Protocol):
-    def batch_size(self, context: BatchContext) -> int:
-        """The number of samples the next update should use; 0 = wait for more time or candidates."""
+from ol_ray.batching.base import POLICIES, BatchContext, Policy
+from ol_ray.batching.config import BatchingConfig
 
 
 # --- plain math --------------------------------------------------------------------------------------------------
@@ -90,6 +63,7 @@ def clamp_batch_size(requested: int, cfg: BatchingConfig, pool_size: int) -> int
 
 
 # --- policies ----------------------------------------------------------------------------------------------------
+@POLICIES.register("fixed")
 class FixedBatch:
     """A constant batch size B (batching.batch_size)."""
 
@@ -100,6 +74,7 @@ class FixedBatch:
         return self.size
 
 
+@POLICIES.register("adaptive")
 class AdaptiveBatch:
     """Follows the gradient noise scale B_simple = tr(Sigma) / |G|^2 (McCandlish et al. 2018): the batch size past
     which a larger batch stops reducing the number of updates much. The learner measures |G_B|^2 at two batch sizes
@@ -180,6 +155,7 @@ class AdaptiveBatch:
             setattr(self, key, state.get(key, own[key]))
 
 
+@POLICIES.register("uncertainty")
 class UncertaintyBatch:
     """B grows with the mean uncertainty u (predictive entropy over log of the class count, in [0, 1]) of the
     candidates waiting to be trained: B = min + (max - min) * u. An uncertain model gets larger batches (more
@@ -195,6 +171,7 @@ class UncertaintyBatch:
         return round(low + (high - low) * min(1.0, max(0.0, context.uncertainty)))
 
 
+@POLICIES.register("resource")
 class ResourceBatch:
     """The largest B whose forward/backward pass fits the device (`fitting_batch`): free GPU memory from the
     snapshot (or the RSS budget on CPU) over the peak memory per sample the learner measured, with `headroom`.
@@ -213,6 +190,7 @@ class ResourceBatch:
         return min(size, ceiling) if ceiling else size
 
 
+@POLICIES.register("periodic")
 class PeriodicBatch:
     """Update every `period_s` seconds with whatever has accumulated: B = the candidates buffered over the pool
     ratio, at least min_batch_size (wait longer for them) and at most max_batch_size (a burst becomes several
@@ -230,12 +208,13 @@ class PeriodicBatch:
         return 0
 
 
+@POLICIES.register("min_of")
 class MinOf:
     """The smallest answer of several policies (batching.policies), e.g. adaptive capped by resource; waits while
     any of them waits. Observations and state go to each."""
 
     def __init__(self, cfg: BatchingConfig):
-        self.parts = {name: POLICIES[name](cfg) for name in cfg.policies}
+        self.parts = {name: POLICIES.build(name, cfg) for name in cfg.policies}
         self.wants_gradient_noise = any(getattr(p, "wants_gradient_noise", False) for p in self.parts.values())
         self.needs = tuple(sorted({column for part in self.parts.values() for column in getattr(part, "needs", ())}))
 
@@ -256,19 +235,9 @@ class MinOf:
                 self.parts[name].load_state_dict(part_state)
 
 
-POLICIES: dict[str, type] = {
-    "fixed": FixedBatch,
-    "adaptive": AdaptiveBatch,
-    "uncertainty": UncertaintyBatch,
-    "resource": ResourceBatch,
-    "periodic": PeriodicBatch,
-    "min_of": MinOf,
-}
-
-
 def make_policy(cfg: BatchingConfig) -> Policy:
     """Build the policy the config names."""
-    return POLICIES[cfg.policy](cfg)
+    return POLICIES.build(cfg.policy, cfg)
 
 
 def policy_needs(cfg: BatchingConfig) -> tuple[str, ...]:

@@ -26,7 +26,7 @@ import numpy as np
 from ol_ray.bench.harness import (Panel, mean_curve, plot_panels, read_csv, seeded, write_csv,
                           write_results)
 from ol_ray.bench.loop import read_stream, run_plain
-from ol_ray.config import Config
+from ol_ray.config.schema import Config
 
 
 def policy_config(cfg: Config, policy: str) -> Config:
@@ -104,7 +104,7 @@ def report(runs: dict[str, list[tuple[list[dict[str, Any]], list[dict[str, Any]]
 def batching(cfg: Config, policies: Sequence[str], seeds: Sequence[int] = (0, 1, 2), samples: int = 3200,
              chunk: int = 16, eval_every: int = 400, out_dir: str = "runs/bench-batching") -> list[dict[str, Any]]:
     """Run every (policy, seed), write the CSVs, markdown table and PNG, and return the table's rows."""
-    from ol_ray.config import check
+    from ol_ray.config.checks import check
     from ol_ray.driver.pipeline import resolve_paths
 
     cfg = resolve_paths(cfg)

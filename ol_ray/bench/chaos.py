@@ -18,7 +18,7 @@ from typing import Any, Optional, Sequence
 
 from ol_ray.bench.harness import write_results
 from ol_ray.bench.faults import FAULTS, event_rows, run_with_faults, schedule
-from ol_ray.config import Config
+from ol_ray.config.schema import Config
 
 
 def chaos(cfg: Config, config: str, overrides: Sequence[str], seed: int = 0, out_dir: str = "runs/bench-chaos",

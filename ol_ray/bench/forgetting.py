@@ -35,7 +35,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from ol_ray.bench.harness import Panel, mean_curve, plot_panels, seeded, write_csv, write_results
-from ol_ray.config import Config, ConfigError
+from ol_ray.config.schema import Config
+from ol_ray.errors import ConfigError
 
 ARMS = ("finetune", "replay", "replay_ewc")
 

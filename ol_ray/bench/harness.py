@@ -21,7 +21,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
-from ol_ray.config import Config
+from ol_ray.config.schema import Config
 
 
 def seeded(cfg: Config, seed: int) -> Config:

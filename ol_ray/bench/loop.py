@@ -15,7 +15,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from ol_ray.config import Config
+from ol_ray.config.schema import Config
 
 
 @dataclasses.dataclass

@@ -27,7 +27,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from ol_ray.bench.harness import Panel, plot_panels, write_csv, write_results
-from ol_ray.config import Config, ConfigError
+from ol_ray.config.schema import Config
+from ol_ray.errors import ConfigError
 
 PER_SAMPLES = 10_000
 
@@ -94,7 +95,7 @@ def memory_rows(records: list[dict[str, Any]], samples: int, warmup: float) -> l
 def memory(cfg: Config, samples: int = 100_000, every_s: float = 2.0, warmup: float = 0.2,
            out_dir: str = "runs/bench-memory") -> list[dict[str, Any]]:
     """Run the long stream, write the CSVs, table and plot, and return the table's rows."""
-    from ol_ray.config import check
+    from ol_ray.config.checks import check
     from ol_ray.models.loading import save_tiny_classifier
     from ol_ray.driver.pipeline import resolve_paths, run_pipeline
     from ol_ray.observe.report import read_run

@@ -27,7 +27,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from ol_ray.bench.harness import seeded, write_csv, write_results
-from ol_ray.config import Config, ConfigError
+from ol_ray.config.schema import Config
+from ol_ray.errors import ConfigError
 
 SPEED = ("trained_samples_per_s", "steady_samples_per_s")
 
@@ -91,7 +92,7 @@ def pipeline(cfg: Config, updates: int = 200, pool: int = 32, batch: int = 16, s
              plain_threads: int = 0) -> list[dict[str, Any]]:
     """Run both sides for every seed, write the CSVs and the markdown table, and return the table's rows. The plain
     loop's torch uses `plain_threads` threads (0: as many as the pipeline has CPUs)."""
-    from ol_ray.config import check
+    from ol_ray.config.checks import check
     from ol_ray.driver.pipeline import resolve_paths
 
     cfg = resolve_paths(cfg)

@@ -17,7 +17,7 @@ import time
 from typing import Any, Optional, Sequence
 
 from ol_ray.bench.harness import write_results
-from ol_ray.config import Config
+from ol_ray.config.schema import Config
 
 
 def first_window(cfg: Config, samples: int):

@@ -26,7 +26,7 @@ import numpy as np
 
 from ol_ray.bench.harness import Panel, mean_curve, plot_panels, read_csv, seeded, write_csv, write_results
 from ol_ray.bench.loop import Stream, read_stream, run_plain
-from ol_ray.config import Config
+from ol_ray.config.schema import Config
 
 
 def reach(evals: list[dict[str, Any]], target: float, key: str) -> float:
@@ -109,7 +109,7 @@ def selection(cfg: Config, strategies: Sequence[str], seeds: Sequence[int] = (0,
     """Run every (strategy, pool, seed), write the CSV, markdown table and PNG, and return the table's rows.
     `dev_from_stream` > 0: the dev set is that many rows read after the training rows of the same stream (clean
     labels), for data sets without a separate dev file."""
-    from ol_ray.config import check
+    from ol_ray.config.checks import check
     from ol_ray.driver.pipeline import resolve_paths
 
     cfg = resolve_paths(cfg)

@@ -30,7 +30,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from ol_ray.bench.harness import Panel, plot_panels, seeded, write_csv, write_results
-from ol_ray.config import Config, ConfigError
+from ol_ray.config.schema import Config
+from ol_ray.errors import ConfigError
 
 ARMS = ("finetune", "pipeline_random", "pipeline")
 
@@ -110,7 +111,7 @@ def time_to_accuracy(cfg: Config, targets: Sequence[float] = (0.80, 0.83, 0.85, 
                      finetune_batch: int = 32, finetune_lr: float = 5e-5,
                      out_dir: str = "runs/bench-time-to-accuracy") -> list[dict[str, Any]]:
     """Run every arm for every seed, write the CSVs, table and plot, and return the table's rows."""
-    from ol_ray.config import check
+    from ol_ray.config.checks import check
     from ol_ray.driver.pipeline import resolve_paths
 
     cfg = resolve_paths(cfg)

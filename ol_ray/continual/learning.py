@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ol_ray.config import Config
+from ol_ray.config.schema import Config
 from ol_ray.continual.metrics import PageHinkley, Prequential, continual_metrics, task_matrix
 from ol_ray.continual.ewc import ElasticWeights, empirical_fisher
 from ol_ray.continual.replay import ReplayBuffer

@@ -21,7 +21,7 @@ import time
 import uuid
 from typing import Any, Callable, Iterator, Optional
 
-from ol_ray.config import StreamConfig
+from ol_ray.data.config import StreamConfig
 from ol_ray.data.source import Record, RecordFormat, SourceError
 
 logger = logging.getLogger(__name__)

@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterator, Literal, NamedTuple, Optional, Proto
 
 import numpy as np
 
-from ol_ray.config import StreamConfig
+from ol_ray.data.config import StreamConfig
 
 logger = logging.getLogger(__name__)
 

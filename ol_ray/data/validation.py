@@ -19,7 +19,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from ol_ray.config import Config
+from ol_ray.config.schema import Config
 from ol_ray.data.source import RecordFormat
 
 RAW_EXCERPT_CHARS = 500  # how much of a bad row the quarantine keeps

@@ -25,7 +25,7 @@ from typing import Any, Callable, Optional
 
 from ol_ray.driver.admission import Admission
 from ol_ray.scoring.chunks import Chunk, ChunkResult
-from ol_ray.config import Config
+from ol_ray.config.schema import Config
 from ol_ray.observe.monitor import process_rss_mb
 from ol_ray.data.source import Source, Window, windows
 

@@ -26,7 +26,8 @@ from typing import Any, Callable, Optional, Sequence
 
 import yaml
 
-from ol_ray.config import Config, to_dict
+from ol_ray.config import to_dict
+from ol_ray.config.schema import Config
 from ol_ray.observe.evaluation import headline
 from ol_ray.jsonl import read_jsonl
 from ol_ray.learner.irreducible import holdout_start, prepare_irreducible, uses_rho_loss

@@ -19,17 +19,19 @@ from typing import Any, Callable, Mapping, Optional
 import numpy as np
 import torch
 
-from ol_ray.batching.policies import BatchContext, clamp_batch_size, lr_scale, make_policy, pool_for
+from ol_ray.batching.base import BatchContext
+from ol_ray.batching.policies import clamp_batch_size, lr_scale, make_policy, pool_for
 from ol_ray.learner.candidates import CandidateBuffer, take
 from ol_ray.state.checkpoint import CheckpointError, checkpoints_newest_first, folder_mb, load_checkpoint, save_checkpoint
-from ol_ray.config import Config
+from ol_ray.config.schema import Config
 from ol_ray.continual.learning import ContinualLearning
 from ol_ray.observe.evaluation import evaluate, load_domain_sets, load_eval_set
 from ol_ray.state.ledger import Ledger, SeenIds, append_ledger_log, rewind_ledger_log
 from ol_ray.models.lora import check_resumable
 from ol_ray.models.loading import device_for, load_model, load_tokenizer, output_layer, pad_id_of
 from ol_ray.learner.irreducible import holdout_start, uses_rho_loss
-from ol_ray.selection.strategies import make_strategy, pool_length
+from ol_ray.selection.base import pool_length
+from ol_ray.selection.selector import make_strategy
 from ol_ray.state.fit import check_state_fits, component_names
 from ol_ray.data.tokenization import ragged
 from ol_ray.learner.update import (TrainBatch, is_out_of_memory, lr_factor, make_optimizer, micro_batch_plan,

@@ -20,7 +20,8 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from ol_ray.config import Config, SelectionConfig
+from ol_ray.config.schema import Config
+from ol_ray.selection.config import SelectionConfig
 
 FOLDER = "irreducible"
 

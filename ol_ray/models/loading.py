@@ -17,7 +17,7 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
-from ol_ray.config import ModelConfig
+from ol_ray.models.config import ModelConfig
 
 
 class ModelError(RuntimeError):

@@ -18,7 +18,7 @@ from typing import Optional
 
 from torch import nn
 
-from ol_ray.config import ModelConfig
+from ol_ray.models.config import ModelConfig
 
 ADAPTER_CONFIG = "adapter_config.json"
 

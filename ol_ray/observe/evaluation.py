@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ol_ray.config import Config
+from ol_ray.config.schema import Config
 from ol_ray.models.loading import autocast
 from ol_ray.data.source import FileSource, HubSource, SourceError
 from ol_ray.data.tokenization import pad_batch, tokenize_rows

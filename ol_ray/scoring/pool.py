@@ -21,7 +21,7 @@ from __future__ import annotations
 import time
 from typing import Any, Callable, Optional
 
-from ol_ray.config import Config
+from ol_ray.config.schema import Config
 
 GROW_AFTER_S = 2.0
 
@@ -31,7 +31,7 @@ def columns_needed(cfg: Config) -> tuple[str, ...]:
     prediction that give prequential accuracy from the scores; () when nothing reads a score (no model in the
     scorers: they validate and tokenize, and prequential figures come from the learner's own forward pass)."""
     from ol_ray.batching.policies import policy_needs
-    from ol_ray.selection.strategies import make_strategy
+    from ol_ray.selection.selector import make_strategy
 
     needs = set(make_strategy(cfg.selection).needs) | set(policy_needs(cfg.batching))
     needs.discard("irreducible_loss")  # rho_loss: the irreducible-loss model's, computed beside the loss

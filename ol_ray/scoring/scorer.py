@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ol_ray.scoring.chunks import Chunk, ChunkResult, prepare_chunk
-from ol_ray.config import Config
+from ol_ray.config.schema import Config
 from ol_ray.models.loading import (autocast, device_for, load_model, load_numpy_state, load_tokenizer, output_layer,
                            pad_id_of)
 from ol_ray.data.tokenization import length_groups, pad_batch

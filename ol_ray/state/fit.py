@@ -13,8 +13,8 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from ol_ray.batching.policies import make_policy
-from ol_ray.config import Config
-from ol_ray.selection.strategies import make_strategy
+from ol_ray.config.schema import Config
+from ol_ray.selection.selector import make_strategy
 
 __all__ = ["StateMismatch", "check_state_fits", "first_mismatch", "component_names"]
 

@@ -2,7 +2,7 @@
 
 A sample's targets are the tokens its `target_mask` marks (after the first: position t is predicted from tokens
 before t). Per sample, the loss is the mean negative log-likelihood over its targets, so every sample counts once in
-the weighted update however long it is (the importance weights of `ol_ray.selection.strategies` stay per sample); evaluation
+the weighted update however long it is (the importance weights of `ol_ray.selection` stay per sample); evaluation
 pools tokens instead (perplexity = exp of the mean over all held-out target tokens, the usual definition).
 
 The scorer's statistics are the classifier's, read over tokens: entropy, max probability and top-2 margin are means

@@ -12,7 +12,7 @@ from ol_ray.learner.candidates import concat_columns
 from ol_ray.learner.core import OnlineLearner
 from ol_ray.models.loading import head_layer
 from ol_ray.scoring.scorer import score_samples
-from ol_ray.selection.strategies import STRATEGIES
+from ol_ray.selection.base import STRATEGIES
 from data_files import candidates, write_sst2_tsv
 
 CPU = torch.device("cpu")
@@ -181,7 +181,8 @@ def test_duplicate_ids_are_quarantined_once_each(learner_cfg, tiny_model_dir, ss
 
 
 def test_a_non_finite_update_is_skipped_and_accounted(learner_cfg, tiny_model_dir, sst2_rows):
-    from ol_ray.selection.strategies import Selection, make_strategy
+    from ol_ray.selection.base import Selection
+    from ol_ray.selection.selector import make_strategy
 
     class PoisonOnce:  # a batch whose loss turns NaN
         poisoned = False

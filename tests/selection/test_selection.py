@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from ol_ray.config import SelectionConfig
-from ol_ray.selection.strategies import (STRATEGIES, capped, inclusion_probabilities, make_strategy, order_by,
-                              systematic_sample)
+from ol_ray.selection.base import order_by, STRATEGIES
+from ol_ray.selection.selector import capped, inclusion_probabilities, make_strategy, systematic_sample
 
 MODES = ("hard", "soft", "importance")
 
@@ -86,7 +86,7 @@ def test_more_picks_than_usable_candidates_stay_distinct(name, mode, broken_rows
 
 
 def test_scores_become_weights_with_nan_below_every_valid_score():
-    from ol_ray.selection.strategies import usefulness
+    from ol_ray.selection.base import usefulness
 
     assert list(usefulness(np.array([-1.0, 2.0, np.nan, np.inf]))) == [0.0, 3.0, 0.0, 0.0]
     assert list(order_by(np.array([np.inf, 1.0, -np.inf, 2.0]), np.random.default_rng(0)))[:2] == [3, 1]
@@ -102,7 +102,7 @@ def test_importance_without_a_uniform_share_still_draws_b_distinct():
 
 
 def test_coverage_gains_centroids_when_the_first_pool_had_too_few_distinct_rows():
-    from ol_ray.selection.strategies import CoverageSelection
+    from ol_ray.selection.diversity import CoverageSelection
 
     strategy = CoverageSelection(clusters=4)
     first = pool(8)

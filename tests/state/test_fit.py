@@ -4,7 +4,7 @@ import pytest
 
 from ol_ray.batching.policies import make_policy
 from ol_ray.config import load_config
-from ol_ray.selection.strategies import make_strategy
+from ol_ray.selection.selector import make_strategy
 from ol_ray.state.fit import StateMismatch, check_state_fits, component_names, first_mismatch
 
 

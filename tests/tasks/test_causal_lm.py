@@ -114,7 +114,7 @@ def test_weighted_steps_on_target_tokens_lower_their_loss(lm):
 def test_badge_on_causal_lm_scores_starts_with_the_least_sure_sample():
     from ol_ray.tasks.causal_lm import badge_probs
     from ol_ray.config import SelectionConfig
-    from ol_ray.selection.strategies import make_strategy
+    from ol_ray.selection.selector import make_strategy
 
     max_prob = np.array([0.9, 0.2, 0.6, 0.4], dtype=np.float32)  # below and above 1/2
     pool = {"sample_id": np.arange(4), "label": np.zeros(4, np.int64),

@@ -1,0 +1,59 @@
+"""Registries by decorator: components of one kind (selection strategies, batch policies) looked up by name.
+
+    @STRATEGIES.register("margin", configured=False)
+    class MarginSelection: ...
+
+A plug-in registers its own component the same way, in a module imported before the config is loaded (and, for a
+run on Ray, shipped to the workers with the job's runtime environment). The config names a component; it never
+imports one, so the registries are filled by importing the parts (`ol_ray` imports the built-in ones).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterator, TypeVar
+
+from ol_ray.errors import ConfigError
+
+T = TypeVar("T")
+
+
+class Registry:
+    """Named factories of one kind. A factory is called with its config section (`configured=True`, the default)
+    or with nothing."""
+
+    def __init__(self, kind: str, key: str):
+        self.kind, self.key = kind, key  # e.g. "selection strategy", "selection.strategy" (the config key naming it)
+        self._factories: dict[str, tuple[Callable[..., Any], bool]] = {}
+
+    def register(self, name: str, *, configured: bool = True) -> Callable[[T], T]:
+        """Decorator adding a class or function under `name`; a name is registered once."""
+        def add(factory: T) -> T:
+            if name in self._factories and self._factories[name][0] is not factory:
+                raise ValueError(f"a {self.kind} named {name!r} is already registered")
+            self._factories[name] = (factory, configured)  # type: ignore[assignment]
+            return factory
+        return add
+
+    def check(self, name: str, key: str = "", exclude: tuple[str, ...] = ()) -> None:
+        """ConfigError naming `key` and the registered names unless `name` is one of them (and not excluded)."""
+        if name not in self._factories or name in exclude:
+            allowed = ", ".join(n for n in self.names() if n not in exclude)
+            raise ConfigError(f"{key or self.key} must be one of {allowed}; got {name!r}")
+
+    def build(self, name: str, section: Any) -> Any:
+        """The component `name`, made from its config section."""
+        self.check(name)
+        factory, configured = self._factories[name]
+        return factory(section) if configured else factory()
+
+    def names(self) -> list[str]:
+        return sorted(self._factories)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._factories
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
+
+    def __len__(self) -> int:
+        return len(self._factories)
