@@ -8,7 +8,7 @@ import torch
 from ol_ray.config import ModelConfig
 from ol_ray.learner.update import TrainBatch, weighted_step
 from ol_ray.models.loading import head_layer, load_model
-from ol_ray.scoring.scorer import score_samples
+from ol_ray.tasks.classification import score_samples
 from ol_ray.data.tokenization import tokenize_texts
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]

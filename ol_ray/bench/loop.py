@@ -45,7 +45,7 @@ def scored_pool(learner: Any, head: Any, input_ids: list[np.ndarray], labels: np
                 precision: str = "fp32") -> dict[str, np.ndarray]:
     """Candidates as a scorer hands them to the learner: the columns, scored with the learner's current weights
     (the statistics in `columns`, None: all; () leaves them unscored, as the pipeline does for random selection)."""
-    from ol_ray.scoring.scorer import score_samples
+    from ol_ray.tasks.classification import score_samples
 
     size = len(labels)
     pool = {"sample_id": sample_ids, "label": labels, "window": np.full(size, window, np.int64),
@@ -73,7 +73,7 @@ def run_plain(cfg: Config, stream: Stream, chunk: int, max_updates: int = 0, max
     from ol_ray.models.loading import device_for, head_layer, load_model, load_numpy_state
     from ol_ray.observe.monitor import process_rss_mb
     from ol_ray.scoring.pool import columns_needed
-    from ol_ray.scoring.scorer import score_samples
+    from ol_ray.tasks.classification import score_samples
 
     start, irreducible = 0, None
     if uses_rho_loss(cfg.selection):

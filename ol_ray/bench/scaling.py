@@ -22,7 +22,8 @@ from ol_ray.config.schema import Config
 
 def first_window(cfg: Config, samples: int):
     """The first `samples` rows of the configured stream, as one window."""
-    from ol_ray.data.source import make_source, windows
+    from ol_ray.data.factory import make_source
+    from ol_ray.data.source import windows
 
     stream = dataclasses.replace(cfg.stream, window_size=samples, max_samples=samples, rate=0.0)
     return next(windows(make_source(stream), stream))

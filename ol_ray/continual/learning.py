@@ -107,7 +107,7 @@ class ContinualLearning:
                           precision: str, micro_batch_tokens: int, version: int) -> Columns:
         """`count` x replay_pool_ratio samples drawn from the buffer and rescored with the current weights, as a
         candidate pool for the selection strategy."""
-        from ol_ray.scoring.scorer import score_columns
+        from ol_ray.tasks import score_columns
 
         drawn = self.replay.take(self.replay.sample(math.ceil(count * self.settings.replay_pool_ratio)))
         drawn.update(score_columns(model, head, drawn, pad_id, device, precision, micro_batch_tokens))

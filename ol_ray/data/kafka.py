@@ -22,7 +22,9 @@ import uuid
 from typing import Any, Callable, Iterator, Optional
 
 from ol_ray.data.config import StreamConfig
-from ol_ray.data.source import Record, RecordFormat, SourceError
+from ol_ray.data.files import FileSource
+from ol_ray.data.source import paced, Record, RecordFormat, SourceError
+from ol_ray.data.validation import RowError, decode_fields
 
 logger = logging.getLogger(__name__)
 JSON = RecordFormat("json")
@@ -181,8 +183,6 @@ def produce(path: str, cfg: StreamConfig, topic: str, rate: float = 0.0, limit: 
     fast as the broker takes them), at most `limit` (0: all). Rows that do not parse are sent as they are, so the
     consumer's validation quarantines them. Creates the topic with `partitions` partitions first when asked.
     Returns the number of messages delivered."""
-    from ol_ray.data.source import FileSource, paced
-    from ol_ray.data.validation import RowError, _fields
 
     kafka = _kafka()
     settings = {"bootstrap.servers": cfg.kafka_servers, "linger.ms": 20, **(options or {})}
@@ -202,7 +202,7 @@ def produce(path: str, cfg: StreamConfig, topic: str, rate: float = 0.0, limit: 
         if record is None:
             continue
         try:
-            fields = _fields(record.raw, record.record_format)
+            fields = decode_fields(record.raw, record.record_format)
             value = json.dumps({cfg.text_field: fields.get(cfg.text_field),
                                 cfg.label_field: fields.get(cfg.label_field)}).encode("utf-8")
         except RowError:

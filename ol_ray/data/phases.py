@@ -15,7 +15,8 @@ from typing import Any, Iterator, Optional
 
 from ol_ray.config.schema import Config
 from ol_ray.data.config import DomainConfig, StreamConfig
-from ol_ray.data.source import FileSource, Record, SourceError
+from ol_ray.data.files import FileSource
+from ol_ray.data.source import Record, SourceError
 
 OVERRIDDEN = ("format", "text_field", "label_field", "label_names", "id_field")  # what a domain may set
 

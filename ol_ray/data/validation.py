@@ -67,7 +67,7 @@ class ValidRow:
     messages: str = ""  # causal-LM chat rows: the messages as JSON
 
 
-def _fields(raw: bytes, record_format: RecordFormat) -> dict[str, Any]:
+def decode_fields(raw: bytes, record_format: RecordFormat) -> dict[str, Any]:
     if b"\x00" in raw:
         raise RowError("nul_bytes", "row contains NUL bytes")
     try:
@@ -186,7 +186,7 @@ def parse_lm_fields(sample_id: str, fields: dict[str, Any], spec: FieldSpec) -> 
 
 def parse_record(sample_id: str, raw: bytes, record_format: RecordFormat, spec: FieldSpec) -> ValidRow:
     """One raw record as a valid row; raises RowError with the quarantine reason otherwise."""
-    fields = _fields(raw, record_format)
+    fields = decode_fields(raw, record_format)
     if spec.id_field:
         value = fields.get(spec.id_field)
         if value is None or str(value).strip() == "":

@@ -34,7 +34,8 @@ from ol_ray.learner.irreducible import holdout_start, prepare_irreducible, uses_
 from ol_ray.scoring.pool import columns_needed
 from ol_ray.driver.admission import staleness_bound
 from ol_ray.driver.feeding import Feeder, LearnerLost, PipelineError, StreamReader, learner_reply, one_line
-from ol_ray.data.source import SourceError, make_source
+from ol_ray.data.factory import make_source
+from ol_ray.data.source import SourceError
 
 __all__ = ["run_pipeline", "PipelineError", "LearnerLost", "one_line", "resolve_paths", "actor_name",
            "learner_actor_name"]

@@ -42,7 +42,8 @@ def read_head(cfg: Config, count: int, rows: Optional[Sequence[dict[str, Any]]] 
     """The head of the configured stream, validated and tokenized: its first `count` rows, or with `until_valid`
     its first `count` valid rows (fewer if the stream ends)."""
     from ol_ray.data.phases import config_for_phase
-    from ol_ray.data.source import make_source, windows
+    from ol_ray.data.factory import make_source
+    from ol_ray.data.source import windows
     from ol_ray.data.tokenization import tokenize_rows
     from ol_ray.data.validation import FieldSpec, split_records
 

@@ -1,10 +1,7 @@
 """Scoring: per-sample statistics with the newest weights a scorer has, tagged with their weight version.
 
-`score_samples` is the plain math (callable without Ray): one forward pass gives, per sample, the loss, predictive
-entropy, margin, max probability, predicted label, class probabilities, the head's input features, the last-layer
-gradient norm in closed form and a mean-pooled embedding; `exact_grad_norms` gives the whole model's per-sample
-gradient norms with torch.func (vmap over grad) for small models; a causal LM's statistics come from
-`ol_ray.tasks.causal_lm.score_lm_samples`. Each is asked only for the statistics the run reads.
+The math is the task's (`ol_ray.tasks.score_columns`: a classifier's in `ol_ray.tasks.classification`, a causal
+LM's in `ol_ray.tasks.causal_lm`), callable without Ray; each is asked only for the statistics the run reads.
 
 `Scorer` is the actor around them, one of the run's pool (`ol_ray.scoring.pool`), started once and kept for the
 whole run: it validates, tokenizes and scores chunks of the stream; before each chunk it asks the weight store for
@@ -15,135 +12,19 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any, Collection, Optional, Sequence
+from typing import Any, Optional
 
 import numpy as np
 import ray
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ol_ray.scoring.chunks import Chunk, ChunkResult, prepare_chunk
 from ol_ray.config.schema import Config
-from ol_ray.models.loading import (autocast, device_for, load_model, load_numpy_state, load_tokenizer, output_layer,
-                           pad_id_of)
-from ol_ray.data.tokenization import length_groups, pad_batch
+from ol_ray.models.loading import (device_for, load_model, load_numpy_state, load_tokenizer, output_layer, pad_id_of)
+from ol_ray.tasks import score_columns
+from ol_ray.tasks.classification import exact_grad_norms
 from ol_ray.weights.store import WeightClient
-
-STAT_COLUMNS = ("loss", "entropy", "margin", "max_prob", "predicted", "grad_norm", "embedding", "probs", "features")
-
-
-@torch.no_grad()
-def score_samples(model: nn.Module, head: nn.Linear, input_ids: Sequence[np.ndarray], labels: np.ndarray,
-                  pad_id: int, device: torch.device, precision: str = "fp32", micro_batch_tokens: int = 0,
-                  columns: Optional[Collection[str]] = None) -> dict[str, np.ndarray]:
-    """Per-sample statistics of one batch (numpy arrays, one row per sample, in input order), computed over
-    length-sorted micro-batches of at most `micro_batch_tokens` padded tokens. `columns` names the statistics to
-    compute (None: all of STAT_COLUMNS): hidden states are only asked of the model for `embedding`, and the head's
-    input only caught for `features` and `grad_norm`.
-
-    grad_norm is the norm of the cross-entropy gradient with respect to the head layer's weight and bias:
-    dL/dW = (p - y) h^T and dL/db = p - y, so its norm is |p - y| * sqrt(|h|^2 + 1), with h the head's input.
-    """
-    wanted = tuple(STAT_COLUMNS if columns is None else [name for name in STAT_COLUMNS if name in columns])
-    widths = {"embedding": model.config.hidden_size, "probs": head.out_features, "features": head.in_features}
-    out = {name: np.zeros((len(input_ids), widths[name]) if name in widths else len(input_ids),
-                          dtype=np.int64 if name == "predicted" else np.float32) for name in wanted}
-    model.eval()
-    for group in length_groups([len(ids) for ids in input_ids], micro_batch_tokens):
-        if len(group) == 0:
-            continue
-        stats = _score_group(model, head, [input_ids[i] for i in group], labels[group], pad_id, device, precision,
-                             wanted)
-        for name, values in stats.items():
-            out[name][group] = values
-    return out
-
-
-def forward_with_head_input(model: nn.Module, head: nn.Module, input_ids: Sequence[np.ndarray], pad_id: int,
-                            device: torch.device, precision: str, hidden_states: bool = True, head_input: bool = True
-                            ) -> tuple[dict[str, torch.Tensor], Any, Optional[torch.Tensor]]:
-    """One padded forward pass: the padded batch, the model's output (with every layer's hidden states when
-    `hidden_states`), and the input of its output layer `head` (caught by a forward hook when `head_input`; the
-    features whose norm gives the last-layer gradient norm)."""
-    captured: dict[str, torch.Tensor] = {}
-    hook = (head.register_forward_hook(lambda module, inputs, output: captured.__setitem__("h", inputs[0]))
-            if head_input else None)
-    try:
-        batch = pad_batch(input_ids, pad_id, device)
-        with autocast(device, precision):
-            out = model(**batch, output_hidden_states=hidden_states)
-    finally:
-        if hook is not None:
-            hook.remove()
-    return batch, out, captured.get("h")
-
-
-def _score_group(model: nn.Module, head: nn.Linear, input_ids: Sequence[np.ndarray], labels: np.ndarray,
-                 pad_id: int, device: torch.device, precision: str,
-                 wanted: Sequence[str] = STAT_COLUMNS) -> dict[str, np.ndarray]:
-    needs_features = "features" in wanted or "grad_norm" in wanted
-    batch, out, head_input = forward_with_head_input(model, head, input_ids, pad_id, device, precision,
-                                                     hidden_states="embedding" in wanted, head_input=needs_features)
-    logits = out.logits.float()
-    target = torch.as_tensor(labels, dtype=torch.long, device=device)
-    log_probs = F.log_softmax(logits, dim=-1)
-    probs = log_probs.exp()
-    top2 = probs.topk(2, dim=-1).values
-    stats = {
-        "loss": lambda: F.nll_loss(log_probs, target, reduction="none"),
-        "entropy": lambda: -(probs * log_probs).sum(dim=-1),
-        "margin": lambda: top2[:, 0] - top2[:, 1],
-        "max_prob": lambda: top2[:, 0],
-        "predicted": lambda: logits.argmax(dim=-1),
-        "probs": lambda: probs,
-    }
-    if needs_features:
-        features = head_input.float()
-        if features.dim() == 3:  # a head applied per position (decoder classifiers): use the last real token
-            last = batch["attention_mask"].sum(dim=1) - 1
-            features = features[torch.arange(len(last), device=device), last]
-        error = probs - F.one_hot(target, logits.shape[-1]).float()
-        stats["grad_norm"] = lambda: error.norm(dim=-1) * torch.sqrt(features.pow(2).sum(dim=-1) + 1.0)
-        stats["features"] = lambda: features
-    if "embedding" in wanted:
-        mask = batch["attention_mask"].unsqueeze(-1).float()
-        hidden = out.hidden_states[-1].float()
-        stats["embedding"] = lambda: (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
-    return {name: stats[name]().cpu().numpy() for name in wanted}
-
-
-def exact_grad_norms(model: nn.Module, input_ids: Sequence[np.ndarray], labels: np.ndarray, pad_id: int,
-                     device: torch.device, chunk_size: int = 8) -> np.ndarray:
-    """The norm of each sample's cross-entropy gradient over all trainable parameters, with torch.func:
-    vmap(grad(loss of one sample)) in chunks of `chunk_size` samples (memory ~ chunk_size x parameters). Padding is
-    an additive 4-D attention mask, so no data-dependent mask handling runs under vmap (encoder models)."""
-    from torch.func import functional_call, grad, vmap
-
-    params = {name: p.detach() for name, p in model.named_parameters() if p.requires_grad}
-    buffers = {name: b.detach() for name, b in model.named_buffers()}
-    batch = pad_batch(input_ids, pad_id, device)
-    target = torch.as_tensor(labels, dtype=torch.long, device=device)
-    blocked = torch.finfo(torch.float32).min
-
-    def sample_loss(weights: dict[str, torch.Tensor], ids: torch.Tensor, mask: torch.Tensor,
-                    label: torch.Tensor) -> torch.Tensor:
-        additive = (1.0 - mask.float())[None, None, None, :] * blocked
-        logits = functional_call(model, (weights, buffers), args=(),
-                                 kwargs={"input_ids": ids[None], "attention_mask": additive}).logits
-        return F.cross_entropy(logits.float(), label[None])
-
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.enable_grad():
-            grads = vmap(grad(sample_loss), in_dims=(None, 0, 0, 0), chunk_size=chunk_size)(
-                params, batch["input_ids"], batch["attention_mask"], target)
-    finally:
-        model.train(was_training)
-    squared = sum(g.float().pow(2).flatten(1).sum(dim=1) for g in grads.values())
-    return squared.sqrt().cpu().numpy().astype(np.float32)
-
 
 class Scorer:
     """Ray actor, started once per run and kept across windows and checkpoints: turns chunks of raw records into
@@ -217,22 +98,6 @@ class Scorer:
         sc = self.cfg.scoring
         return score_columns(model, head, batch, self.pad_id, self.device, sc.precision, sc.micro_batch_tokens,
                              self.columns)
-
-
-def score_columns(model: nn.Module, head: nn.Module, columns: dict[str, np.ndarray], pad_id: int,
-                  device: torch.device, precision: str = "fp32", micro_batch_tokens: int = 0,
-                  wanted: Optional[Collection[str]] = None) -> dict[str, np.ndarray]:
-    """The statistics of tokenized samples (columns input_ids and label, or target_mask for a causal LM): what a
-    scorer adds to a batch, and what the learner recomputes for replayed samples. `wanted` names the statistics
-    (None: all)."""
-    if "target_mask" in columns:
-        from ol_ray.tasks.causal_lm import score_lm_samples
-
-        stats = score_lm_samples(model, head, columns["input_ids"], columns["target_mask"], pad_id, device, precision,
-                                 micro_batch_tokens)
-        return stats if wanted is None else {name: value for name, value in stats.items() if name in wanted}
-    return score_samples(model, head, columns["input_ids"], columns["label"], pad_id, device, precision,
-                         micro_batch_tokens, wanted)
 
 
 def _counter(name: str, description: str):

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ol_ray.models.loading import autocast
+from ol_ray.tasks.classification import forward_with_head_input
 from ol_ray.data.tokenization import length_groups, pad_batch, pad_masks
 
 LM_STAT_COLUMNS = ("loss", "entropy", "perplexity", "margin", "max_prob", "token_accuracy", "target_tokens",
@@ -73,8 +74,6 @@ def score_lm_samples(model: nn.Module, head: nn.Module, input_ids: Sequence[np.n
 def _score_group(model: nn.Module, head: nn.Module, input_ids: Sequence[np.ndarray],
                  target_masks: Sequence[np.ndarray], pad_id: int, device: torch.device,
                  precision: str) -> dict[str, np.ndarray]:
-    from ol_ray.scoring.scorer import forward_with_head_input
-
     batch, out, head_input = forward_with_head_input(model, head, input_ids, pad_id, device, precision)
     targets, mask = shifted_targets(batch["input_ids"], batch["attention_mask"], pad_masks(target_masks, device))
     weight = mask.float()

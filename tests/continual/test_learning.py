@@ -11,7 +11,7 @@ import torch
 from ol_ray.config import load_config
 from ol_ray.learner.core import OnlineLearner
 from ol_ray.models.loading import load_model, output_layer
-from ol_ray.scoring.scorer import score_columns
+from ol_ray.tasks import score_columns
 from data_files import candidates
 
 CPU = torch.device("cpu")

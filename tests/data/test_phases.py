@@ -5,7 +5,8 @@ import pytest
 
 from ol_ray.config import load_config
 from ol_ray.data.phases import PhasedSource, config_for_phase
-from ol_ray.data.source import SourceError, make_source, windows
+from ol_ray.data.factory import make_source
+from ol_ray.data.source import SourceError, windows
 
 
 @pytest.fixture

@@ -6,7 +6,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from ol_ray.config import load_config
-from ol_ray.data.source import (DirectorySource, FileSource, MemorySource, SourceError, make_source, paced, windows)
+from ol_ray.data.factory import make_source
+from ol_ray.data.files import DirectorySource, FileSource, MemorySource
+from ol_ray.data.source import paced, SourceError, windows
 
 
 def stream_cfg(*overrides):

@@ -11,7 +11,7 @@ from ol_ray.config import load_config
 from ol_ray.learner.candidates import concat_columns
 from ol_ray.learner.core import OnlineLearner
 from ol_ray.models.loading import head_layer
-from ol_ray.scoring.scorer import score_samples
+from ol_ray.tasks.classification import score_samples
 from ol_ray.selection.base import STRATEGIES
 from data_files import candidates, write_sst2_tsv
 

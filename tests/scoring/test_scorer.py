@@ -5,7 +5,7 @@ import torch.nn.functional as F
 
 from ol_ray.config import ModelConfig
 from ol_ray.models.loading import head_layer, load_model
-from ol_ray.scoring.scorer import exact_grad_norms, score_samples
+from ol_ray.tasks.classification import exact_grad_norms, score_samples
 from ol_ray.data.tokenization import pad_batch, tokenize_texts
 
 CPU = torch.device("cpu")
