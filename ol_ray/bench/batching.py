@@ -23,8 +23,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ol_ray.bench.harness import (Panel, mean_curve, plot_panels, read_csv, seeded, write_csv,
-                          write_results)
+from ol_ray.bench.harness import mean_curve, read_csv, seeded, write_csv, write_results
+from ol_ray.observe.plots import Panel, plot_panels
 from ol_ray.bench.loop import read_stream, run_plain
 from ol_ray.config.schema import Config
 

@@ -34,7 +34,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ol_ray.bench.harness import Panel, mean_curve, plot_panels, seeded, write_csv, write_results
+from ol_ray.bench.harness import mean_curve, seeded, write_csv, write_results
+from ol_ray.observe.plots import Panel, plot_panels
 from ol_ray.config.schema import Config
 from ol_ray.errors import ConfigError
 

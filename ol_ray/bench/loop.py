@@ -87,7 +87,7 @@ def run_plain(cfg: Config, stream: Stream, chunk: int, max_updates: int = 0, max
 
         order = np.argsort([len(ids) for ids in dev.input_ids], kind="stable")
         learner.eval_set = EvalSet([dev.input_ids[i] for i in order], dev.labels[order], 0)
-        learner.start_records = [learner._evaluate()]
+        learner.start_records = [learner.run_evaluation()]
     head = head_layer(learner.model, cfg.model.num_labels)
     columns = columns_needed(cfg)  # what the pipeline's scorers would compute: nothing for random selection
     started = time.perf_counter() if started is None else started
@@ -121,9 +121,9 @@ def run_plain(cfg: Config, stream: Stream, chunk: int, max_updates: int = 0, max
                                                      micro_batch_tokens=cfg.scoring.micro_batch_tokens)["loss"]
         keep(learner.add_candidates(pool))
         if eval_every_samples and trained() >= next_eval and learner.eval_set is not None:
-            keep([learner._evaluate()])
+            keep([learner.run_evaluation()])
             next_eval = (trained() // eval_every_samples + 1) * eval_every_samples
         start += chunk
     if eval_every_samples and learner.eval_set is not None and evals and evals[-1]["update"] != learner.updates:
-        keep([learner._evaluate()])
+        keep([learner.run_evaluation()])
     return evals, updates

@@ -27,6 +27,7 @@ from torch import nn
 
 from ol_ray.config.schema import Config
 from ol_ray.continual.metrics import PageHinkley, Prequential, continual_metrics, task_matrix
+from ol_ray.records import DriftRecord
 from ol_ray.continual.ewc import ElasticWeights, empirical_fisher
 from ol_ray.continual.replay import ReplayBuffer
 from ol_ray.learner.update import TrainBatch
@@ -84,10 +85,10 @@ class ContinualLearning:
         for offset, loss in enumerate(losses):
             if self.drift is not None and self.drift.update(float(loss)):
                 reactions.update(self.settings.drift_reactions)
-                event = {"kind": "drift", "update": updates, "sample": self.samples_seen + offset + 1,
-                         "sample_id": str(sample_ids[offset]), "detector": "page_hinkley",
-                         "reactions": list(self.settings.drift_reactions), "time": time.time(),
-                         **self.prequential.metrics()}
+                event = DriftRecord(update=updates, time=time.time(), sample=self.samples_seen + offset + 1,
+                                    sample_id=str(sample_ids[offset]), detector="page_hinkley",
+                                    reactions=list(self.settings.drift_reactions),
+                                    extra=self.prequential.metrics()).to_json()
                 self.drifts.append({key: event[key] for key in ("update", "sample", "sample_id")})
                 records.append(event)
         self.samples_seen += size

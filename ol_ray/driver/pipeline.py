@@ -30,6 +30,7 @@ from ol_ray.config import to_dict
 from ol_ray.config.schema import Config
 from ol_ray.observe.evaluation import headline
 from ol_ray.jsonl import read_jsonl
+from ol_ray.records import ResumeRecord
 from ol_ray.learner.irreducible import holdout_start, prepare_irreducible, uses_rho_loss
 from ol_ray.scoring.pool import columns_needed
 from ol_ray.driver.admission import staleness_bound
@@ -172,8 +173,8 @@ class RunOutputs:
             handle.writelines(json.dumps(record) + "\n" for record in kept)
         os.replace(self.path + ".tmp", self.path)
         self.metrics = open(self.path, "a", encoding="utf-8")
-        self.write([{"kind": "resume", "update": point["updates"], "restored_from": point["restored_from"],
-                     "time": time.time()}])
+        self.write([ResumeRecord(update=point["updates"], time=time.time(),
+                                 restored_from=point["restored_from"]).to_json()])
 
     def window_read(self, size: int) -> None:
         self.samples_read += size
@@ -231,7 +232,7 @@ def start_actors(cfg: Config, run_dir: str) -> dict[str, Any]:
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    from ol_ray.learner.core import LearnerActor
+    from ol_ray.learner.actor import LearnerActor
     from ol_ray.observe.monitor import ResourceMonitor
     from ol_ray.data.quarantine import QuarantineSink
     from ol_ray.weights.store import WeightStore

@@ -1,9 +1,9 @@
 """The learner: owns the model and optimizer, selects from scored candidates, applies weighted batched updates.
 
-The update itself is `ol_ray.learner.update.weighted_step`, a plain function. `OnlineLearner` is plain Python too: it buffers
-candidates, asks the batch policy for B (and so how large a pool to read), the selection strategy for indices and
+The update itself is `ol_ray.learner.update.weighted_step`, a plain function. `OnlineLearner` is plain Python too:
+it buffers candidates, asks the batch policy for B (and so how large a pool to read), the selection strategy for indices and
 weights, steps (halving the micro-batch on out-of-memory errors), evaluates, and checkpoints at window boundaries.
-`LearnerActor` is the thin Ray shell that connects it to the weight store, the resource monitor and Ray's metrics.
+The Ray actor around it is `ol_ray.learner.actor.LearnerActor`; this module imports no Ray.
 """
 
 from __future__ import annotations
@@ -13,29 +13,26 @@ import logging
 import math
 import os
 import time
-import uuid
 from typing import Any, Callable, Mapping, Optional
 
 import numpy as np
 import torch
 
 from ol_ray.batching.base import BatchContext
-from ol_ray.batching.policies import clamp_batch_size, lr_scale, make_policy, pool_for
+from ol_ray.batching.policies import clamp_batch_size, make_policy, pool_for
+from ol_ray.learner.checkpointing import restore_newest, save
+from ol_ray.learner.updating import apply_update
+from ol_ray.records import EvalRecord
 from ol_ray.learner.candidates import CandidateBuffer, take
-from ol_ray.state.checkpoint import CheckpointError, checkpoints_newest_first, folder_mb, load_checkpoint, save_checkpoint
 from ol_ray.config.schema import Config
 from ol_ray.continual.learning import ContinualLearning
 from ol_ray.observe.evaluation import evaluate, load_domain_sets, load_eval_set
 from ol_ray.state.ledger import Ledger, SeenIds, append_ledger_log, rewind_ledger_log
-from ol_ray.models.lora import check_resumable
-from ol_ray.models.loading import device_for, load_model, load_tokenizer, output_layer, pad_id_of
-from ol_ray.learner.irreducible import holdout_start, uses_rho_loss
+from ol_ray.models.loading import device_for, load_model, load_tokenizer, pad_id_of
 from ol_ray.selection.base import pool_length
 from ol_ray.selection.selector import make_strategy
-from ol_ray.state.fit import check_state_fits, component_names
 from ol_ray.data.tokenization import ragged
-from ol_ray.learner.update import (TrainBatch, is_out_of_memory, lr_factor, make_optimizer, micro_batch_plan,
-                           weighted_step)
+from ol_ray.learner.update import (lr_factor, make_optimizer)
 
 Columns = dict[str, np.ndarray]
 logger = logging.getLogger(__name__)
@@ -43,16 +40,6 @@ logger = logging.getLogger(__name__)
 
 def _no_op(*args: Any, **kwargs: Any) -> Any:
     return None
-
-
-def _state_of(component: Any) -> Optional[dict[str, Any]]:
-    """A stateful strategy or policy offers state_dict() (JSON-able); a stateless one has nothing to save."""
-    return component.state_dict() if hasattr(component, "state_dict") else None
-
-
-def _restore_state(component: Any, state: Optional[dict[str, Any]]) -> None:
-    if state is not None and hasattr(component, "load_state_dict"):
-        component.load_state_dict(state)
 
 
 class OnlineLearner:
@@ -64,8 +51,8 @@ class OnlineLearner:
     rejected samples (duplicate ids).
 
     With a run directory that already holds checkpoints, it restores the newest readable one (falling back past
-    unreadable ones with a warning; failing on any other error): model, optimizer, scheduler, RNG states, counters, ledger, buffered candidates and stream
-    cursor; `resume_point()` tells the driver where the stream continues.
+    unreadable ones with a warning; failing on any other error): model, optimizer, scheduler, RNG states, counters,
+    ledger, buffered candidates and stream cursor (`ol_ray.learner.checkpointing`); `resume_point()` tells the driver where the stream continues.
     """
 
     def __init__(self, cfg: Config, run_dir: Optional[str] = None, publish: Callable[..., Any] = _no_op,
@@ -115,13 +102,13 @@ class OnlineLearner:
         self.duplicates: dict[int, int] = {}  # per open window: repeats this learner sent to quarantine
         self.prequential_source = "none"  # "scores": the scorers' predictions; "learner": its own, before each step
         self._build()
-        if self._restore():
+        if restore_newest(self):
             self.publish(self.model, self.updates, reset=True)  # scorers drop any newer version from before the crash
             self.start_records: list[dict[str, Any]] = []
         else:
             # version 0, the starting weights; a reset, in case this is a restart before the first checkpoint
             self.publish(self.model, 0, force=True, reset=True)
-            self.start_records = [self._evaluate()] if self.evaluates and cfg.eval.at_start else []
+            self.start_records = [self.run_evaluation()] if self.evaluates and cfg.eval.at_start else []
 
     def _build(self, path: Optional[str] = None) -> None:
         """Model (the configured one, or a checkpoint's), optimizer and learning-rate schedule."""
@@ -132,71 +119,7 @@ class OnlineLearner:
             update, schedule.warmup_updates, schedule.decay_updates, schedule.final_lr_fraction))
 
     # --- resuming ----------------------------------------------------------------------------------------------
-    def _restore(self) -> bool:
-        """Load the newest readable checkpoint of the run directory, if any. Only an unreadable one (a file missing,
-        truncated or failing its checksum: CheckpointError) is skipped for the one before; any other failure (a
-        code error, CUDA, out of memory) fails the restore. When checkpoints exist and none is readable, the learner
-        starts over only with checkpoint.start_over_if_unreadable."""
-        if not self.run_dir:
-            return False
-        unreadable = []
-        for path in checkpoints_newest_first(os.path.join(self.run_dir, "checkpoints")):
-            try:
-                state, training_state, candidates = load_checkpoint(path)
-            except CheckpointError as error:
-                logger.warning("ol_ray: cannot resume from %s (%s); trying an older checkpoint", path, error)
-                unreadable.append(str(error))
-                continue
-            check_resumable(os.path.join(path, "model"), self.cfg.model)  # a config mismatch is no corrupt file
-            check_state_fits(self.cfg, state, self.strategy, self.policy)
-            self._load_checkpoint(path, state, training_state, candidates)
-            return True
-        if unreadable and not self.cfg.checkpoint.start_over_if_unreadable:
-            raise CheckpointError(f"no checkpoint in {self.run_dir} is readable ({'; '.join(unreadable)}); to "
-                                  f"start this run over from the configured model, set "
-                                  f"checkpoint.start_over_if_unreadable=true")
-        if unreadable:
-            logger.warning("ol_ray: no readable checkpoint in %s; starting from the beginning, as "
-                           "checkpoint.start_over_if_unreadable asks", self.run_dir)
-        # rho_loss: the stream starts after the irreducible-loss model's holdout
-        holdout = holdout_start(self.run_dir) if uses_rho_loss(self.cfg.selection) else None
-        self.cursor = holdout["cursor"] if holdout else None
-        self._rewind_ledger_log()  # a restart before any checkpoint: everything trained so far is replayed
-        return False
-
-    def _load_checkpoint(self, path: str, state: dict[str, Any], training_state: dict[str, Any],
-                         candidates: Columns) -> None:
-        """Take every part's state from a checkpoint that was read whole."""
-        self._build(os.path.join(path, "model"))
-        self.optimizer.load_state_dict(training_state["optimizer"])
-        self.scheduler.load_state_dict(training_state["scheduler"])
-        torch.set_rng_state(training_state["torch_rng"])
-        if "cuda_rng" in training_state and self.device.type == "cuda":
-            torch.cuda.set_rng_state_all(training_state["cuda_rng"])
-        if "continual" in state:  # absent in checkpoints from before continual learning
-            self.continual.load_state_dict(state["continual"], state.get("replay_columns"))
-        if self.continual.ewc is not None and "ewc" in training_state:
-            self.continual.ewc.load_state_dict(training_state["ewc"], self.device)
-        self.rng.bit_generator.state = state["selection_rng"]
-        _restore_state(self.strategy, state.get("strategy_state"))
-        _restore_state(self.policy, state.get("policy_state"))
-        self.oom_ceiling = state.get("oom_ceiling")
-        self.memory_per_sample.extend(state.get("memory_per_sample", []))
-        self.updates = self.updates_at_checkpoint = state["updates"]
-        self.counts = state["counts"]
-        for key in ("labels_received", "labels_trained"):  # absent in checkpoints from before the label counts
-            self.counts.setdefault(key, [0] * self.classes)
-        self.staleness_sum, self.staleness_max = state["staleness_sum"], state["staleness_max"]
-        self.score_version_max = state["score_version_max"]
-        self.last_eval = state["last_eval"]
-        self.ledger = Ledger.from_json(state["ledger"], state.get("arrays", {}).get("seen_ids"),
-                                       self.cfg.learner.duplicate_window)
-        self.cursor, self.windows_done = state["cursor"], state["windows_done"]
-        self.buffer = CandidateBuffer(candidates)
-        self.checkpoint_path = self.restored_from = path
-        self._rewind_ledger_log()
-
-    def _rewind_ledger_log(self) -> None:
+    def rewind_ledger_log(self) -> None:
         rewind_ledger_log(self.run_dir, self.updates, self.ledger)
 
     def resume_point(self) -> dict[str, Any]:
@@ -224,7 +147,7 @@ class OnlineLearner:
         size = pool_length(candidates)
         self.counts["received"] += size
         if size:  # the stream's label mix, against which the report sets what selection chose
-            self._count_labels("labels_received", candidates["label"])
+            self.count_labels("labels_received", candidates["label"])
         self.counts["text_truncated"] += int(np.sum(candidates.get("text_truncated", 0)))
         self.counts["tokens_truncated"] += int(np.sum(candidates.get("tokens_truncated", 0)))
         records, self.start_records = self.start_records, []
@@ -241,21 +164,21 @@ class OnlineLearner:
         unscored: `_update` observes the learner's own predictions then), and the configured drift reactions."""
         if "loss" in candidates and pool_length(candidates):
             self.prequential_source = "scores"
-        return self._react(*self.continual.observe(candidates, self.updates))
+        return self.react(*self.continual.observe(candidates, self.updates))
 
-    def _react(self, records: list[dict[str, Any]], reactions: set[str]) -> list[dict[str, Any]]:
+    def react(self, records: list[dict[str, Any]], reactions: set[str]) -> list[dict[str, Any]]:
         for record in records:
             logger.warning("ol_ray: drift detected at sample %d (update %d): prequential loss rose; reactions: %s",
                            record["sample"], record["update"], ", ".join(record["reactions"]) or "none")
         if records:
-            records.extend(self._refresh_ewc("drift"))
+            records.extend(self.refresh_ewc("drift"))
         if "reset_batch_policy" in reactions:
             self.policy = make_policy(self.cfg.batching)
         if "checkpoint" in reactions:
             self.checkpoint_due = True
         return records
 
-    def _refresh_ewc(self, reason: str) -> list[dict[str, Any]]:
+    def refresh_ewc(self, reason: str) -> list[dict[str, Any]]:
         records = self.continual.refresh_ewc(self.model, self.pad_id, self.device, self.cfg.learner.precision,
                                              self.updates, reason)
         self.busy_s += sum(record["seconds"] for record in records)
@@ -269,13 +192,13 @@ class OnlineLearner:
         if self.continual.phases and self.continual.phases[-1]["name"] != name:
             records.extend(self._train_leftovers())  # the old phase's last samples belong to it
             if self.evaluates and self.last_eval.get("update") != self.updates:
-                records.append(self._evaluate())
+                records.append(self.run_evaluation())
         ended, phase_records = self.continual.begin_phase(name, self.updates, self.counts["received"])
         if ended:
-            records.extend(self._refresh_ewc("phase"))
+            records.extend(self.refresh_ewc("phase"))
         return records + phase_records
 
-    def _count_labels(self, key: str, labels: np.ndarray) -> None:
+    def count_labels(self, key: str, labels: np.ndarray) -> None:
         if not self.classes:  # a causal LM has no labels to count
             return
         counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=self.classes)
@@ -300,7 +223,7 @@ class OnlineLearner:
             if not batch_size or len(self.buffer) < pool_size:
                 break
             pool = self.buffer.take(pool_size)
-            records.extend(self._update(pool, batch_size, replay_count))
+            records.extend(apply_update(self, pool, batch_size, replay_count))
         return records
 
     def _train_leftovers(self) -> list[dict[str, Any]]:
@@ -310,7 +233,7 @@ class OnlineLearner:
         self.changed_since_checkpoint = True  # the leftovers' update must reach the next checkpoint
         pool = self.buffer.take_all()
         batch_size = self._decide_batch_size() or self.cfg.batching.batch_size
-        return self._update(pool, batch_size, self.continual.replay_count(batch_size, self.updates),
+        return apply_update(self, pool, batch_size, self.continual.replay_count(batch_size, self.updates),
                             evaluate_now=False)
 
     def _context(self) -> BatchContext:
@@ -327,7 +250,8 @@ class OnlineLearner:
         entropy = self.buffer.column("entropy")
         uncertainty = (0.0 if entropy is None else
                        float(np.mean(entropy)) / math.log(self.classes or self.model.config.vocab_size))
-        return BatchContext(pool_size=len(self.buffer), updates=self.updates, snapshot=snapshot, uncertainty=uncertainty,
+        return BatchContext(pool_size=len(self.buffer), updates=self.updates, snapshot=snapshot,
+                            uncertainty=uncertainty,
                             seconds_since_update=time.time() - self.last_update_time,
                             pool_ratio=self.cfg.selection.pool_size / self.cfg.batching.batch_size)
 
@@ -369,7 +293,7 @@ class OnlineLearner:
         every = self.cfg.checkpoint.every_updates
         if (every and self.updates - self.updates_at_checkpoint >= every) or self.checkpoint_due:
             self.checkpoint_due = False
-            return [self._checkpoint()]
+            return [save(self)]
         return []
 
     def finish(self) -> list[dict[str, Any]]:
@@ -380,170 +304,17 @@ class OnlineLearner:
         elif len(self.buffer):
             self.ledger.record(self.buffer.take_all()["window"], "not_selected")
         if self.evaluates and self.last_eval.get("update") != self.updates:
-            records.append(self._evaluate())
+            records.append(self.run_evaluation())
         self.continual.end_phase()
         if self.changed_since_checkpoint or self.checkpoint_path is None:
-            records.append(self._checkpoint())
+            records.append(save(self))
         return records
 
-    # --- the update --------------------------------------------------------------------------------------------
-    def _update(self, pool: Columns, batch_size: int, replay_count: int = 0,
-                evaluate_now: bool = True) -> list[dict[str, Any]]:
-        """An update of `batch_size` samples: `replay_count` from the replay buffer, the rest selected from the pool
-        (all of a smaller pool)."""
-        started = time.perf_counter()
-        pool_size = pool_length(pool)
-        selection = self.strategy.select(pool, min(batch_size - replay_count, pool_size), self.rng)
-        chosen = take(pool, selection.indices)
-        rest = np.setdiff1d(np.arange(pool_size), selection.indices)
-        self.ledger.record(pool["window"][rest], "not_selected")
-        not_selected_ids = [str(i) for i in pool["sample_id"][rest]]
-        replayed, replay_weights = self._replayed(replay_count)
-        batch = TrainBatch(np.concatenate([chosen["input_ids"], replayed["input_ids"]]),
-                           np.concatenate([chosen["label"], replayed["label"]]),
-                           np.concatenate([selection.weights, replay_weights]),
-                           np.concatenate([chosen["target_mask"], replayed["target_mask"]])
-                           if "target_mask" in chosen else None)
-        scheduled_lr = self.scheduler.get_last_lr()
-        scale = lr_scale(len(batch.labels), self.cfg.batching.batch_size, self.cfg.batching.lr_scaling)
-        for group, lr in zip(self.optimizer.param_groups, scheduled_lr):  # the scheduler resets it next step
-            group["lr"] = lr * scale
-        stats, oom_records = self._step_within_memory(batch)
-        step_s = time.perf_counter() - started
-        self.busy_s += step_s
-        trained_ids = [str(i) for i in chosen["sample_id"]]
-        if stats["skipped"]:
-            self.counts["nonfinite_updates"] += 1
-            self.ledger.record(chosen["window"], "nonfinite")
-            # numbered as the update it would have been, so a rewind to the checkpoint before it drops it
-            self._log_ledger({"update": self.updates + 1, "nonfinite": trained_ids, "not_selected": not_selected_ids})
-            logger.warning("ol_ray: update skipped: non-finite loss %s or gradient norm %s", stats["loss"],
-                           stats["grad_norm"])
-            return oom_records + [{"kind": "skipped_update", "update": self.updates + 1,
-                                   "batch_size": len(trained_ids), "loss": stats["loss"],
-                                   "grad_norm": stats["grad_norm"], "time": time.time()}]
-        lr = scheduled_lr[0] * scale
-        self.scheduler.step()
-        self.last_update_time = time.time()
-        if hasattr(self.policy, "observe"):
-            self.policy.observe({**stats, "batch_size": len(batch.labels)})
-        scored = "weight_version" in chosen
-        # unscored samples: no score to be stale; their test-then-train figures are the step's own predictions
-        staleness = self.updates - chosen["weight_version"] if scored else np.zeros(len(chosen["label"]), np.int64)
-        drift_records: list[dict[str, Any]] = []
-        if not scored:
-            new = len(chosen["label"])
-            self.prequential_source = "learner"
-            drift_records = self._react(*self.continual.observe_predictions(
-                chosen["sample_id"], stats["sample_correct"][:new], stats["sample_losses"][:new], chosen["label"],
-                self.updates))
-        self.updates += 1
-        self.ledger.record(chosen["window"], "trained", trained_ids)
-        self._count_labels("labels_trained", chosen["label"])
-        replayed_ids = [str(i) for i in replayed["sample_id"]]
-        self._log_ledger({"update": self.updates, "trained": trained_ids, "not_selected": not_selected_ids,
-                          **({"replayed": replayed_ids} if replayed_ids else {})})
-        self.continual.after_update(pool, chosen, len(replayed_ids))
-        if scored:
-            self.score_version_max = max(self.score_version_max, int(chosen["weight_version"].max()))
-        self.staleness_sum += int(staleness.sum())
-        self.staleness_max = max(self.staleness_max, int(staleness.max()))
-        self.publish(self.model, self.updates)
-        if self.first_update_s is None:
-            self.first_update_s = time.time() - self.started
-        trained = len(trained_ids) + len(replayed_ids)
-        self.report({"samples": trained, "seconds": step_s, "batch_size": trained, "updates": self.updates,
-                     "memory_per_sample_mb": max(self.memory_per_sample, default=None),
-                     "memory_ceiling": self.oom_ceiling})
-        totals = self.ledger.totals()
-        records = [{
-            "kind": "update", "update": self.updates, "samples_received": self.counts["received"],
-            "samples_trained": totals["trained"], "samples_not_selected": totals["not_selected"],
-            "pool_size": pool_size, "batch_size": trained, "loss": stats["loss"],
-            "weight_mean": float(selection.weights.mean()), "weight_max": float(selection.weights.max()),
-            "sample_loss_mean": stats["sample_loss_mean"], "grad_norm": stats["grad_norm"], "lr": lr,
-            "weight_version": self.updates, "staleness_mean": float(staleness.mean()),
-            "staleness_max": int(staleness.max()), "step_s": step_s, "samples_per_s": trained / step_s,
-            "micro_batches": stats["micro_batches"], "time": time.time(),
-            **self.continual.prequential.metrics(),
-        }]
-        if self.continual.replay is not None:
-            records[0].update(replayed=len(replayed_ids), samples_replayed=self.continual.replayed,
-                              replay_loss_mean=float(np.mean(replayed["loss"])) if replayed_ids else None)
-        if self.continual.phases:
-            records[0]["phase"] = self.continual.phases[-1]["name"]
-        for key in ("memory_per_sample_mb", "noise_small_sq", "noise_big_sq", "penalty"):
-            if key in stats:
-                records[0][key] = stats[key]
-        if self.classes:
-            records[0]["selected_labels"] = np.bincount(chosen["label"], minlength=self.classes).tolist()
-        if "target_tokens" in chosen:
-            records[0]["target_tokens"] = int(chosen["target_tokens"].sum())
-        noise_scale = getattr(self.policy, "noise_scale", None)
-        if noise_scale is not None and noise_scale() is not None and math.isfinite(noise_scale()):
-            records[0]["noise_scale"] = noise_scale()  # unbounded (noise swamps the gradient): left out
-        records = oom_records + records + drift_records
-        if self.continual.ewc_due(self.updates):
-            records.extend(self._refresh_ewc("interval"))
-        if evaluate_now and self.evaluates and self.updates % self.cfg.eval.every_updates == 0:
-            records.append(self._evaluate())
-        return records
-
-    def _replayed(self, count: int) -> tuple[Columns, np.ndarray]:
-        """`count` samples from the replay buffer, rescored with the current weights and picked by the selection
-        strategy among `count` x replay_pool_ratio drawn; empty columns when nothing is replayed."""
-        if not count:
-            empty = np.empty(0, dtype=object)
-            return {"input_ids": empty, "label": np.zeros(0, dtype=np.int64), "target_mask": empty,
-                    "sample_id": empty}, np.zeros(0, dtype=np.float32)
-        drawn = self.continual.replay_candidates(count, self.model, output_layer(self.model, self.cfg.model),
-                                                 self.pad_id, self.device, self.cfg.learner.precision,
-                                                 self.cfg.scoring.micro_batch_tokens, self.updates)
-        # picked like new candidates, but not observed: diversity's memory and coverage's clusters follow the stream
-        selection = self.strategy.select(drawn, count, self.rng, observe=False)
-        return take(drawn, selection.indices), selection.weights
-
-    def _step_within_memory(self, batch: TrainBatch) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-        """The weighted step in micro-batches that fit: on an out-of-memory error, halve the largest micro-batch,
-        remember that as the ceiling (later steps and the `resource` policy stay under it) and retrain the same
-        samples, so no sample is lost; a single sample that does not fit is an error."""
-        lcfg = self.cfg.learner
-        records = []
-        wants_noise = getattr(self.policy, "wants_gradient_noise", False)
-        while True:
-            limit = min(filter(None, (lcfg.micro_batch_size, self.oom_ceiling)), default=0)
-            try:
-                ewc = self.continual.ewc
-                stats = weighted_step(self.model, self.optimizer, batch, self.pad_id, self.device, lcfg.grad_clip,
-                                      lcfg.precision, lcfg.micro_batch_tokens, limit, noise_probe=wants_noise,
-                                      measure_memory=True, penalty=ewc.penalty if ewc is not None else None)
-                break
-            except Exception as error:
-                if not is_out_of_memory(error):
-                    raise
-                self.optimizer.zero_grad(set_to_none=True)
-                if self.device.type == "cuda":
-                    torch.cuda.empty_cache()
-                plan, _ = micro_batch_plan([len(ids) for ids in batch.input_ids], lcfg.micro_batch_tokens, limit,
-                                           wants_noise)
-                largest = max(len(group) for group in plan)
-                if largest <= 1:
-                    raise
-                self.oom_ceiling = largest // 2
-                self.counts["oom_retries"] = self.counts.get("oom_retries", 0) + 1
-                logger.warning("ol_ray: out of memory with micro-batches of %d samples; retrying the same %d "
-                               "samples in micro-batches of at most %d", largest, len(batch.labels), self.oom_ceiling)
-                records.append({"kind": "oom", "update": self.updates + 1, "micro_batch": largest,
-                                "ceiling": self.oom_ceiling, "batch_size": len(batch.labels), "time": time.time()})
-        if stats.get("memory_per_sample_mb"):
-            self.memory_per_sample.append(stats["memory_per_sample_mb"])
-        return stats, records
-
-    def _log_ledger(self, entry: dict[str, Any]) -> None:
+    def log_ledger(self, entry: dict[str, Any]) -> None:
         if self.run_dir:
             append_ledger_log(self.run_dir, entry)
 
-    def _evaluate(self) -> dict[str, Any]:
+    def run_evaluation(self) -> dict[str, Any]:
         """The dev set (eval.path: the dev_* figures) and every domain set of eval.sets (their figures by name)."""
         started = time.perf_counter()
         sets = {"dev": self.eval_set} if self.eval_set is not None else {}
@@ -555,44 +326,10 @@ class OnlineLearner:
         self.continual.record_eval(self.updates, trained, results)
         result = results.get("dev", {})
         self.last_eval = {"update": self.updates, **result}
-        record = {"kind": "eval", "update": self.updates, "samples_trained": trained,
-                  **{"dev_" + name: value for name, value in result.items()},
-                  "eval_s": time.perf_counter() - started, "time": time.time()}
-        if self.domain_sets:
-            record["sets"] = {name: results[name] for name in self.domain_sets}
-        return record
-
-    def _checkpoint(self) -> dict[str, Any]:
-        started = time.perf_counter()
-        if not self.run_dir:
-            return {"kind": "checkpoint", "update": self.updates, "path": None, "time": time.time()}
-        candidates = self.buffer.columns()
-        state = {
-            "updates": self.updates, "counts": self.counts, "staleness_sum": self.staleness_sum,
-            "staleness_max": self.staleness_max, "score_version_max": self.score_version_max,
-            "last_eval": self.last_eval, "ledger": self.ledger.to_json(), "cursor": self.cursor,
-            "windows_done": self.windows_done, "selection_rng": self.rng.bit_generator.state,
-            "strategy_state": _state_of(self.strategy), "policy_state": _state_of(self.policy),
-            "oom_ceiling": self.oom_ceiling, "memory_per_sample": list(self.memory_per_sample),
-            "continual": self.continual.state_dict(), **component_names(self.cfg),
-        }
-        training_state = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                          "torch_rng": torch.get_rng_state()}
-        if self.device.type == "cuda":
-            training_state["cuda_rng"] = torch.cuda.get_rng_state_all()
-        if self.continual.ewc is not None:
-            training_state["ewc"] = self.continual.ewc.state_dict()
-        replay = self.continual.replay
-        self.checkpoint_path = save_checkpoint(os.path.join(self.run_dir, "checkpoints"), self.updates, self.model,
-                                               self.tokenizer, training_state, candidates, state,
-                                               self.cfg.checkpoint.keep, {"seen_ids": self.ledger.seen.hashes()},
-                                               replay.columns() if replay is not None else None)
-        self.updates_at_checkpoint = self.updates
-        self.changed_since_checkpoint = False
-        return {"kind": "checkpoint", "update": self.updates, "path": self.checkpoint_path, "cursor": self.cursor,
-                "checkpoint_s": time.perf_counter() - started, "checkpoint_mb": folder_mb(self.checkpoint_path),
-                "state_mb": os.path.getsize(os.path.join(self.checkpoint_path, "state.json")) / 2**20,
-                "time": time.time()}
+        return EvalRecord(update=self.updates, time=time.time(), samples_trained=trained,
+                          eval_s=time.perf_counter() - started,
+                          sets={name: results[name] for name in self.domain_sets} if self.domain_sets else None,
+                          extra={"dev_" + name: value for name, value in result.items()}).to_json()
 
     # --- reporting ---------------------------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
@@ -633,106 +370,3 @@ class OnlineLearner:
             "checkpoint_path": self.checkpoint_path,
             "restored_from": self.restored_from,
         }
-
-
-class LearnerActor:
-    """Ray shell around OnlineLearner. Create with ray.remote(num_cpus=..., num_gpus=..., max_restarts=...): a
-    restarted actor runs __init__ again and OnlineLearner restores the run's newest checkpoint."""
-
-    def __init__(self, cfg: Config, run_dir: str, weight_store: Any, monitor: Any, quarantine: Any):
-        import ray
-        from ray.util.metrics import Counter, Gauge
-
-        from ol_ray.scoring.pool import columns_needed
-        from ol_ray.weights.store import WeightPublisher, next_learner_epoch
-
-        self.incarnation = uuid.uuid4().hex  # a restarted actor is a new incarnation: the driver must replay
-        os.makedirs(run_dir, exist_ok=True)
-        # with no scorer reading them (random selection), weights are published only at the start and on restore;
-        # the epoch fences this incarnation's publishes against a dead one's late calls
-        self.publisher = WeightPublisher(weight_store, cfg.learner.publish_every, scoring=bool(columns_needed(cfg)),
-                                         epoch=next_learner_epoch(run_dir))
-        self.monitor = monitor
-        self.weight_store = weight_store
-        self.snapshot_ref = monitor.snapshot.remote()
-        self.metrics = {
-            "trained": Counter("ol_ray_samples_trained", description="Samples used in learner updates."),
-            "updates": Counter("ol_ray_updates", description="Learner updates applied."),
-            "dev_accuracy": Gauge("ol_ray_dev_accuracy", description="Latest dev-set accuracy."),
-            "dev_perplexity": Gauge("ol_ray_dev_perplexity", description="Latest dev-set perplexity (causal LM)."),
-            "batch_size": Gauge("ol_ray_batch_size", description="Batch size of the latest update."),
-            "staleness": Gauge("ol_ray_staleness", description="Mean weight staleness of the latest batch."),
-        }
-        self.learner = OnlineLearner(cfg, run_dir, publish=self.publisher.maybe_publish, snapshot=self._snapshot,
-                                     report=self._report,
-                                     quarantine=lambda records: ray.get(quarantine.write.remote(records)))
-
-    def _snapshot(self) -> Mapping[str, Any]:
-        """The monitor's snapshot requested one update ago (ready by now), and a request for the next one."""
-        import ray
-
-        snapshot = ray.get(self.snapshot_ref)
-        self.snapshot_ref = self.monitor.snapshot.remote()
-        return snapshot
-
-    def _report(self, stats: dict[str, Any]) -> None:
-        from ol_ray.observe.monitor import own_memory
-
-        self.monitor.report.remote("learner", {**stats, **own_memory(self.learner.device), "pid": os.getpid()})
-
-    def _record(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        for record in records:
-            if record["kind"] == "update":
-                self.metrics["trained"].inc(record["batch_size"] - record.get("replayed", 0))
-                self.metrics["updates"].inc()
-                self.metrics["batch_size"].set(record["batch_size"])
-                self.metrics["staleness"].set(record["staleness_mean"])
-            elif record["kind"] == "eval" and record.get("dev_accuracy") is not None:
-                self.metrics["dev_accuracy"].set(record["dev_accuracy"])
-            elif record["kind"] == "eval" and record.get("dev_perplexity") is not None:
-                self.metrics["dev_perplexity"].set(record["dev_perplexity"])
-        return records
-
-    def info(self) -> dict[str, Any]:
-        """Device, node, size and process of the learner, and where the stream continues."""
-        import ray
-
-        return {"device": str(self.learner.device), "node_id": ray.get_runtime_context().get_node_id(),
-                "parameters": sum(p.numel() for p in self.learner.model.parameters()), "pid": os.getpid(),
-                "incarnation": self.incarnation, **self.learner.status(), **self.learner.resume_point()}
-
-    # Each call names the incarnation the driver is feeding. After a restart (which Ray may complete before the
-    # driver notices), calls meant for the old incarnation return None instead of mixing a stream position the
-    # restored learner has not reached into its state; the driver then replays from the restored checkpoint.
-    # Each feeding call answers (records, status): the metric records it produced and `OnlineLearner.status()`.
-
-    def _answer(self, records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-        return self._record(records), self.learner.status()
-
-    def add_candidates(self, candidates: Columns, incarnation: str) -> Optional[tuple[list[dict], dict]]:
-        if incarnation != self.incarnation:
-            return None
-        self.weight_store.consumed.remote(pool_length(candidates))
-        return self._answer(self.learner.add_candidates(candidates))
-
-    def tick(self, incarnation: str) -> Optional[tuple[list[dict], dict]]:
-        if incarnation != self.incarnation:
-            return None
-        return self._answer(self.learner.tick())
-
-    def begin_phase(self, name: str, incarnation: str) -> Optional[tuple[list[dict], dict]]:
-        if incarnation != self.incarnation:
-            return None
-        return self._answer(self.learner.begin_phase(name))
-
-    def end_window(self, window_index: int, cursor: dict[str, Any], read: int, quarantined: int,
-                   incarnation: str) -> Optional[tuple[list[dict], dict]]:
-        if incarnation != self.incarnation:
-            return None
-        return self._answer(self.learner.end_window(window_index, cursor, read, quarantined))
-
-    def finish(self, incarnation: str) -> Optional[tuple[list[dict[str, Any]], dict[str, Any]]]:
-        if incarnation != self.incarnation:
-            return None
-        records = self._record(self.learner.finish())
-        return records, self.learner.state()

@@ -2,8 +2,8 @@
 
 import pytest
 
-from ol_ray.bench.harness import (Panel, cell, markdown_table, mean_curve, plot_panels, read_csv, seeded, write_csv,
-                          write_results)
+from ol_ray.bench.harness import mean_curve, read_csv, seeded, write_csv, write_results
+from ol_ray.observe.plots import cell, markdown_table, Panel, plot_panels
 from ol_ray.config import Config
 
 

@@ -9,6 +9,7 @@ import torch
 from ol_ray.state.checkpoint import latest_checkpoint, load_checkpoint
 from ol_ray.config import load_config
 from ol_ray.learner.candidates import concat_columns
+from ol_ray.learner.checkpointing import restore_newest
 from ol_ray.learner.core import OnlineLearner
 from ol_ray.models.loading import head_layer
 from ol_ray.tasks.classification import score_samples
@@ -276,7 +277,7 @@ def test_a_stateful_policy_travels_with_checkpoints(learner_cfg, tiny_model_dir,
     second.run_dir = run_dir
     restored = CountingPolicy()
     second.policy = restored
-    second._restore()
+    restore_newest(second)
     assert restored.calls == 3
 
 

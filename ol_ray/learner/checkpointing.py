@@ -1,0 +1,134 @@
+"""How a learner saves itself and comes back: the newest readable checkpoint restored whole (model, optimizer,
+schedule, RNG states, counters, ledger, buffered candidates, strategy and policy state, stream cursor), and a
+checkpoint written at a window boundary. Kept apart from `ol_ray.learner.core` so that module reads as the loop."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any, Optional
+
+import torch
+
+from ol_ray.learner.candidates import CandidateBuffer
+from ol_ray.learner.irreducible import holdout_start
+from ol_ray.models.lora import check_resumable
+from ol_ray.records import CheckpointRecord
+from ol_ray.selection.config import uses_rho_loss
+from ol_ray.state.checkpoint import (CheckpointError, checkpoints_newest_first, folder_mb, load_checkpoint,
+                                     save_checkpoint)
+from ol_ray.state.fit import check_state_fits, component_names
+from ol_ray.state.ledger import Ledger
+
+logger = logging.getLogger(__name__)
+
+
+def state_of(component: Any) -> Optional[dict[str, Any]]:
+    """A stateful strategy or policy offers state_dict() (JSON-able); a stateless one has nothing to save."""
+    return component.state_dict() if hasattr(component, "state_dict") else None
+
+
+def restore_state(component: Any, state: Optional[dict[str, Any]]) -> None:
+    if state is not None and hasattr(component, "load_state_dict"):
+        component.load_state_dict(state)
+
+
+def restore_newest(learner: Any) -> bool:
+    """Load the newest readable checkpoint of the run directory, if any. Only an unreadable one (a file missing,
+    truncated or failing its checksum: CheckpointError) is skipped for the one before; any other failure (a
+    code error, CUDA, out of memory) fails the restore. When checkpoints exist and none is readable, the learner
+    starts over only with checkpoint.start_over_if_unreadable."""
+    if not learner.run_dir:
+        return False
+    unreadable = []
+    for path in checkpoints_newest_first(os.path.join(learner.run_dir, "checkpoints")):
+        try:
+            state, training_state, candidates = load_checkpoint(path)
+        except CheckpointError as error:
+            logger.warning("ol_ray: cannot resume from %s (%s); trying an older checkpoint", path, error)
+            unreadable.append(str(error))
+            continue
+        check_resumable(os.path.join(path, "model"), learner.cfg.model)  # a config mismatch is no corrupt file
+        check_state_fits(learner.cfg, state, learner.strategy, learner.policy)
+        load_into(learner, path, state, training_state, candidates)
+        return True
+    if unreadable and not learner.cfg.checkpoint.start_over_if_unreadable:
+        raise CheckpointError(f"no checkpoint in {learner.run_dir} is readable ({'; '.join(unreadable)}); to "
+                              f"start this run over from the configured model, set "
+                              f"checkpoint.start_over_if_unreadable=true")
+    if unreadable:
+        logger.warning("ol_ray: no readable checkpoint in %s; starting from the beginning, as "
+                       "checkpoint.start_over_if_unreadable asks", learner.run_dir)
+    # rho_loss: the stream starts after the irreducible-loss model's holdout
+    holdout = holdout_start(learner.run_dir) if uses_rho_loss(learner.cfg.selection) else None
+    learner.cursor = holdout["cursor"] if holdout else None
+    learner.rewind_ledger_log()  # a restart before any checkpoint: everything trained so far is replayed
+    return False
+
+
+def load_into(learner: Any, path: str, state: dict[str, Any], training_state: dict[str, Any],
+                     candidates: dict[str, Any]) -> None:
+    """Take every part's state from a checkpoint that was read whole."""
+    learner._build(os.path.join(path, "model"))
+    learner.optimizer.load_state_dict(training_state["optimizer"])
+    learner.scheduler.load_state_dict(training_state["scheduler"])
+    torch.set_rng_state(training_state["torch_rng"])
+    if "cuda_rng" in training_state and learner.device.type == "cuda":
+        torch.cuda.set_rng_state_all(training_state["cuda_rng"])
+    if "continual" in state:  # absent in checkpoints from before continual learning
+        learner.continual.load_state_dict(state["continual"], state.get("replay_columns"))
+    if learner.continual.ewc is not None and "ewc" in training_state:
+        learner.continual.ewc.load_state_dict(training_state["ewc"], learner.device)
+    learner.rng.bit_generator.state = state["selection_rng"]
+    restore_state(learner.strategy, state.get("strategy_state"))
+    restore_state(learner.policy, state.get("policy_state"))
+    learner.oom_ceiling = state.get("oom_ceiling")
+    learner.memory_per_sample.extend(state.get("memory_per_sample", []))
+    learner.updates = learner.updates_at_checkpoint = state["updates"]
+    learner.counts = state["counts"]
+    for key in ("labels_received", "labels_trained"):  # absent in checkpoints from before the label counts
+        learner.counts.setdefault(key, [0] * learner.classes)
+    learner.staleness_sum, learner.staleness_max = state["staleness_sum"], state["staleness_max"]
+    learner.score_version_max = state["score_version_max"]
+    learner.last_eval = state["last_eval"]
+    learner.ledger = Ledger.from_json(state["ledger"], state.get("arrays", {}).get("seen_ids"),
+                                   learner.cfg.learner.duplicate_window)
+    learner.cursor, learner.windows_done = state["cursor"], state["windows_done"]
+    learner.buffer = CandidateBuffer(candidates)
+    learner.checkpoint_path = learner.restored_from = path
+    learner.rewind_ledger_log()
+
+
+def save(learner: Any) -> dict[str, Any]:
+    """Checkpoint every part of the learner; the checkpoint record for metrics.jsonl."""
+    started = time.perf_counter()
+    if not learner.run_dir:
+        return CheckpointRecord(update=learner.updates, time=time.time(), path=None).to_json()
+    candidates = learner.buffer.columns()
+    state = {
+        "updates": learner.updates, "counts": learner.counts, "staleness_sum": learner.staleness_sum,
+        "staleness_max": learner.staleness_max, "score_version_max": learner.score_version_max,
+        "last_eval": learner.last_eval, "ledger": learner.ledger.to_json(), "cursor": learner.cursor,
+        "windows_done": learner.windows_done, "selection_rng": learner.rng.bit_generator.state,
+        "strategy_state": state_of(learner.strategy), "policy_state": state_of(learner.policy),
+        "oom_ceiling": learner.oom_ceiling, "memory_per_sample": list(learner.memory_per_sample),
+        "continual": learner.continual.state_dict(), **component_names(learner.cfg),
+    }
+    training_state = {"optimizer": learner.optimizer.state_dict(), "scheduler": learner.scheduler.state_dict(),
+                      "torch_rng": torch.get_rng_state()}
+    if learner.device.type == "cuda":
+        training_state["cuda_rng"] = torch.cuda.get_rng_state_all()
+    if learner.continual.ewc is not None:
+        training_state["ewc"] = learner.continual.ewc.state_dict()
+    replay = learner.continual.replay
+    learner.checkpoint_path = save_checkpoint(
+        os.path.join(learner.run_dir, "checkpoints"), learner.updates, learner.model, learner.tokenizer,
+        training_state, candidates, state, learner.cfg.checkpoint.keep, {"seen_ids": learner.ledger.seen.hashes()},
+        replay.columns() if replay is not None else None)
+    learner.updates_at_checkpoint = learner.updates
+    learner.changed_since_checkpoint = False
+    return CheckpointRecord(
+        update=learner.updates, time=time.time(), path=learner.checkpoint_path, cursor=learner.cursor,
+        checkpoint_s=time.perf_counter() - started, checkpoint_mb=folder_mb(learner.checkpoint_path),
+        state_mb=os.path.getsize(os.path.join(learner.checkpoint_path, "state.json")) / 2**20).to_json()
