@@ -379,7 +379,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    from ol_ray.driver.pipeline import one_line
+    from ol_ray.driver.feeding import one_line
 
     try:
         if args.command == "bench":

@@ -15,6 +15,7 @@ from tiny_model import LM_SENTENCES, build_tiny_causal_lm, build_tiny_model  # n
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the project: configs/, jobs/, README.md
 
+
 def find_shared_data() -> str:
     """The real data: $OL_RAY_DATA, else `shared/data` beside the project (its parent's `shared/data`), where it
     lies on the machines this project is built on. A clone elsewhere has none, and only the tests that need real

@@ -4,10 +4,10 @@ import sys
 
 import pytest
 
-from conftest import ROOT
 from ol_ray.cli import main
-from data_files import write_sst2_tsv
 
+from conftest import ROOT
+from data_files import write_sst2_tsv
 
 
 def test_help_explains_itself(capsys):

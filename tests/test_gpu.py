@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from ol_ray.config import ModelConfig
+from ol_ray.data.tokenization import tokenize_texts
 from ol_ray.learner.update import TrainBatch, weighted_step
 from ol_ray.models.loading import head_layer, load_model
 from ol_ray.tasks.classification import score_samples
-from ol_ray.data.tokenization import tokenize_texts
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
@@ -58,9 +58,10 @@ def test_resource_policy_reads_measured_gpu_memory(tiny_model_dir, sst2_rows):
 
 
 def test_a_causal_lm_scores_and_steps_in_bf16_on_gpu(tiny_llama_dir):
-    from ol_ray.tasks.causal_lm import score_lm_samples
-    from ol_ray.models.loading import output_layer
     from ol_ray.data.tokenization import tokenize_lm
+    from ol_ray.models.loading import output_layer
+    from ol_ray.tasks.causal_lm import score_lm_samples
+
     from tiny_model import LM_SENTENCES
 
     device = torch.device("cuda")

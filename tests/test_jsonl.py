@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from ol_ray.jsonl import JsonlError, cut_after, read_jsonl
 from ol_ray import jsonl
+from ol_ray.jsonl import JsonlError, cut_after, read_jsonl
 
 
 def write(path, records, torn=""):

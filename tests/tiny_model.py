@@ -7,7 +7,6 @@ import collections
 import os
 
 import torch
-
 from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]

@@ -24,9 +24,9 @@ from typing import Any, Sequence
 import numpy as np
 
 from ol_ray.bench.harness import mean_curve, read_csv, seeded, write_csv, write_results
-from ol_ray.observe.plots import Panel, plot_panels
 from ol_ray.bench.loop import read_stream, run_plain
 from ol_ray.config.schema import Config
+from ol_ray.observe.plots import Panel, plot_panels
 
 
 def policy_config(cfg: Config, policy: str) -> Config:
@@ -105,7 +105,7 @@ def batching(cfg: Config, policies: Sequence[str], seeds: Sequence[int] = (0, 1,
              chunk: int = 16, eval_every: int = 400, out_dir: str = "runs/bench-batching") -> list[dict[str, Any]]:
     """Run every (policy, seed), write the CSVs, markdown table and PNG, and return the table's rows."""
     from ol_ray.config.checks import check
-    from ol_ray.driver.pipeline import resolve_paths
+    from ol_ray.driver.preflight import resolve_paths
 
     cfg = resolve_paths(cfg)
     os.makedirs(out_dir, exist_ok=True)

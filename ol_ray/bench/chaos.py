@@ -16,8 +16,8 @@ import os
 import time
 from typing import Any, Optional, Sequence
 
-from ol_ray.bench.harness import write_results
 from ol_ray.bench.faults import FAULTS, event_rows, run_with_faults, schedule
+from ol_ray.bench.harness import write_results
 from ol_ray.config.schema import Config
 
 

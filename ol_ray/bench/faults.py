@@ -23,8 +23,8 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
+from ol_ray.driver.cluster import NAMESPACE, actor_name
 from ol_ray.jsonl import read_jsonl
-from ol_ray.driver.pipeline import NAMESPACE, actor_name
 
 __all__ = ["Fault", "FaultEvent", "schedule", "run_with_faults", "FAULTS"]
 

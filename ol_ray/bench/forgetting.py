@@ -35,9 +35,9 @@ from typing import Any, Sequence
 import numpy as np
 
 from ol_ray.bench.harness import mean_curve, seeded, write_csv, write_results
-from ol_ray.observe.plots import Panel, plot_panels
 from ol_ray.config.schema import Config
 from ol_ray.errors import ConfigError
+from ol_ray.observe.plots import Panel, plot_panels
 
 ARMS = ("finetune", "replay", "replay_ewc")
 
@@ -54,8 +54,8 @@ def arm_config(cfg: Config, arm: str, ewc_lambda: float) -> Config:
 
 def read_phases(cfg: Config, rows: Sequence[int]) -> list[tuple[str, Any]]:
     """Each phase's first `rows[i]` valid rows (in the stream's order), tokenized, ids prefixed by phase."""
-    from ol_ray.learner.irreducible import read_head
     from ol_ray.data.phases import domain_stream
+    from ol_ray.learner.irreducible import read_head
 
     phases = []
     for domain, count in zip(cfg.stream.phases, rows):

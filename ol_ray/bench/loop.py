@@ -68,11 +68,12 @@ def run_plain(cfg: Config, stream: Stream, chunk: int, max_updates: int = 0, max
     `dev` replaces the configured dev set; with `run_dir` the learner writes its ledger there (which samples each
     update trained, as a pipeline run's ledger.jsonl says it). rho_loss first trains its irreducible-loss model on the stream's first
     `selection.holdout_size` rows, which the run then skips."""
-    from ol_ray.learner.irreducible import train_irreducible, uses_rho_loss
     from ol_ray.learner.core import OnlineLearner
+    from ol_ray.learner.irreducible import train_irreducible
     from ol_ray.models.loading import device_for, head_layer, load_model, load_numpy_state
     from ol_ray.observe.monitor import process_rss_mb
     from ol_ray.scoring.pool import columns_needed
+    from ol_ray.selection.config import uses_rho_loss
     from ol_ray.tasks.classification import score_samples
 
     start, irreducible = 0, None

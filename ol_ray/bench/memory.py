@@ -27,9 +27,9 @@ from typing import Any, Sequence
 import numpy as np
 
 from ol_ray.bench.harness import write_csv, write_results
-from ol_ray.observe.plots import Panel, plot_panels
 from ol_ray.config.schema import Config
 from ol_ray.errors import ConfigError
+from ol_ray.observe.plots import Panel, plot_panels
 
 PER_SAMPLES = 10_000
 
@@ -97,10 +97,11 @@ def memory(cfg: Config, samples: int = 100_000, every_s: float = 2.0, warmup: fl
            out_dir: str = "runs/bench-memory") -> list[dict[str, Any]]:
     """Run the long stream, write the CSVs, table and plot, and return the table's rows."""
     from ol_ray.config.checks import check
-    from ol_ray.models.loading import save_tiny_classifier
-    from ol_ray.driver.pipeline import resolve_paths, run_pipeline
-    from ol_ray.observe.report import read_run
     from ol_ray.data.source import detect_format
+    from ol_ray.driver.pipeline import run_pipeline
+    from ol_ray.driver.preflight import resolve_paths
+    from ol_ray.models.loading import save_tiny_classifier
+    from ol_ray.observe.report import read_run
 
     cfg = resolve_paths(cfg)
     if cfg.stream.source != "file":

@@ -93,7 +93,7 @@ def pipeline(cfg: Config, updates: int = 200, pool: int = 32, batch: int = 16, s
     """Run both sides for every seed, write the CSVs and the markdown table, and return the table's rows. The plain
     loop's torch uses `plain_threads` threads (0: as many as the pipeline has CPUs)."""
     from ol_ray.config.checks import check
-    from ol_ray.driver.pipeline import resolve_paths
+    from ol_ray.driver.preflight import resolve_paths
 
     cfg = resolve_paths(cfg)
     os.makedirs(out_dir, exist_ok=True)

@@ -35,11 +35,11 @@ def scaling(cfg: Config, nodes: Sequence[int] = (1, 2), samples: int = 2048, out
     import ray
     from ray.cluster_utils import Cluster
 
-    from ol_ray.scoring.chunks import Chunk
+    from ol_ray.data.quarantine import QuarantineSink
+    from ol_ray.driver.preflight import resolve_paths
     from ol_ray.models.loading import load_model
     from ol_ray.observe.monitor import ResourceMonitor
-    from ol_ray.driver.pipeline import resolve_paths
-    from ol_ray.data.quarantine import QuarantineSink
+    from ol_ray.scoring.chunks import Chunk
     from ol_ray.scoring.pool import ScorerPool, columns_needed
     from ol_ray.scoring.scorer import Scorer
     from ol_ray.weights.store import WeightPublisher, WeightStore

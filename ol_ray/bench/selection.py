@@ -25,9 +25,9 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from ol_ray.bench.harness import mean_curve, read_csv, seeded, write_csv, write_results
-from ol_ray.observe.plots import Panel, plot_panels
 from ol_ray.bench.loop import Stream, read_stream, run_plain
 from ol_ray.config.schema import Config
+from ol_ray.observe.plots import Panel, plot_panels
 
 
 def reach(evals: list[dict[str, Any]], target: float, key: str) -> float:
@@ -111,7 +111,7 @@ def selection(cfg: Config, strategies: Sequence[str], seeds: Sequence[int] = (0,
     `dev_from_stream` > 0: the dev set is that many rows read after the training rows of the same stream (clean
     labels), for data sets without a separate dev file."""
     from ol_ray.config.checks import check
-    from ol_ray.driver.pipeline import resolve_paths
+    from ol_ray.driver.preflight import resolve_paths
 
     cfg = resolve_paths(cfg)
     os.makedirs(out_dir, exist_ok=True)

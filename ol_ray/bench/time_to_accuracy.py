@@ -30,9 +30,9 @@ from typing import Any, Sequence
 import numpy as np
 
 from ol_ray.bench.harness import seeded, write_csv, write_results
-from ol_ray.observe.plots import Panel, plot_panels
 from ol_ray.config.schema import Config
 from ol_ray.errors import ConfigError
+from ol_ray.observe.plots import Panel, plot_panels
 
 ARMS = ("finetune", "pipeline_random", "pipeline")
 
@@ -113,7 +113,7 @@ def time_to_accuracy(cfg: Config, targets: Sequence[float] = (0.80, 0.83, 0.85, 
                      out_dir: str = "runs/bench-time-to-accuracy") -> list[dict[str, Any]]:
     """Run every arm for every seed, write the CSVs, table and plot, and return the table's rows."""
     from ol_ray.config.checks import check
-    from ol_ray.driver.pipeline import resolve_paths
+    from ol_ray.driver.preflight import resolve_paths
 
     cfg = resolve_paths(cfg)
     if not cfg.eval.path:

@@ -12,7 +12,7 @@ from typing import Any, Callable, Iterator, Optional, Sequence
 import numpy as np
 
 from ol_ray.data.config import StreamConfig
-from ol_ray.data.source import detect_format, EXTENSIONS, Record, RecordFormat, SourceError
+from ol_ray.data.source import EXTENSIONS, Record, RecordFormat, SourceError, detect_format
 
 logger = logging.getLogger(__name__)
 

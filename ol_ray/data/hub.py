@@ -8,7 +8,6 @@ from ol_ray.data.config import StreamConfig
 from ol_ray.data.files import json_bytes
 from ol_ray.data.source import Record, RecordFormat, SourceError
 
-
 ROW_KEY = "__ol_ray_row__"
 
 

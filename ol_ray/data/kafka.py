@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterator, Optional
 
 from ol_ray.data.config import StreamConfig
 from ol_ray.data.files import FileSource
-from ol_ray.data.source import paced, Record, RecordFormat, SourceError
+from ol_ray.data.source import Record, RecordFormat, SourceError, paced
 from ol_ray.data.validation import RowError, decode_fields
 
 logger = logging.getLogger(__name__)

@@ -16,7 +16,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Literal, NamedTuple, Optional, Protocol
 
-
 from ol_ray.data.config import StreamConfig
 
 EXTENSIONS = {".tsv": "tsv", ".csv": "csv", ".jsonl": "jsonl", ".json": "json", ".parquet": "parquet",

@@ -14,8 +14,8 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import torch
 
-from ol_ray.models.loading import load_tokenizer
 from ol_ray.data.validation import RowError, quarantine_record, rows_to_columns
+from ol_ray.models.loading import load_tokenizer
 
 
 def tokenize_texts(texts: Sequence[str], name_or_path: str, max_length: int,

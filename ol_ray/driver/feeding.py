@@ -23,11 +23,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
-from ol_ray.driver.admission import Admission
-from ol_ray.scoring.chunks import Chunk, ChunkResult
 from ol_ray.config.schema import Config
-from ol_ray.observe.monitor import process_rss_mb
 from ol_ray.data.source import Source, Window, windows
+from ol_ray.driver.admission import Admission
+from ol_ray.observe.monitor import process_rss_mb
+from ol_ray.scoring.chunks import Chunk, ChunkResult
 
 IDLE_TICK_S = 1.0  # with no scored candidates for this long, let the learner check a time-driven policy
 WAIT_S = 0.05  # longest wait for anything in one turn of the loop

@@ -20,19 +20,19 @@ import torch
 
 from ol_ray.batching.base import BatchContext
 from ol_ray.batching.policies import clamp_batch_size, make_policy, pool_for
-from ol_ray.learner.checkpointing import restore_newest, save
-from ol_ray.learner.updating import apply_update
-from ol_ray.records import EvalRecord
-from ol_ray.learner.candidates import CandidateBuffer, take
 from ol_ray.config.schema import Config
 from ol_ray.continual.learning import ContinualLearning
-from ol_ray.observe.evaluation import evaluate, load_domain_sets, load_eval_set
-from ol_ray.state.ledger import Ledger, SeenIds, append_ledger_log, rewind_ledger_log
+from ol_ray.data.tokenization import ragged
+from ol_ray.learner.candidates import CandidateBuffer, take
+from ol_ray.learner.checkpointing import restore_newest, save
+from ol_ray.learner.update import lr_factor, make_optimizer
+from ol_ray.learner.updating import apply_update
 from ol_ray.models.loading import device_for, load_model, load_tokenizer, pad_id_of
+from ol_ray.observe.evaluation import evaluate, load_domain_sets, load_eval_set
+from ol_ray.records import EvalRecord
 from ol_ray.selection.base import pool_length
 from ol_ray.selection.selector import make_strategy
-from ol_ray.data.tokenization import ragged
-from ol_ray.learner.update import (lr_factor, make_optimizer)
+from ol_ray.state.ledger import Ledger, SeenIds, append_ledger_log, rewind_ledger_log
 
 Columns = dict[str, np.ndarray]
 logger = logging.getLogger(__name__)

@@ -21,7 +21,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from ol_ray.config.schema import Config
-from ol_ray.selection.config import SelectionConfig
+from ol_ray.selection.config import uses_rho_loss
 
 FOLDER = "irreducible"
 
@@ -41,8 +41,8 @@ def read_head(cfg: Config, count: int, rows: Optional[Sequence[dict[str, Any]]] 
               until_valid: bool = False) -> Holdout:
     """The head of the configured stream, validated and tokenized: its first `count` rows, or with `until_valid`
     its first `count` valid rows (fewer if the stream ends)."""
-    from ol_ray.data.phases import config_for_phase
     from ol_ray.data.factory import make_source
+    from ol_ray.data.phases import config_for_phase
     from ol_ray.data.source import windows
     from ol_ray.data.tokenization import tokenize_rows
     from ol_ray.data.validation import FieldSpec, split_records
@@ -61,11 +61,6 @@ def read_head(cfg: Config, count: int, rows: Optional[Sequence[dict[str, Any]]] 
             break
     columns, input_ids, masks, unusable = tokenize_rows(valid, cfg)
     return Holdout(input_ids, columns["label"], cursor, read, rejected + unusable, columns["sample_id"], masks)
-
-
-def uses_rho_loss(sel: SelectionConfig) -> bool:
-    """Whether the selection needs the irreducible-loss column (rho_loss itself, or inside a mix)."""
-    return sel.strategy == "rho_loss" or (sel.strategy == "mix" and "rho_loss" in sel.mix)
 
 
 def read_holdout(cfg: Config, rows: Optional[Sequence[dict[str, Any]]] = None) -> Holdout:

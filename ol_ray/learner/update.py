@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ol_ray.models.loading import autocast
 from ol_ray.data.tokenization import length_groups, pad_batch, pad_masks
+from ol_ray.models.loading import autocast
 
 
 @dataclass(frozen=True)

@@ -16,12 +16,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from ol_ray.config.schema import Config
-from ol_ray.models.loading import autocast
 from ol_ray.data.files import FileSource
 from ol_ray.data.hub import HubSource
 from ol_ray.data.source import SourceError
 from ol_ray.data.tokenization import pad_batch, tokenize_rows
 from ol_ray.data.validation import FieldSpec, split_records
+from ol_ray.models.loading import autocast
 
 
 @dataclass

@@ -15,9 +15,9 @@ from typing import Any, Optional
 
 import numpy as np
 
-from ol_ray.observe.plots import markdown_table, Panel, plot_panels
-from ol_ray.observe.evaluation import headline
 from ol_ray.jsonl import read_jsonl
+from ol_ray.observe.evaluation import headline
+from ol_ray.observe.plots import Panel, markdown_table, plot_panels
 
 
 class ReportError(RuntimeError):

@@ -19,12 +19,13 @@ import ray
 import torch
 from torch import nn
 
-from ol_ray.scoring.chunks import Chunk, ChunkResult, prepare_chunk
 from ol_ray.config.schema import Config
-from ol_ray.models.loading import (device_for, load_model, load_numpy_state, load_tokenizer, output_layer, pad_id_of)
+from ol_ray.models.loading import device_for, load_model, load_numpy_state, load_tokenizer, output_layer, pad_id_of
+from ol_ray.scoring.chunks import Chunk, ChunkResult, prepare_chunk
 from ol_ray.tasks import score_columns
 from ol_ray.tasks.classification import exact_grad_norms
 from ol_ray.weights.store import WeightClient
+
 
 class Scorer:
     """Ray actor, started once per run and kept across windows and checkpoints: turns chunks of raw records into

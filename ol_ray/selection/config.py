@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from ol_ray.selection.base import STRATEGIES
 from ol_ray.errors import require
+from ol_ray.selection.base import STRATEGIES
 
 
 @dataclass(frozen=True)

@@ -24,9 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ol_ray.data.tokenization import length_groups, pad_batch, pad_masks
 from ol_ray.models.loading import autocast
 from ol_ray.tasks.classification import forward_with_head_input
-from ol_ray.data.tokenization import length_groups, pad_batch, pad_masks
 
 LM_STAT_COLUMNS = ("loss", "entropy", "perplexity", "margin", "max_prob", "token_accuracy", "target_tokens",
                    "grad_norm", "embedding", "probs", "features")

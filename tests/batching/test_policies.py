@@ -6,10 +6,12 @@ import json
 import numpy as np
 import pytest
 
-from conftest import ROOT
-from ol_ray.batching.base import BatchContext, POLICIES
-from ol_ray.batching.policies import (clamp_batch_size, fitting_batch, lr_scale, make_policy, noise_scale_estimates, pool_for)
+from ol_ray.batching.base import POLICIES, BatchContext
+from ol_ray.batching.policies import (clamp_batch_size, fitting_batch, lr_scale, make_policy, noise_scale_estimates,
+                                      pool_for)
 from ol_ray.config import BatchingConfig, ConfigError, load_config
+
+from conftest import ROOT
 
 BOUNDS = dict(batch_size=32, min_batch_size=8, max_batch_size=64)
 SNAPSHOTS = [

@@ -7,6 +7,7 @@ import pytest
 from ol_ray.batching.base import POLICIES
 from ol_ray.bench.batching import summarise
 from ol_ray.cli import main
+
 from data_files import write_sst2_tsv
 
 

@@ -6,6 +6,7 @@ import pytest
 
 from ol_ray.bench.forgetting import summarise
 from ol_ray.cli import main
+
 from conftest import DATA, real_data
 from data_files import write_sst2_tsv
 

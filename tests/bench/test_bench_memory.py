@@ -6,6 +6,7 @@ from ol_ray.bench.harness import read_csv
 from ol_ray.bench.memory import memory_rows, repeat_stream_file, slope_per_samples
 from ol_ray.cli import main
 from ol_ray.config import ConfigError
+
 from data_files import write_sst2_tsv
 
 

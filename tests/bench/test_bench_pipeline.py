@@ -6,6 +6,7 @@ import pytest
 from ol_ray.bench.harness import read_csv
 from ol_ray.bench.pipeline import side_figures, summarise
 from ol_ray.cli import main
+
 from data_files import write_sst2_tsv
 
 

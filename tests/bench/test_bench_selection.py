@@ -7,6 +7,7 @@ import pytest
 
 from ol_ray.bench.selection import reach, summarise
 from ol_ray.cli import main
+
 from data_files import write_sst2_tsv
 
 

@@ -9,6 +9,7 @@ from ol_ray.bench.harness import read_csv
 from ol_ray.bench.time_to_accuracy import arm_config, first_reach, summarise
 from ol_ray.cli import main
 from ol_ray.config import load_config
+
 from data_files import write_sst2_tsv
 
 

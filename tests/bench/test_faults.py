@@ -13,8 +13,9 @@ import time
 import yaml
 
 from ol_ray.config import load_config
-from conftest import no_actors_left
 from ol_ray.driver.pipeline import run_pipeline
+
+from conftest import no_actors_left
 
 
 def records(run_dir, name="metrics.jsonl"):

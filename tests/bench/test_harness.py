@@ -3,8 +3,8 @@
 import pytest
 
 from ol_ray.bench.harness import mean_curve, read_csv, seeded, write_csv, write_results
-from ol_ray.observe.plots import cell, markdown_table, Panel, plot_panels
 from ol_ray.config import Config
+from ol_ray.observe.plots import Panel, cell, markdown_table, plot_panels
 
 
 def test_a_seed_seeds_the_stream_order_the_head_and_the_selection():

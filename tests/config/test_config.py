@@ -3,9 +3,9 @@ import os
 
 import pytest
 
-from conftest import ROOT
 from ol_ray.config import Config, ConfigError, apply_override, load_config
 
+from conftest import ROOT
 
 
 def write(tmp_path, text):

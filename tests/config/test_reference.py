@@ -4,10 +4,10 @@ import dataclasses
 import os
 import typing
 
-from conftest import ROOT
-
 from ol_ray.config import Config, DomainConfig
 from ol_ray.config.reference import field_comments, reference
+
+from conftest import ROOT
 
 
 def test_configuration_reference_is_current():

@@ -12,6 +12,7 @@ from ol_ray.config import load_config
 from ol_ray.learner.core import OnlineLearner
 from ol_ray.models.loading import load_model, output_layer
 from ol_ray.tasks import score_columns
+
 from data_files import candidates
 
 CPU = torch.device("cpu")
@@ -89,8 +90,8 @@ def test_prequential_accuracy_and_drift_reactions(tiny_model_dir, sst2_rows, tmp
 
 
 def test_a_causal_lm_replays_with_target_masks_and_ewc(tiny_gpt2_dir, tmp_path):
-    from tiny_model import LM_SENTENCES
     from data_files import lm_candidates
+    from tiny_model import LM_SENTENCES
 
     cfg = load_config(None, [
         "stream.path=unused", f"model.name_or_path={tiny_gpt2_dir}", "model.kind=causal_lm", "selection.pool_size=8",

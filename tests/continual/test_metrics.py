@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from ol_ray.continual.metrics import (PageHinkley, Prequential, average_accuracy, backward_transfer, continual_metrics,
-                              forgetting, forward_transfer, task_matrix)
+                                      forgetting, forward_transfer, task_matrix)
 
 # rows: the end of phases 0, 1, 2; columns: evaluation sets 0, 1, 2 (set j is phase j's domain)
 MATRIX = [[0.9, 0.2, 0.1],

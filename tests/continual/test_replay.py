@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from ol_ray.state.checkpoint import load_columns, save_columns
 from ol_ray.continual.replay import ReplayBuffer, object_array
+from ol_ray.state.checkpoint import load_columns, save_columns
 
 
 def samples(start: int, count: int, labels=None) -> dict[str, np.ndarray]:

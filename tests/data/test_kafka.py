@@ -15,6 +15,7 @@ import pytest
 from ol_ray.config import StreamConfig, load_config
 from ol_ray.data.source import SourceError, windows
 from ol_ray.data.validation import FieldSpec, split_records
+
 from data_files import write_sst2_tsv
 
 kafka = pytest.importorskip("confluent_kafka")

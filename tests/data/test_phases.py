@@ -4,8 +4,8 @@ span two phases, and a cursor that resumes inside a phase or at its boundary."""
 import pytest
 
 from ol_ray.config import load_config
-from ol_ray.data.phases import PhasedSource, config_for_phase
 from ol_ray.data.factory import make_source
+from ol_ray.data.phases import PhasedSource, config_for_phase
 from ol_ray.data.source import SourceError, windows
 
 

@@ -8,7 +8,7 @@ import pytest
 from ol_ray.config import load_config
 from ol_ray.data.factory import make_source
 from ol_ray.data.files import DirectorySource, FileSource, MemorySource
-from ol_ray.data.source import paced, SourceError, windows
+from ol_ray.data.source import SourceError, paced, windows
 
 
 def stream_cfg(*overrides):

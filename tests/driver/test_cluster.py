@@ -13,6 +13,7 @@ import time
 
 import pytest
 import yaml
+
 from conftest import ROOT
 from data_files import write_sst2_tsv
 
@@ -60,7 +61,7 @@ def test_runtime_env_example_is_a_valid_runtime_env():
 
 def test_only_a_local_ray_makes_missing_resources_an_error(monkeypatch):
     from ol_ray.config import load_config
-    from ol_ray.driver.pipeline import joins_a_cluster
+    from ol_ray.driver.cluster import joins_a_cluster
 
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     assert not joins_a_cluster(load_config(None, ["stream.path=x.tsv"]))

@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 
 from ol_ray.config import load_config
-from ol_ray.driver.pipeline import RunOutputs, fresh_start, kept_records, run_pipeline
+from ol_ray.driver.outputs import RunOutputs, kept_records
+from ol_ray.driver.pipeline import fresh_start, run_pipeline
 from ol_ray.observe.report import write_report
+
 from conftest import AIRLINE_TWEETS, no_actors_left, read_tsv, real_data
 from data_files import write_sst2_tsv
 
@@ -136,7 +138,7 @@ def test_a_dev_set_without_the_configured_fields_fails_before_ray_starts(tiny_mo
 def test_a_run_that_fails_leaves_no_actor_behind(ray_local, tiny_model_dir, stream_file, tmp_path):
     """The learner cannot be placed (a GPU this Ray lacks; on a Ray the run joined that is a wait, not an error):
     the run fails after learner.start_timeout_s and ends the scorers and small actors it started."""
-    from ol_ray.driver.pipeline import PipelineError
+    from ol_ray.driver.feeding import PipelineError
 
     cfg = load_config(None, [f"stream.path={stream_file}", "stream.text_field=sentence", "eval.path=",
                              f"model.name_or_path={tiny_model_dir}", "learner.num_gpus=1", "learner.start_timeout_s=3",

@@ -5,8 +5,9 @@ import numpy as np
 import torch
 
 from ol_ray.config import SelectionConfig, load_config
-from ol_ray.learner.irreducible import holdout_start, prepare_irreducible, read_holdout, train_irreducible, uses_rho_loss
+from ol_ray.learner.irreducible import holdout_start, prepare_irreducible, read_holdout, train_irreducible
 from ol_ray.models.loading import head_layer, load_model, load_numpy_state
+from ol_ray.selection.config import uses_rho_loss
 from ol_ray.tasks.classification import score_samples
 
 

@@ -6,14 +6,15 @@ import numpy as np
 import pytest
 import torch
 
-from ol_ray.state.checkpoint import latest_checkpoint, load_checkpoint
 from ol_ray.config import load_config
 from ol_ray.learner.candidates import concat_columns
 from ol_ray.learner.checkpointing import restore_newest
 from ol_ray.learner.core import OnlineLearner
 from ol_ray.models.loading import head_layer
-from ol_ray.tasks.classification import score_samples
 from ol_ray.selection.base import STRATEGIES
+from ol_ray.state.checkpoint import latest_checkpoint, load_checkpoint
+from ol_ray.tasks.classification import score_samples
+
 from data_files import candidates, write_sst2_tsv
 
 CPU = torch.device("cpu")

@@ -9,9 +9,10 @@ import torch
 from torch import nn
 
 from ol_ray.config import ModelConfig
-from ol_ray.models.loading import load_model
 from ol_ray.data.tokenization import tokenize_texts
-from ol_ray.learner.update import ActivationMeter, TrainBatch, is_out_of_memory, lr_factor, micro_batch_plan, weighted_step
+from ol_ray.learner.update import (ActivationMeter, TrainBatch, is_out_of_memory, lr_factor, micro_batch_plan,
+                                   weighted_step)
+from ol_ray.models.loading import load_model
 
 CPU = torch.device("cpu")
 

@@ -5,7 +5,7 @@ import torch
 
 from ol_ray.config import ModelConfig
 from ol_ray.models.loading import (ModelError, head_layer, load_model, load_numpy_state, resolve_model_path,
-                           state_to_numpy)
+                                   state_to_numpy)
 
 
 def test_package_models_resolve_to_their_folder():

@@ -8,8 +8,8 @@ import torch
 
 from ol_ray.config import ConfigError, ModelConfig, load_config
 from ol_ray.learner.core import OnlineLearner
-from ol_ray.models.lora import LoraError, is_adapter_folder
 from ol_ray.models.loading import ModelError, head_layer, load_model, load_numpy_state, state_to_numpy
+from ol_ray.models.lora import LoraError, is_adapter_folder
 
 from data_files import candidates
 
@@ -110,8 +110,8 @@ def test_bad_lora_settings_are_named(tiny_model_dir):
 def test_a_causal_lm_trains_and_publishes_adapters_only_and_peft_loads_its_checkpoint(tiny_llama_dir, tmp_path):
     from transformers import AutoModelForCausalLM
 
-    from tiny_model import LM_SENTENCES
     from data_files import lm_candidates
+    from tiny_model import LM_SENTENCES
 
     cfg = load_config(None, ["stream.path=unused", f"model.name_or_path={tiny_llama_dir}", "model.kind=causal_lm",
                              "model.lora_r=4", "model.lora_targets=[q_proj, v_proj]", "selection.pool_size=8",

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import ray
 
-from ol_ray.scoring.chunks import Chunk, prepare_chunk
 from ol_ray.config import load_config
-from ol_ray.scoring.pool import GROW_AFTER_S, ScorerPool, columns_needed
 from ol_ray.data.source import RecordFormat
+from ol_ray.scoring.chunks import Chunk, prepare_chunk
+from ol_ray.scoring.pool import GROW_AFTER_S, ScorerPool, columns_needed
 
 
 @pytest.mark.parametrize("overrides, expected", [

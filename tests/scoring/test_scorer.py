@@ -4,9 +4,9 @@ import torch
 import torch.nn.functional as F
 
 from ol_ray.config import ModelConfig
+from ol_ray.data.tokenization import pad_batch, tokenize_texts
 from ol_ray.models.loading import head_layer, load_model
 from ol_ray.tasks.classification import exact_grad_norms, score_samples
-from ol_ray.data.tokenization import pad_batch, tokenize_texts
 
 CPU = torch.device("cpu")
 

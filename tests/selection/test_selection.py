@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from ol_ray.config import SelectionConfig
-from ol_ray.selection.base import order_by, STRATEGIES
+from ol_ray.selection.base import STRATEGIES, order_by
 from ol_ray.selection.selector import capped, inclusion_probabilities, make_strategy, systematic_sample
 
 MODES = ("hard", "soft", "importance")

@@ -6,10 +6,10 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification
 
-from ol_ray.state.checkpoint import (CheckpointError, checkpoints_newest_first, latest_checkpoint, load_checkpoint,
-                               load_columns, save_checkpoint, save_columns)
 from ol_ray.config import ModelConfig
 from ol_ray.models.loading import load_model, load_tokenizer
+from ol_ray.state.checkpoint import (CheckpointError, checkpoints_newest_first, latest_checkpoint, load_checkpoint,
+                                     load_columns, save_checkpoint, save_columns)
 
 
 def candidates():

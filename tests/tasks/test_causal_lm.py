@@ -7,11 +7,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ol_ray.tasks.causal_lm import evaluate_lm, sample_token_losses, score_lm_samples
 from ol_ray.config import ModelConfig
-from ol_ray.models.loading import load_model, output_layer
 from ol_ray.data.tokenization import pad_batch, pad_masks, tokenize_lm
 from ol_ray.learner.update import TrainBatch, make_optimizer, weighted_step
+from ol_ray.models.loading import load_model, output_layer
+from ol_ray.tasks.causal_lm import evaluate_lm, sample_token_losses, score_lm_samples
 
 CPU = torch.device("cpu")
 PROMPTS = ["the cat sat on", "birds sing in", "", "a dog ran"]
@@ -112,9 +112,9 @@ def test_weighted_steps_on_target_tokens_lower_their_loss(lm):
 
 
 def test_badge_on_causal_lm_scores_starts_with_the_least_sure_sample():
-    from ol_ray.tasks.causal_lm import badge_probs
     from ol_ray.config import SelectionConfig
     from ol_ray.selection.selector import make_strategy
+    from ol_ray.tasks.causal_lm import badge_probs
 
     max_prob = np.array([0.9, 0.2, 0.6, 0.4], dtype=np.float32)  # below and above 1/2
     pool = {"sample_id": np.arange(4), "label": np.zeros(4, np.int64),
