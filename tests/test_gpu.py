@@ -7,9 +7,10 @@ import torch
 
 from ol_ray.config import ModelConfig
 from ol_ray.data.tokenization import tokenize_texts
-from ol_ray.learner.update import TrainBatch, weighted_step
+from ol_ray.learner.update import weighted_step
 from ol_ray.models.loading import head_layer, load_model
 from ol_ray.tasks.classification import score_samples
+from ol_ray.tasks.losses import TrainBatch
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 

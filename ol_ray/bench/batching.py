@@ -17,6 +17,7 @@ evaluations, updates, mean B, wall time and its ratio to `fixed`, peak RSS and m
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import os
 from typing import Any, Sequence
@@ -141,3 +142,32 @@ def batching(cfg: Config, policies: Sequence[str], seeds: Sequence[int] = (0, 1,
     return report(runs, out_dir, f"{len(seeds)} seed(s), {samples} samples each, bounds "
                                  f"[{cfg.batching.min_batch_size}, {cfg.batching.max_batch_size}], reference batch "
                                  f"{cfg.batching.batch_size}")
+
+
+HELP = "batch-size policies on the same sample budget (a plain loop, no Ray)"
+DESCRIPTION = ("For each policy and seed: the config's stream scored with the current weights in chunks, "
+               "trained until --samples samples; dev accuracy against samples and wall time, batch size over "
+               "time, updates made and peak memory, wall time as a ratio to fixed.")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of `ol-ray bench batching` (after the config and its overrides)."""
+    parser.add_argument("--policies", nargs="+", default=["fixed", "adaptive", "uncertainty", "resource", "periodic",
+                                                          "min_of"], help="policies to compare (fixed is the baseline)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds (default 0 1 2)")
+    parser.add_argument("--samples", type=int, default=3200, help="trained samples per run (default 3200)")
+    parser.add_argument("--chunk", type=int, default=16, help="candidates scored per step of the stream (default 16)")
+    parser.add_argument("--eval-every", type=int, default=400, help="trained samples between evaluations (400)")
+    parser.add_argument("--out", default="runs/bench-batching", help="where the CSVs, markdown and PNG go")
+    parser.add_argument("--from-dir", metavar="DIR",
+                        help="run nothing: summarise and plot an earlier run's batching.csv and batching_updates.csv")
+
+
+def main(cfg: Config, args: argparse.Namespace) -> int:
+    """`ol-ray bench batching` with parsed arguments."""
+    if args.from_dir:
+        report(runs_from_csv(args.from_dir), args.out, f"from {args.from_dir}")
+        return 0
+    batching(cfg, args.policies, seeds=args.seeds, samples=args.samples, chunk=args.chunk,
+             eval_every=args.eval_every, out_dir=args.out)
+    return 0

@@ -12,6 +12,7 @@ final dev accuracy, wall time), and prints both.
 
 from __future__ import annotations
 
+import argparse
 import os
 import time
 from typing import Any, Optional, Sequence
@@ -65,3 +66,22 @@ def _run_row(name: str, summary: dict[str, Any], wall_s: float, faults: int) -> 
             "samples_trained_twice": summary["samples_trained_twice"],
             "samples_quarantined": summary["samples_quarantined"], "updates": summary["updates"],
             "dev_accuracy": accuracy, "wall_s": wall_s}
+
+
+HELP = "one run with every part killed at random points, against the same run without faults"
+DESCRIPTION = ("Run the job twice as real drivers on a local Ray: without faults, and with the learner killed "
+               "twice and a scorer, the weight store, the monitor, the quarantine sink and the driver (then "
+               "resumed) killed once each, at seeded random points: how each recovered, the ledger, the "
+               "samples trained twice and the final dev accuracy of both.")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of `ol-ray bench chaos` (after the config and its overrides)."""
+    parser.add_argument("--seed", type=int, default=0, help="the fault schedule's seed (default 0)")
+    parser.add_argument("--out", default="runs/bench-chaos", help="where the tables and runs go")
+
+
+def main(cfg: Config, args: argparse.Namespace) -> int:
+    """`ol-ray bench chaos` with parsed arguments."""
+    chaos(cfg, args.config, args.overrides, seed=args.seed, out_dir=args.out)
+    return 0

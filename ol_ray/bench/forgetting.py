@@ -26,6 +26,7 @@ set's accuracy against samples trained, one panel per arm), and prints the table
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import math
 import os
@@ -190,3 +191,29 @@ def forgetting(cfg: Config, arms: Sequence[str] = ARMS, seeds: Sequence[int] = (
                       f"{' + '.join(map(str, updates))} updates of {batch})")
     print(table)
     return rows
+
+
+HELP = "forgetting of earlier domains without replay, with replay, with replay and EWC"
+DESCRIPTION = ("The config's stream.phases in order, each evaluated on the eval.sets entry of its name: for "
+               "each arm and seed the same number of updates per phase; final accuracy per domain, forgetting "
+               "of earlier ones, average accuracy, backward and forward transfer, samples trained (new and "
+               "replayed), against fine-tuning without replay.")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of `ol-ray bench forgetting` (after the config and its overrides)."""
+    parser.add_argument("--arms", nargs="+", default=["finetune", "replay", "replay_ewc"],
+                        choices=["finetune", "replay", "replay_ewc"], help="arms to compare (finetune: baseline)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds (default 0 1 2)")
+    parser.add_argument("--updates", type=int, nargs="+", default=[60, 180],
+                        help="updates of each phase, or one number for all (default 60 180)")
+    parser.add_argument("--ewc-lambda", type=float, default=0.0,
+                        help="EWC strength of replay_ewc (default: continual.ewc_lambda, else 100)")
+    parser.add_argument("--out", default="runs/bench-forgetting", help="where the CSVs, markdown and PNG go")
+
+
+def main(cfg: Config, args: argparse.Namespace) -> int:
+    """`ol-ray bench forgetting` with parsed arguments."""
+    forgetting(cfg, args.arms, seeds=args.seeds, updates=args.updates, ewc_lambda=args.ewc_lambda,
+               out_dir=args.out)
+    return 0

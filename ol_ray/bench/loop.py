@@ -67,7 +67,11 @@ def run_plain(cfg: Config, stream: Stream, chunk: int, max_updates: int = 0, max
     which is `started` (a `time.perf_counter()` reading) when given, else after the model has loaded.
     `dev` replaces the configured dev set; with `run_dir` the learner writes its ledger there (which samples each
     update trained, as a pipeline run's ledger.jsonl says it). rho_loss first trains its irreducible-loss model on the stream's first
-    `selection.holdout_size` rows, which the run then skips."""
+    `selection.holdout_size` rows, which the run then skips.
+
+    Long because it is the baseline the pipeline is measured against, kept in one piece so it can be read
+    next to `ol_ray.driver.pipeline` and seen to do the same work.
+    """
     from ol_ray.learner.core import OnlineLearner
     from ol_ray.learner.irreducible import train_irreducible
     from ol_ray.models.loading import device_for, head_layer, load_model, load_numpy_state

@@ -19,6 +19,7 @@ run itself under `run/`.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import os
 import time
@@ -142,3 +143,24 @@ def plot(records: list[dict[str, Any]], path: str, title: str) -> None:
         if points:
             (rss if name.endswith("RSS") else saved).add(name, *zip(*points))
     plot_panels([panel for panel in (rss, saved) if panel.lines], path, title, columns=2)
+
+
+HELP = "driver and learner memory over a long stream (a tiny model)"
+DESCRIPTION = ("The configured pipeline with a tiny model over the configured stream file repeated to "
+               "--samples rows: resident memory of the driver and the learner and the checkpoint size against "
+               "samples read, and their slopes per 10,000 samples after the warm-up.")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of `ol-ray bench memory` (after the config and its overrides)."""
+    parser.add_argument("--samples", type=int, default=100_000, help="rows to stream (default 100000)")
+    parser.add_argument("--every", type=float, default=2.0, help="seconds between memory readings (default 2)")
+    parser.add_argument("--warmup", type=float, default=0.2, help="share of the stream before the slope is fitted "
+                                                                  "(default 0.2)")
+    parser.add_argument("--out", default="runs/bench-memory", help="where the CSVs, markdown, PNG and run go")
+
+
+def main(cfg: Config, args: argparse.Namespace) -> int:
+    """`ol-ray bench memory` with parsed arguments."""
+    memory(cfg, samples=args.samples, every_s=args.every, warmup=args.warmup, out_dir=args.out)
+    return 0

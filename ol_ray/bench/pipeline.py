@@ -19,6 +19,7 @@ are ratios to the plain loop's. Writes `pipeline.csv` (a row per seed and side) 
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import os
 import time
@@ -133,3 +134,31 @@ def summarise(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         table[0][f"{key}_ratio"] = 1.0
         table[1][f"{key}_ratio"] = float(np.mean(ratios)) if ratios else float("nan")
     return table
+
+
+HELP = "the Ray pipeline against a plain single-process loop doing the same work"
+DESCRIPTION = ("For each seed, a plain single-process loop (no Ray) and the Ray pipeline, both scoring pools "
+               "of --pool with the current weights and training on --batch chosen by --strategy, for --updates "
+               "updates, on the same cores: trained samples/s and their ratio, learner utilisation, staleness, "
+               "time to the first update.")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of `ol-ray bench pipeline` (after the config and its overrides)."""
+    parser.add_argument("--updates", type=int, default=200, help="updates per side (default 200)")
+    parser.add_argument("--pool", type=int, default=32, help="candidates scored per update (default 32)")
+    parser.add_argument("--batch", type=int, default=16, help="samples trained per update (default 16)")
+    parser.add_argument("--strategy", default="entropy", help="the selection strategy (default entropy: the top "
+                                                              "--batch of each pool by uncertainty)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds (default 0)")
+    parser.add_argument("--plain-threads", type=int, default=0,
+                        help="torch threads of the plain loop (default 0: as many as the pipeline has CPUs; the "
+                             "pipeline's learner thread count makes both sides do the same arithmetic)")
+    parser.add_argument("--out", default="runs/bench-pipeline", help="where the CSVs, markdown and runs go")
+
+
+def main(cfg: Config, args: argparse.Namespace) -> int:
+    """`ol-ray bench pipeline` with parsed arguments."""
+    pipeline(cfg, updates=args.updates, pool=args.pool, batch=args.batch, strategy=args.strategy,
+             seeds=args.seeds, out_dir=args.out, plain_threads=args.plain_threads)
+    return 0

@@ -11,6 +11,7 @@ The scorers compute what the configured strategy reads, or every statistic for a
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import os
 import time
@@ -31,7 +32,11 @@ def first_window(cfg: Config, samples: int):
 
 def scaling(cfg: Config, nodes: Sequence[int] = (1, 2), samples: int = 2048, out_dir: str = "runs/bench-scaling",
             node_cpus: int = 1) -> list[dict[str, Any]]:
-    """Scoring samples/s with each number of scorer nodes, and the ratio to the first count."""
+    """Scoring samples/s with each number of scorer nodes, and the ratio to the first count.
+
+    Long because each node count is one measurement from cluster start to teardown whose steps share
+    the cluster and its actors.
+    """
     import ray
     from ray.cluster_utils import Cluster
 
@@ -105,3 +110,23 @@ def scaling(cfg: Config, nodes: Sequence[int] = (1, 2), samples: int = 2048, out
                                  if rows[0]["steady_samples_per_s"] else 0.0)
     print(write_results(rows, out_dir, "scaling"))
     return rows
+
+
+HELP = "scoring samples/s with 1, 2, ... scorer nodes (a multi-node Ray on this machine)"
+DESCRIPTION = ("Scoring throughput with each number of scorer nodes: for each, a fresh ray.cluster_utils "
+               "Cluster with a head and N nodes of --node-cpus CPUs carrying the resource `scorer`; scores "
+               "the first --samples rows of the config's stream with its model.")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of `ol-ray bench scaling` (after the config and its overrides)."""
+    parser.add_argument("--nodes", type=int, nargs="+", default=[1, 2], help="scorer node counts (default 1 2)")
+    parser.add_argument("--samples", type=int, default=2048, help="rows to score per count (default 2048)")
+    parser.add_argument("--node-cpus", type=int, default=1, help="CPUs of each scorer node (default 1)")
+    parser.add_argument("--out", default="runs/bench-scaling", help="where the CSV and markdown go")
+
+
+def main(cfg: Config, args: argparse.Namespace) -> int:
+    """`ol-ray bench scaling` with parsed arguments."""
+    scaling(cfg, nodes=args.nodes, samples=args.samples, out_dir=args.out, node_cpus=args.node_cpus)
+    return 0

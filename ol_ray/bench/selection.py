@@ -17,6 +17,7 @@ and wall time), and prints the table.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import math
 import os
@@ -146,3 +147,41 @@ def selection(cfg: Config, strategies: Sequence[str], seeds: Sequence[int] = (0,
                 write_csv(os.path.join(out_dir, "selection.csv"), points)
     noise = f", {label_noise:.0%} of labels flipped" if label_noise else ""
     return report(curves, target, out_dir, f"{len(seeds)} seed(s), {updates} updates of {batch_size}{noise}")
+
+
+HELP = "sample efficiency of selection strategies against random (a plain loop, no Ray)"
+DESCRIPTION = ("For each strategy, pool size and seed: the same number of updates of --batch samples chosen "
+               "from pools of --pools candidates scored with the current weights; dev accuracy against "
+               "samples trained, updates and wall time, and the samples and time to reach --target, as ratios "
+               "to random.")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of `ol-ray bench selection` (after the config and its overrides)."""
+    parser.add_argument("--strategies", nargs="+", default=["random", "entropy", "loss"],
+                        help="strategies to compare (random is the baseline)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds (default 0 1 2)")
+    parser.add_argument("--updates", type=int, default=200, help="updates per run (default 200)")
+    parser.add_argument("--pools", type=int, nargs="+", default=[64], help="candidate pool sizes (default 64)")
+    parser.add_argument("--batch", type=int, default=16, help="samples per update (default 16)")
+    parser.add_argument("--eval-every", type=int, default=20, help="updates between evaluations (default 20)")
+    parser.add_argument("--target", type=float, default=0.85, help="dev accuracy to reach (default 0.85)")
+    parser.add_argument("--label-noise", type=float, default=0.0, help="share of stream labels flipped")
+    parser.add_argument("--mode", choices=["hard", "soft", "importance"], help="weighting mode (default: config)")
+    parser.add_argument("--dev-from-stream", type=int, default=0, metavar="N",
+                        help="evaluate on N rows of the stream read after the training rows, not eval.path")
+    parser.add_argument("--out", default="runs/bench-selection", help="where the CSV, markdown and PNG go")
+    parser.add_argument("--from-csv", nargs="+", metavar="CSV",
+                        help="run nothing: summarise and plot earlier runs' selection.csv files (seeds merge)")
+
+
+def main(cfg: Config, args: argparse.Namespace) -> int:
+    """`ol-ray bench selection` with parsed arguments."""
+    if args.from_csv:
+        report(curves_from_csv(args.from_csv), args.target, args.out, f"from {', '.join(args.from_csv)}")
+        return 0
+    selection(cfg, args.strategies, seeds=args.seeds, updates=args.updates, pools=args.pools,
+              batch_size=args.batch, eval_every=args.eval_every, target=args.target,
+              label_noise=args.label_noise, out_dir=args.out, mode=args.mode,
+              dev_from_stream=args.dev_from_stream)
+    return 0

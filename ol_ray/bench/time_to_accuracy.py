@@ -21,6 +21,7 @@ that reached it, mean wall seconds and trained samples to it, and both as a rati
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import math
 import os
@@ -148,3 +149,31 @@ def plot(curves: dict[tuple[str, int], list[dict[str, Any]]], path: str, targets
         by_time.add(label, [r["wall_s"] for r in evals], [r["dev_accuracy"] for r in evals])
         by_samples.add(label, [r["samples_trained"] for r in evals], [r["dev_accuracy"] for r in evals])
     plot_panels([by_time, by_samples], path, f"time to accuracy (targets {', '.join(map(str, targets))})", columns=2)
+
+
+HELP = "wall time and samples to dev-accuracy targets: fine-tuning vs the pipeline"
+DESCRIPTION = ("Plain fine-tuning (random batches, no scoring, AdamW), the pipeline selecting at random and the "
+               "pipeline as configured, each seed from a cold start: wall time and trained samples until the "
+               "dev accuracy first reaches each target.")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of `ol-ray bench time-to-accuracy` (after the config and its overrides)."""
+    parser.add_argument("--targets", type=float, nargs="+", default=[0.80, 0.83, 0.85, 0.87], help="dev accuracies")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds (default 0 1 2)")
+    parser.add_argument("--arms", nargs="+", default=["finetune", "pipeline_random", "pipeline"],
+                        choices=["finetune", "pipeline_random", "pipeline"], help="arms to run")
+    parser.add_argument("--samples", type=int, default=12_800,
+                        help="trained samples of finetune and pipeline_random (the pipeline keeps its config's budget)")
+    parser.add_argument("--eval-every", type=int, default=800, help="evaluate every this many trained samples")
+    parser.add_argument("--finetune-batch", type=int, default=32, help="fine-tuning's batch size (default 32)")
+    parser.add_argument("--finetune-lr", type=float, default=5e-5, help="fine-tuning's AdamW learning rate")
+    parser.add_argument("--out", default="runs/bench-time-to-accuracy", help="where the CSVs, markdown, PNG and runs go")
+
+
+def main(cfg: Config, args: argparse.Namespace) -> int:
+    """`ol-ray bench time-to-accuracy` with parsed arguments."""
+    time_to_accuracy(cfg, args.targets, seeds=args.seeds, arms=args.arms, samples=args.samples,
+                     eval_every=args.eval_every, finetune_batch=args.finetune_batch,
+                     finetune_lr=args.finetune_lr, out_dir=args.out)
+    return 0

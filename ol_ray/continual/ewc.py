@@ -21,8 +21,8 @@ import torch
 from torch import nn
 
 from ol_ray.data.tokenization import pad_batch
-from ol_ray.learner.update import TrainBatch, sample_losses
 from ol_ray.models.loading import autocast
+from ol_ray.tasks.losses import TrainBatch, sample_losses
 
 
 def empirical_fisher(model: nn.Module, batch: TrainBatch, pad_id: int, device: torch.device,

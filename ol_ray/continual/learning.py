@@ -29,8 +29,8 @@ from ol_ray.config.schema import Config
 from ol_ray.continual.ewc import ElasticWeights, empirical_fisher
 from ol_ray.continual.metrics import PageHinkley, Prequential, continual_metrics, task_matrix
 from ol_ray.continual.replay import ReplayBuffer
-from ol_ray.learner.update import TrainBatch
 from ol_ray.records import DriftRecord
+from ol_ray.tasks.losses import TrainBatch
 
 Columns = dict[str, np.ndarray]
 

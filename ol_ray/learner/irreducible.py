@@ -78,8 +78,9 @@ def train_irreducible(cfg: Config, input_ids: Sequence[np.ndarray], labels: np.n
     learning rate, batch size and precision); returns its state as numpy arrays."""
     import torch
 
-    from ol_ray.learner.update import TrainBatch, make_optimizer, weighted_step
+    from ol_ray.learner.update import make_optimizer, weighted_step
     from ol_ray.models.loading import device_for, load_model, load_tokenizer, pad_id_of, state_to_numpy
+    from ol_ray.tasks.losses import TrainBatch
 
     torch.manual_seed(cfg.model.seed + 1)
     torch.set_num_threads(cfg.learner.torch_threads)

@@ -15,24 +15,15 @@ from __future__ import annotations
 
 import contextlib
 import math
-from dataclasses import dataclass
 from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from ol_ray.data.tokenization import length_groups, pad_batch, pad_masks
+from ol_ray.data.tokenization import length_groups, pad_batch
 from ol_ray.models.loading import autocast
-
-
-@dataclass(frozen=True)
-class TrainBatch:
-    input_ids: Sequence[np.ndarray]  # token ids per sample, unpadded
-    labels: np.ndarray  # int64 class per sample
-    weights: np.ndarray  # float32 importance weight per sample
-    target_masks: Optional[Sequence[np.ndarray]] = None  # causal LM: which tokens are targets, per sample
+from ol_ray.tasks.losses import TrainBatch, sample_correct, sample_losses
 
 
 def micro_batch_plan(lengths: Sequence[int], max_tokens: int, max_samples: int = 0,
@@ -78,32 +69,8 @@ class ActivationMeter:
         return torch.autograd.graph.saved_tensors_hooks(self.pack, lambda tensor: tensor)
 
 
-def sample_losses(logits: torch.Tensor, inputs: dict[str, torch.Tensor], batch: TrainBatch, group: np.ndarray,
-                   device: torch.device) -> torch.Tensor:
-    """Each sample's loss in float32: the label's cross-entropy, or a causal LM's mean target-token NLL."""
-    if batch.target_masks is None:
-        labels = torch.as_tensor(batch.labels[group], dtype=torch.long, device=device)
-        return F.cross_entropy(logits.float(), labels, reduction="none")
-    from ol_ray.tasks.causal_lm import sample_token_losses
-
-    masks = pad_masks([batch.target_masks[i] for i in group], device)
-    return sample_token_losses(logits, inputs["input_ids"], inputs["attention_mask"], masks)[0]
 
 
-@torch.no_grad()
-def sample_correct(logits: torch.Tensor, inputs: dict[str, torch.Tensor], batch: TrainBatch, group: np.ndarray,
-                   device: torch.device) -> torch.Tensor:
-    """Each sample's prediction before the step, as prequential accuracy counts it: 1/0 for a classifier's label, a
-    causal LM's share of target tokens predicted (its token accuracy)."""
-    if batch.target_masks is None:
-        labels = torch.as_tensor(batch.labels[group], dtype=torch.long, device=device)
-        return (logits.argmax(dim=-1) == labels).float()
-    from ol_ray.tasks.causal_lm import shifted_targets
-
-    masks = pad_masks([batch.target_masks[i] for i in group], device)
-    targets, mask = shifted_targets(inputs["input_ids"], inputs["attention_mask"], masks)
-    hits = (logits[:, :-1].argmax(dim=-1) == targets).float() * mask
-    return hits.sum(dim=1) / mask.sum(dim=1).clamp(min=1)
 
 
 def weighted_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: TrainBatch, pad_id: int,
@@ -122,7 +89,11 @@ def weighted_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: Tra
     (peak allocated on a GPU, saved activations x 2 elsewhere). `penalty(model)`, when given, is a regulariser added
     to the loss once per update (EWC, `ol_ray.continual.ewc`); its value is returned as `penalty`, apart from `loss` (the
     weighted data loss). `sample_losses` and `sample_correct` (numpy, batch order) are each sample's loss and
-    prediction before the step: test-then-train figures at no extra cost."""
+    prediction before the step: test-then-train figures at no extra cost.
+
+    Long because it is one fixed sequence (forward and backward per micro-batch, the noise probe between
+    them, clip, step) whose steps share the accumulated gradient and loss; split, it would pass them around.
+    """
     model.train()
     optimizer.zero_grad(set_to_none=True)
     size = len(batch.labels)

@@ -14,10 +14,11 @@ import torch
 
 from ol_ray.batching.policies import lr_scale
 from ol_ray.learner.candidates import take
-from ol_ray.learner.update import TrainBatch, is_out_of_memory, micro_batch_plan, weighted_step
+from ol_ray.learner.update import is_out_of_memory, micro_batch_plan, weighted_step
 from ol_ray.models.loading import output_layer
 from ol_ray.records import OutOfMemoryRecord, SkippedUpdateRecord, UpdateRecord
 from ol_ray.selection.base import pool_length
+from ol_ray.tasks.losses import TrainBatch
 
 Columns = dict[str, np.ndarray]
 logger = logging.getLogger(__name__)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 
@@ -25,7 +25,8 @@ class ReportError(RuntimeError):
 
 
 def read_run(run_dir: str) -> tuple[list[dict[str, Any]], Optional[dict[str, Any]]]:
-    """The records of metrics.jsonl (a torn last line is skipped; another bad line is an error) and summary.json (None when absent)."""
+    """The records of metrics.jsonl (a torn last line is skipped; another bad line is an error) and summary.json
+    (None when absent)."""
     path = os.path.join(run_dir, "metrics.jsonl")
     if not os.path.isfile(path):
         raise ReportError(f"{run_dir} has no metrics.jsonl, so it is not an ol_ray run directory")
@@ -55,27 +56,8 @@ def label_shares(counts: list[int]) -> list[float]:
     return [count / total for count in counts] if total else [0.0] * len(counts)
 
 
-def write_report(run_dir: str) -> str:
-    """Write `report.md` and `report/*.png` into `run_dir`; returns the markdown's path."""
-    records, summary = read_run(run_dir)
-    updates = [r for r in records if r["kind"] == "update"]
-    evals = [r for r in records if r["kind"] == "eval"]
-    readings = [r for r in records if r["kind"] == "monitor"]
-    if not updates and not evals:
-        raise ReportError(f"{run_dir}/metrics.jsonl has no update or evaluation yet: nothing to report")
-    origin = min(r["time"] - r.get("eval_s", 0.0) for r in records if "time" in r)
-    since = lambda rows: [r["time"] - origin for r in rows]  # noqa: E731
-    folder = os.path.join(run_dir, "report")
-    os.makedirs(folder, exist_ok=True)
-    sections: list[str] = []
-
-    def figure(name: str, panels: list[Panel], text: str) -> None:
-        panels = [panel for panel in panels if panel.lines]
-        if not panels:
-            return
-        plot_panels(panels, os.path.join(folder, f"{name}.png"))
-        sections.append(f"{text}\n\n![{name}](report/{name}.png)\n")
-
+def learning_section(evals: list[dict[str, Any]], since: Callable, figure: Callable) -> None:
+    """Dev figure against samples trained, updates and wall time."""
     if evals and headline(evals[-1])[1] is not None:
         key, _ = headline(evals[-1])
         name = key.removeprefix("dev_")
@@ -86,6 +68,11 @@ def write_report(run_dir: str) -> str:
                             Panel("updates", axis).add("dev", column(evals, "update"), figure_values),
                             Panel("wall time (s)", axis).add("dev", since(evals), figure_values)],
                f"## Learning\n\nDev {name} at each evaluation, against samples trained, updates and wall time.")
+
+
+def training_sections(updates: list[dict[str, Any]], evals: list[dict[str, Any]], since: Callable,
+                      figure: Callable) -> None:
+    """Loss and batch size; speed and staleness."""
     if updates:
         steps = column(updates, "update")
         loss = Panel("updates", "training loss (batch mean)").add("per update", steps,
@@ -108,6 +95,10 @@ def write_report(run_dir: str) -> str:
             .add("max of the batch", steps, column(updates, "staleness_max"))],
             "## Speed and staleness\n\nTrained samples per second of each update step and of the whole run so far "
             "(waiting included); how many updates old the weights were that scored each trained sample.")
+
+
+def memory_section(readings: list[dict[str, Any]], since: Callable, figure: Callable) -> None:
+    """Resident and GPU memory from the monitor's readings."""
     if readings:
         memory = Panel("wall time (s)", "resident memory (MiB)")
         for key, label in (("driver_rss_mb", "driver"), ("learner_rss_mb", "learner"), ("monitor_rss_mb", "monitor")):
@@ -120,7 +111,10 @@ def write_report(run_dir: str) -> str:
                         [r.get(key) or np.nan for r in readings])
         figure("memory", [memory, gpu], "## Memory\n\nResident memory of the driver, the learner and the monitor "
                                         "(and the learner's GPU memory, on a GPU), from the resource monitor.")
-    continual_section(records, summary, figure)
+
+
+def labels_section(summary: Optional[dict[str, Any]], figure: Callable) -> None:
+    """The label mix selected against the stream's."""
     received = (summary or {}).get("labels_received") or []
     if received:
         labels = list(range(len(received)))
@@ -128,6 +122,34 @@ def write_report(run_dir: str) -> str:
                           .add("stream (received)", labels, label_shares(received))
                           .add("selected (trained)", labels, label_shares(summary["labels_trained"]))],
                "## Labels\n\nThe label mix of the samples selected for training against the stream's.")
+
+
+def write_report(run_dir: str) -> str:
+    """Write `report.md` and `report/*.png` into `run_dir`; returns the markdown's path."""
+    records, summary = read_run(run_dir)
+    updates = [r for r in records if r["kind"] == "update"]
+    evals = [r for r in records if r["kind"] == "eval"]
+    readings = [r for r in records if r["kind"] == "monitor"]
+    if not updates and not evals:
+        raise ReportError(f"{run_dir}/metrics.jsonl has no update or evaluation yet: nothing to report")
+    origin = min(r["time"] - r.get("eval_s", 0.0) for r in records if "time" in r)
+    since = lambda rows: [r["time"] - origin for r in rows]  # noqa: E731
+    folder = os.path.join(run_dir, "report")
+    os.makedirs(folder, exist_ok=True)
+    sections: list[str] = []
+
+    def figure(name: str, panels: list[Panel], text: str) -> None:
+        panels = [panel for panel in panels if panel.lines]
+        if not panels:
+            return
+        plot_panels(panels, os.path.join(folder, f"{name}.png"))
+        sections.append(f"{text}\n\n![{name}](report/{name}.png)\n")
+
+    learning_section(evals, since, figure)
+    training_sections(updates, evals, since, figure)
+    memory_section(readings, since, figure)
+    continual_section(records, summary, figure)
+    labels_section(summary, figure)
     head = [f"# Run report: {os.path.basename(os.path.abspath(run_dir))}\n", overview(records, summary)]
     path = os.path.join(run_dir, "report.md")
     with open(path, "w", encoding="utf-8") as handle:

@@ -10,8 +10,9 @@ import torch
 from ol_ray.config import ModelConfig
 from ol_ray.continual.ewc import ElasticWeights, empirical_fisher
 from ol_ray.data.tokenization import tokenize_texts
-from ol_ray.learner.update import TrainBatch, weighted_step
+from ol_ray.learner.update import weighted_step
 from ol_ray.models.loading import load_model
+from ol_ray.tasks.losses import TrainBatch
 
 CPU = torch.device("cpu")
 STRENGTH = 100.0  # lr * strength * max Fisher stays well under 2: the penalised step is stable

@@ -10,9 +10,9 @@ from torch import nn
 
 from ol_ray.config import ModelConfig
 from ol_ray.data.tokenization import tokenize_texts
-from ol_ray.learner.update import (ActivationMeter, TrainBatch, is_out_of_memory, lr_factor, micro_batch_plan,
-                                   weighted_step)
+from ol_ray.learner.update import ActivationMeter, is_out_of_memory, lr_factor, micro_batch_plan, weighted_step
 from ol_ray.models.loading import load_model
+from ol_ray.tasks.losses import TrainBatch
 
 CPU = torch.device("cpu")
 

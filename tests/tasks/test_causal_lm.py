@@ -9,9 +9,10 @@ import torch.nn.functional as F
 
 from ol_ray.config import ModelConfig
 from ol_ray.data.tokenization import pad_batch, pad_masks, tokenize_lm
-from ol_ray.learner.update import TrainBatch, make_optimizer, weighted_step
+from ol_ray.learner.update import make_optimizer, weighted_step
 from ol_ray.models.loading import load_model, output_layer
 from ol_ray.tasks.causal_lm import evaluate_lm, sample_token_losses, score_lm_samples
+from ol_ray.tasks.losses import TrainBatch
 
 CPU = torch.device("cpu")
 PROMPTS = ["the cat sat on", "birds sing in", "", "a dog ran"]
