@@ -30,6 +30,7 @@ from ol_ray.continual.ewc import ElasticWeights, empirical_fisher
 from ol_ray.continual.metrics import PageHinkley, Prequential, continual_metrics, task_matrix
 from ol_ray.continual.replay import ReplayBuffer
 from ol_ray.records import DriftRecord
+from ol_ray.tasks import task_for
 from ol_ray.tasks.losses import TrainBatch
 
 Columns = dict[str, np.ndarray]
@@ -51,6 +52,7 @@ class ContinualLearning:
         self.drift = (PageHinkley(c.drift_delta, c.drift_threshold, c.drift_min_samples)
                       if c.drift_detector == "page_hinkley" else None)
         self.classes = classes
+        self.kind = cfg.model.kind  # whose task rescores replayed samples
         self.boost_until = 0  # replay_boost: the boosted replay fraction applies before this update
         self.drifts: list[dict[str, Any]] = []
         self.phases: list[dict[str, Any]] = []
@@ -108,10 +110,8 @@ class ContinualLearning:
                           precision: str, micro_batch_tokens: int, version: int) -> Columns:
         """`count` x replay_pool_ratio samples drawn from the buffer and rescored with the current weights, as a
         candidate pool for the selection strategy."""
-        from ol_ray.tasks import score_columns
-
         drawn = self.replay.take(self.replay.sample(math.ceil(count * self.settings.replay_pool_ratio)))
-        drawn.update(score_columns(model, head, drawn, pad_id, device, precision, micro_batch_tokens))
+        drawn.update(task_for(self.kind).score(model, head, drawn, pad_id, device, precision, micro_batch_tokens))
         drawn["weight_version"] = np.full(len(drawn["sample_id"]), version, dtype=np.int64)
         return drawn
 

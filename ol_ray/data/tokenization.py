@@ -14,7 +14,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import torch
 
-from ol_ray.data.validation import RowError, quarantine_record, rows_to_columns
+from ol_ray.data.validation import RowError, quarantine_record
 from ol_ray.models.loading import load_tokenizer
 
 
@@ -190,51 +190,10 @@ def object_column(items: Sequence[Any]) -> np.ndarray:
     return column
 
 
-def tokenize_columns(columns: dict[str, np.ndarray], model: Any, chat_template: bool = False
-                     ) -> tuple[list[np.ndarray], np.ndarray, Optional[list[np.ndarray]], list[tuple[int, RowError]]]:
-    """The validated rows' token ids, truncation flags, (causal LM) target masks, and the (position, RowError) of
-    rows that cannot train (their ids are empty), for a `ModelConfig`."""
-    if model.kind == "causal_lm":
-        input_ids, truncated, masks, rejected = tokenize_lm(columns["text"], columns["prompt"], columns["messages"],
-                                                            model.name_or_path, model.max_length, chat_template,
-                                                            model.trust_remote_code)
-        return input_ids, truncated, masks, [(i, error) for i, error in enumerate(rejected) if error is not None]
-    input_ids, truncated = tokenize_texts(columns["text"], model.name_or_path, model.max_length,
-                                          model.trust_remote_code)
-    return input_ids, truncated, None, []
 
 
-def tokenize_rows(rows: Sequence[Any], cfg: Any) -> tuple[dict[str, np.ndarray], list[np.ndarray],
-                                                          Optional[list[np.ndarray]], int]:
-    """Validated rows outside Ray (a dev set, the rho_loss holdout) tokenized for a `Config`, rows that cannot train
-    left out: their columns, token ids, target masks (causal LM) and how many were left out."""
-    columns = rows_to_columns(list(rows), -1, causal_lm=cfg.model.kind == "causal_lm")
-    input_ids, _, masks, rejected = tokenize_columns(columns, cfg.model, cfg.stream.chat_template)
-    keep = np.setdiff1d(np.arange(len(input_ids)), [position for position, _ in rejected]).astype(np.int64)
-    return ({key: value[keep] for key, value in columns.items()}, [input_ids[i] for i in keep],
-            None if masks is None else [masks[i] for i in keep], len(rejected))
 
 
-def tokenize_batch(batch: dict[str, np.ndarray], model: Any, chat_template: bool = False,
-                   quarantine: Optional[Any] = None) -> dict[str, np.ndarray]:
-    """Ray Data stage: replace the text columns by `input_ids` (and, causal LM, `target_mask`), and count texts cut
-    at `max_length` in `tokens_truncated`. Rows that cannot train (a chat its template rejects, no target token)
-    go to the quarantine sink, as validation's rejects do."""
-    input_ids, truncated, masks, rejected = tokenize_columns(batch, model, chat_template)
-    out = {key: value for key, value in batch.items() if key not in ("text", "prompt", "messages")}
-    out["input_ids"] = object_column(input_ids)
-    if masks is not None:
-        out["target_mask"] = object_column(masks)
-    out["tokens_truncated"] = truncated
-    if not rejected:
-        return out
-    if quarantine is None:
-        raise RuntimeError(f"{len(rejected)} rows cannot train and no quarantine sink takes them")
-    import ray
-
-    ray.get(quarantine.write.remote([rejected_record(batch, position, error) for position, error in rejected]))
-    keep = np.setdiff1d(np.arange(len(input_ids)), [position for position, _ in rejected])
-    return {key: value[keep] for key, value in out.items()}
 
 
 def rejected_record(columns: dict[str, np.ndarray], position: int, error: RowError) -> dict[str, Any]:

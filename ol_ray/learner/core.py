@@ -33,6 +33,7 @@ from ol_ray.records import EvalRecord
 from ol_ray.selection.base import pool_length
 from ol_ray.selection.selector import make_strategy
 from ol_ray.state.ledger import Ledger, SeenIds, append_ledger_log, rewind_ledger_log
+from ol_ray.tasks import task_for
 
 Columns = dict[str, np.ndarray]
 logger = logging.getLogger(__name__)
@@ -68,7 +69,7 @@ class OnlineLearner:
         self.device = device_for(cfg.learner.num_gpus)
         self.tokenizer = load_tokenizer(cfg.model.name_or_path, cfg.model.trust_remote_code)
         self.pad_id = pad_id_of(self.tokenizer)
-        self.classes = cfg.model.num_labels if cfg.model.kind == "sequence_classification" else 0  # label counts
+        self.classes = task_for(cfg.model.kind).label_classes(cfg.model)  # label counts (0: no labels)
         self.strategy = make_strategy(cfg.selection)
         self.policy = make_policy(cfg.batching)
         self.rng = np.random.default_rng(cfg.selection.seed)

@@ -44,8 +44,8 @@ def read_head(cfg: Config, count: int, rows: Optional[Sequence[dict[str, Any]]] 
     from ol_ray.data.factory import make_source
     from ol_ray.data.phases import config_for_phase
     from ol_ray.data.source import windows
-    from ol_ray.data.tokenization import tokenize_rows
     from ol_ray.data.validation import FieldSpec, split_records
+    from ol_ray.tasks.tokenize import tokenize_rows
 
     stream = dataclasses.replace(cfg.stream, window_size=count, max_samples=0 if until_valid else count, rate=0.0)
     source = make_source(stream, rows=rows)

@@ -12,16 +12,15 @@ from typing import Any, Optional
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ol_ray.config.schema import Config
 from ol_ray.data.files import FileSource
 from ol_ray.data.hub import HubSource
 from ol_ray.data.source import SourceError
-from ol_ray.data.tokenization import pad_batch, tokenize_rows
 from ol_ray.data.validation import FieldSpec, split_records
-from ol_ray.models.loading import autocast
+from ol_ray.tasks import task_for
+from ol_ray.tasks.tokenize import tokenize_rows
 
 
 @dataclass
@@ -30,6 +29,7 @@ class EvalSet:
     labels: np.ndarray
     rows_rejected: int  # dev rows that failed validation (reported, never evaluated)
     target_masks: Optional[list[np.ndarray]] = None  # causal LM: the target tokens of each sample
+    kind: str = "sequence_classification"  # the model.kind whose task evaluates the set
 
 
 def _dev_source(cfg: Config, local_only: bool = False) -> Optional[tuple[Config, Any, str, int, int]]:
@@ -101,38 +101,15 @@ def _tokenized(cfg: Config, source: Any, path: str, skip: int, max_samples: int)
         raise SourceError(f"the evaluation set {path} has no row to evaluate on ({rejected + unusable} rejected)")
     order = np.argsort([len(ids) for ids in input_ids], kind="stable")
     return EvalSet([input_ids[i] for i in order], columns["label"][order], rejected + unusable,
-                   [masks[i] for i in order] if masks is not None else None)
+                   [masks[i] for i in order] if masks is not None else None, cfg.model.kind)
 
 
-@torch.no_grad()
 def evaluate(model: nn.Module, eval_set: EvalSet, pad_id: int, device: torch.device, batch_size: int,
              precision: str = "fp32", max_tokens: int = 0) -> dict[str, float]:
-    """Accuracy, mean cross-entropy and macro-F1 of a classifier on the dev set; perplexity, mean token loss and
-    token accuracy of a causal LM (in batches of at most `max_tokens` padded tokens too)."""
-    if eval_set.target_masks is not None:
-        from ol_ray.tasks.causal_lm import evaluate_lm
-
-        return evaluate_lm(model, eval_set.input_ids, eval_set.target_masks, pad_id, device, batch_size, precision,
-                           max_tokens)
-    was_training = model.training
-    model.eval()
-    predictions, losses = [], []
-    for start in range(0, len(eval_set.labels), batch_size):
-        batch = pad_batch(eval_set.input_ids[start:start + batch_size], pad_id, device)
-        labels = torch.as_tensor(eval_set.labels[start:start + batch_size], device=device)
-        with autocast(device, precision):
-            logits = model(**batch).logits.float()
-        losses.append(F.cross_entropy(logits, labels, reduction="sum").item())
-        predictions.append(logits.argmax(dim=-1).cpu().numpy())
-    model.train(was_training)
-    predicted = np.concatenate(predictions)
-    return {
-        "accuracy": float((predicted == eval_set.labels).mean()),
-        "loss": float(sum(losses) / len(eval_set.labels)),
-        "macro_f1": macro_f1(eval_set.labels, predicted),
-        "balanced_accuracy": balanced_accuracy(eval_set.labels, predicted),
-    }
-
+    """The set's held-out figures, as its task measures them (in batches of at most `max_tokens` padded tokens
+    too, for a causal LM)."""
+    return task_for(eval_set.kind).evaluate(model, eval_set.input_ids, eval_set.labels, eval_set.target_masks, pad_id,
+                                            device, batch_size, precision, max_tokens)
 
 def headline(record: dict[str, Any]) -> tuple[str, Optional[float]]:
     """The evaluation figure a run is judged by, as (key, value) of an eval record or summary: dev accuracy for a
@@ -140,17 +117,6 @@ def headline(record: dict[str, Any]) -> tuple[str, Optional[float]]:
     if record.get("dev_perplexity") is not None:
         return "dev_perplexity", record["dev_perplexity"]
     return "dev_accuracy", record.get("dev_accuracy")
-
-
-def macro_f1(labels: np.ndarray, predicted: np.ndarray) -> float:
-    """Unweighted mean of per-class F1 over the classes present in labels or predictions."""
-    scores = []
-    for cls in np.union1d(labels, predicted):
-        true_pos = np.sum((predicted == cls) & (labels == cls))
-        denominator = np.sum(predicted == cls) + np.sum(labels == cls)
-        scores.append(2 * true_pos / denominator if denominator else 0.0)
-    return float(np.mean(scores))
-
 
 def balanced_accuracy(labels: np.ndarray, predicted: np.ndarray) -> float:
     """Mean per-class recall over the classes present in labels: accuracy that a majority class cannot inflate

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 import numpy as np
+import ray
 
 from ol_ray.config.schema import Config
 from ol_ray.data.source import RecordFormat
@@ -54,8 +55,8 @@ def prepare_chunk(chunk: Chunk, cfg: Config, quarantine: Optional[Any], specs: d
     """Validate and tokenize a chunk: the candidate columns of its good rows (bad ones go to `quarantine`, the
     sink actor). `specs` caches a FieldSpec per stream phase."""
     from ol_ray.data.phases import config_for_phase
-    from ol_ray.data.tokenization import tokenize_batch
     from ol_ray.data.validation import FieldSpec, validate_batch
+    from ol_ray.tasks.tokenize import tokenize_batch
 
     phase = chunk.record_format.phase
     if phase not in specs:
@@ -63,4 +64,5 @@ def prepare_chunk(chunk: Chunk, cfg: Config, quarantine: Optional[Any], specs: d
     columns = validate_batch(raw_columns(chunk), chunk.record_format, specs[phase], chunk.window, quarantine)
     if not len(columns["sample_id"]):
         return columns
-    return tokenize_batch(columns, cfg.model, cfg.stream.chat_template, quarantine)
+    write = (lambda records: ray.get(quarantine.write.remote(records))) if quarantine is not None else None
+    return tokenize_batch(columns, cfg.model, cfg.stream.chat_template, write)

@@ -22,6 +22,7 @@ import time
 from typing import Any, Callable, Optional
 
 from ol_ray.config.schema import Config
+from ol_ray.tasks import task_for
 
 GROW_AFTER_S = 2.0
 
@@ -37,9 +38,7 @@ def columns_needed(cfg: Config) -> tuple[str, ...]:
     needs.discard("irreducible_loss")  # rho_loss: the irreducible-loss model's, computed beside the loss
     if not needs:
         return ()
-    prequential = {"loss", "token_accuracy", "target_tokens"} if cfg.model.kind == "causal_lm" else {"loss",
-                                                                                                     "predicted"}
-    return tuple(sorted(needs | prequential))
+    return tuple(sorted(needs | set(task_for(cfg.model.kind).prequential_columns)))
 
 
 class ScorerPool:

@@ -1,6 +1,6 @@
 """Scoring: per-sample statistics with the newest weights a scorer has, tagged with their weight version.
 
-The math is the task's (`ol_ray.tasks.score_columns`: a classifier's in `ol_ray.tasks.classification`, a causal
+The math is the task's (`ol_ray.tasks`: a classifier's in `ol_ray.tasks.classification`, a causal
 LM's in `ol_ray.tasks.causal_lm`), callable without Ray; each is asked only for the statistics the run reads.
 
 `Scorer` is the actor around them, one of the run's pool (`ol_ray.scoring.pool`), started once and kept for the
@@ -22,7 +22,7 @@ from torch import nn
 from ol_ray.config.schema import Config
 from ol_ray.models.loading import device_for, load_model, load_numpy_state, load_tokenizer, output_layer, pad_id_of
 from ol_ray.scoring.chunks import Chunk, ChunkResult, prepare_chunk
-from ol_ray.tasks import score_columns
+from ol_ray.tasks import task_for
 from ol_ray.tasks.classification import exact_grad_norms
 from ol_ray.weights.store import WeightClient
 
@@ -37,6 +37,7 @@ class Scorer:
                  irreducible: Optional[dict[str, Any]] = None, columns: Optional[tuple[str, ...]] = None):
         torch.set_num_threads(cfg.scoring.torch_threads)
         self.cfg = cfg
+        self.task = task_for(cfg.model.kind)
         self.columns = columns  # the statistics the strategy, policy and prequential figures read; None = all
         self.quarantine = quarantine
         self.specs: dict[str, Any] = {}  # validation's field spec per stream phase
@@ -97,7 +98,7 @@ class Scorer:
 
     def _score(self, model: nn.Module, head: nn.Module, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         sc = self.cfg.scoring
-        return score_columns(model, head, batch, self.pad_id, self.device, sc.precision, sc.micro_batch_tokens,
+        return self.task.score(model, head, batch, self.pad_id, self.device, sc.precision, sc.micro_batch_tokens,
                              self.columns)
 
 

@@ -17,15 +17,16 @@ probability: two "classes" whose error vector has norm (1 - p) / sqrt(2) whateve
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Collection, Optional, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ol_ray.data.tokenization import length_groups, pad_batch, pad_masks
+from ol_ray.data.tokenization import length_groups, pad_batch, pad_masks, tokenize_lm
 from ol_ray.models.loading import autocast
+from ol_ray.tasks.base import TASKS
 from ol_ray.tasks.classification import forward_with_head_input
 
 LM_STAT_COLUMNS = ("loss", "entropy", "perplexity", "margin", "max_prob", "token_accuracy", "target_tokens",
@@ -144,3 +145,47 @@ def evaluate_lm(model: nn.Module, input_ids: Sequence[np.ndarray], target_masks:
     loss = nll_sum / max(tokens, 1)
     return {"loss": loss, "perplexity": float(np.exp(min(loss, 700.0))), "token_accuracy": correct / max(tokens, 1),
             "tokens": tokens}
+
+
+@TASKS.register("causal_lm", configured=False)
+class CausalLM:
+    """The text itself: next-token prediction on the target tokens (a response, assistant turns, or all text)."""
+
+    kind = "causal_lm"
+    labelled = False
+    prequential_columns = ("loss", "target_tokens", "token_accuracy")
+
+    def label_classes(self, model: Any) -> int:
+        return 0
+
+    def tokenize(self, columns: dict[str, np.ndarray], model: Any, chat_template: bool = False
+                 ) -> tuple[list[np.ndarray], np.ndarray, list[np.ndarray], list]:
+        input_ids, truncated, masks, rejected = tokenize_lm(columns["text"], columns["prompt"], columns["messages"],
+                                                            model.name_or_path, model.max_length, chat_template,
+                                                            model.trust_remote_code)
+        return input_ids, truncated, masks, [(i, error) for i, error in enumerate(rejected) if error is not None]
+
+    def score(self, model: nn.Module, head: nn.Module, columns: dict[str, np.ndarray], pad_id: int,
+              device: torch.device, precision: str = "fp32", micro_batch_tokens: int = 0,
+              wanted: Optional[Collection[str]] = None) -> dict[str, np.ndarray]:
+        stats = score_lm_samples(model, head, columns["input_ids"], columns["target_mask"], pad_id, device,
+                                 precision, micro_batch_tokens)
+        return stats if wanted is None else {name: value for name, value in stats.items() if name in wanted}
+
+    def sample_losses(self, logits: torch.Tensor, inputs: dict[str, torch.Tensor], labels: np.ndarray,
+                      target_masks: Sequence[np.ndarray], device: torch.device) -> torch.Tensor:
+        masks = pad_masks(target_masks, device)
+        return sample_token_losses(logits, inputs["input_ids"], inputs["attention_mask"], masks)[0]
+
+    @torch.no_grad()
+    def sample_correct(self, logits: torch.Tensor, inputs: dict[str, torch.Tensor], labels: np.ndarray,
+                       target_masks: Sequence[np.ndarray], device: torch.device) -> torch.Tensor:
+        """A sample's share of target tokens predicted (its token accuracy)."""
+        targets, mask = shifted_targets(inputs["input_ids"], inputs["attention_mask"], pad_masks(target_masks, device))
+        hits = (logits[:, :-1].argmax(dim=-1) == targets).float() * mask
+        return hits.sum(dim=1) / mask.sum(dim=1).clamp(min=1)
+
+    def evaluate(self, model: nn.Module, input_ids: Sequence[np.ndarray], labels: np.ndarray,
+                 target_masks: Sequence[np.ndarray], pad_id: int, device: torch.device, batch_size: int,
+                 precision: str = "fp32", max_tokens: int = 0) -> dict[str, float]:
+        return evaluate_lm(model, input_ids, target_masks, pad_id, device, batch_size, precision, max_tokens)

@@ -15,8 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ol_ray.data.tokenization import length_groups, pad_batch
+from ol_ray.data.tokenization import length_groups, pad_batch, tokenize_texts
 from ol_ray.models.loading import autocast
+from ol_ray.tasks.base import TASKS
 
 STAT_COLUMNS = ("loss", "entropy", "margin", "max_prob", "predicted", "grad_norm", "embedding", "probs", "features")
 
@@ -131,3 +132,82 @@ def exact_grad_norms(model: nn.Module, input_ids: Sequence[np.ndarray], labels: 
         model.train(was_training)
     squared = sum(g.float().pow(2).flatten(1).sum(dim=1) for g in grads.values())
     return squared.sqrt().cpu().numpy().astype(np.float32)
+
+
+@torch.no_grad()
+def evaluate_classifier(model: nn.Module, input_ids: Sequence[np.ndarray], labels: np.ndarray, pad_id: int,
+                        device: torch.device, batch_size: int, precision: str = "fp32") -> dict[str, float]:
+    """Accuracy, mean cross-entropy, macro-F1 and balanced accuracy of a classifier on a labelled set."""
+    was_training = model.training
+    model.eval()
+    predictions, losses = [], []
+    for start in range(0, len(labels), batch_size):
+        batch = pad_batch(input_ids[start:start + batch_size], pad_id, device)
+        targets = torch.as_tensor(labels[start:start + batch_size], device=device)
+        with autocast(device, precision):
+            logits = model(**batch).logits.float()
+        losses.append(F.cross_entropy(logits, targets, reduction="sum").item())
+        predictions.append(logits.argmax(dim=-1).cpu().numpy())
+    model.train(was_training)
+    predicted = np.concatenate(predictions)
+    return {
+        "accuracy": float((predicted == labels).mean()),
+        "loss": float(sum(losses) / len(labels)),
+        "macro_f1": macro_f1(labels, predicted),
+        "balanced_accuracy": balanced_accuracy(labels, predicted),
+    }
+
+
+def macro_f1(labels: np.ndarray, predicted: np.ndarray) -> float:
+    """Unweighted mean of per-class F1 over the classes present in labels or predictions."""
+    scores = []
+    for cls in np.union1d(labels, predicted):
+        true_pos = np.sum((predicted == cls) & (labels == cls))
+        denominator = np.sum(predicted == cls) + np.sum(labels == cls)
+        scores.append(2 * true_pos / denominator if denominator else 0.0)
+    return float(np.mean(scores))
+
+
+def balanced_accuracy(labels: np.ndarray, predicted: np.ndarray) -> float:
+    """Mean per-class recall over the classes present in labels: accuracy that a majority class cannot inflate
+    (the airline tweets are 80% negative)."""
+    return float(np.mean([np.mean(predicted[labels == cls] == cls) for cls in np.unique(labels)]))
+
+
+@TASKS.register("sequence_classification", configured=False)
+class SequenceClassification:
+    """A class per text: a classification head on the encoder, cross-entropy on the label."""
+
+    kind = "sequence_classification"
+    labelled = True
+    prequential_columns = ("loss", "predicted")
+
+    def label_classes(self, model: Any) -> int:
+        return model.num_labels
+
+    def tokenize(self, columns: dict[str, np.ndarray], model: Any, chat_template: bool = False
+                 ) -> tuple[list[np.ndarray], np.ndarray, None, list]:
+        input_ids, truncated = tokenize_texts(columns["text"], model.name_or_path, model.max_length,
+                                              model.trust_remote_code)
+        return input_ids, truncated, None, []
+
+    def score(self, model: nn.Module, head: nn.Module, columns: dict[str, np.ndarray], pad_id: int,
+              device: torch.device, precision: str = "fp32", micro_batch_tokens: int = 0,
+              wanted: Optional[Collection[str]] = None) -> dict[str, np.ndarray]:
+        return score_samples(model, head, columns["input_ids"], columns["label"], pad_id, device, precision,
+                             micro_batch_tokens, wanted)
+
+    def sample_losses(self, logits: torch.Tensor, inputs: dict[str, torch.Tensor], labels: np.ndarray,
+                      target_masks: Any, device: torch.device) -> torch.Tensor:
+        targets = torch.as_tensor(labels, dtype=torch.long, device=device)
+        return F.cross_entropy(logits.float(), targets, reduction="none")
+
+    @torch.no_grad()
+    def sample_correct(self, logits: torch.Tensor, inputs: dict[str, torch.Tensor], labels: np.ndarray,
+                       target_masks: Any, device: torch.device) -> torch.Tensor:
+        return (logits.argmax(dim=-1) == torch.as_tensor(labels, dtype=torch.long, device=device)).float()
+
+    def evaluate(self, model: nn.Module, input_ids: Sequence[np.ndarray], labels: np.ndarray, target_masks: Any,
+                 pad_id: int, device: torch.device, batch_size: int, precision: str = "fp32",
+                 max_tokens: int = 0) -> dict[str, float]:
+        return evaluate_classifier(model, input_ids, labels, pad_id, device, batch_size, precision)

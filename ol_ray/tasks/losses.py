@@ -9,10 +9,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from ol_ray.data.tokenization import pad_masks
-from ol_ray.tasks.causal_lm import sample_token_losses, shifted_targets
+from ol_ray.tasks.base import Task, task_for
 
 
 @dataclass(frozen=True)
@@ -23,25 +21,23 @@ class TrainBatch:
     target_masks: Optional[Sequence[np.ndarray]] = None  # causal LM: which tokens are targets, per sample
 
 
+def batch_task(batch: TrainBatch) -> Task:
+    """The task a batch belongs to: a causal LM's samples carry target masks."""
+    return task_for("sequence_classification" if batch.target_masks is None else "causal_lm")
+
+
+def group_masks(batch: TrainBatch, group: np.ndarray) -> Optional[list[np.ndarray]]:
+    return None if batch.target_masks is None else [batch.target_masks[i] for i in group]
+
+
 def sample_losses(logits: torch.Tensor, inputs: dict[str, torch.Tensor], batch: TrainBatch, group: np.ndarray,
-                   device: torch.device) -> torch.Tensor:
-    """Each sample's loss in float32: the label's cross-entropy, or a causal LM's mean target-token NLL."""
-    if batch.target_masks is None:
-        labels = torch.as_tensor(batch.labels[group], dtype=torch.long, device=device)
-        return F.cross_entropy(logits.float(), labels, reduction="none")
-    masks = pad_masks([batch.target_masks[i] for i in group], device)
-    return sample_token_losses(logits, inputs["input_ids"], inputs["attention_mask"], masks)[0]
+                  device: torch.device) -> torch.Tensor:
+    """Each sample of a micro-batch (`group`, positions in the batch): its loss in float32."""
+    return batch_task(batch).sample_losses(logits, inputs, batch.labels[group], group_masks(batch, group), device)
 
 
 @torch.no_grad()
 def sample_correct(logits: torch.Tensor, inputs: dict[str, torch.Tensor], batch: TrainBatch, group: np.ndarray,
                    device: torch.device) -> torch.Tensor:
-    """Each sample's prediction before the step, as prequential accuracy counts it: 1/0 for a classifier's label, a
-    causal LM's share of target tokens predicted (its token accuracy)."""
-    if batch.target_masks is None:
-        labels = torch.as_tensor(batch.labels[group], dtype=torch.long, device=device)
-        return (logits.argmax(dim=-1) == labels).float()
-    masks = pad_masks([batch.target_masks[i] for i in group], device)
-    targets, mask = shifted_targets(inputs["input_ids"], inputs["attention_mask"], masks)
-    hits = (logits[:, :-1].argmax(dim=-1) == targets).float() * mask
-    return hits.sum(dim=1) / mask.sum(dim=1).clamp(min=1)
+    """Each sample of a micro-batch: its prediction before the step, as prequential accuracy counts it."""
+    return batch_task(batch).sample_correct(logits, inputs, batch.labels[group], group_masks(batch, group), device)

@@ -11,7 +11,7 @@ import torch
 from ol_ray.config import load_config
 from ol_ray.learner.core import OnlineLearner
 from ol_ray.models.loading import load_model, output_layer
-from ol_ray.tasks import score_columns
+from ol_ray.tasks import task_for
 
 from data_files import candidates
 
@@ -29,7 +29,7 @@ def scored(tiny_model_dir, pool):
     """Candidates as a scorer hands them over (statistics from the starting weights)."""
     model = load_model(load_config(None, ["stream.path=x", f"model.name_or_path={tiny_model_dir}"]).model)
     head = output_layer(model, load_config(None, ["stream.path=x"]).model)
-    return {**pool, **score_columns(model, head, pool, 0, CPU)}
+    return {**pool, **task_for("sequence_classification").score(model, head, pool, 0, CPU)}
 
 
 def test_replay_fills_part_of_each_batch_and_is_counted_apart(tiny_model_dir, sst2_rows, tmp_path):

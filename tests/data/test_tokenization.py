@@ -5,8 +5,9 @@ import pytest
 import torch
 
 from ol_ray.config import ModelConfig
-from ol_ray.data.tokenization import length_groups, pad_batch, tokenize_batch, tokenize_lm, tokenize_texts
+from ol_ray.data.tokenization import length_groups, pad_batch, tokenize_lm, tokenize_texts
 from ol_ray.models.loading import load_tokenizer
+from ol_ray.tasks.tokenize import tokenize_batch
 
 
 def test_tokenize_truncates_and_flags(tiny_model_dir):

@@ -7,7 +7,8 @@ import torch
 from ol_ray.config import ModelConfig, load_config
 from ol_ray.data.source import SourceError
 from ol_ray.models.loading import load_model
-from ol_ray.observe.evaluation import evaluate, load_eval_set, macro_f1
+from ol_ray.observe.evaluation import evaluate, load_eval_set
+from ol_ray.tasks.classification import macro_f1
 
 from data_files import write_sst2_tsv
 
