@@ -17,7 +17,7 @@ MAX_FUNCTION_LINES = 60  # longer only with a docstring sentence "Long because .
 # lower layers never import higher ones; a part's config.py and the contracts' registries are at the bottom
 LAYERS = [
     ["ol_ray.errors", "ol_ray.registry", "ol_ray.records", "ol_ray.jsonl", "ol_ray.*.config", "ol_ray.selection.base",
-     "ol_ray.batching.base"],
+     "ol_ray.batching.base", "ol_ray.state.contract"],
     ["ol_ray.config"],
     ["ol_ray.models"],
     ["ol_ray.data"],

@@ -8,6 +8,7 @@ from typing import Any, Mapping, Optional
 
 from ol_ray.batching.base import POLICIES, BatchContext, Policy
 from ol_ray.batching.config import BatchingConfig
+from ol_ray.state.contract import load_parts, save_parts
 
 
 # --- plain math --------------------------------------------------------------------------------------------------
@@ -227,12 +228,10 @@ class MinOf:
                 part.observe(stats)
 
     def state_dict(self) -> dict[str, Any]:
-        return {name: part.state_dict() for name, part in self.parts.items() if hasattr(part, "state_dict")}
+        return save_parts(self.parts)
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        for name, part_state in state.items():
-            if name in self.parts:
-                self.parts[name].load_state_dict(part_state)
+        load_parts(self.parts, state)
 
 
 def make_policy(cfg: BatchingConfig) -> Policy:

@@ -205,7 +205,9 @@ class ContinualLearning:
                 "samples_seen": self.samples_seen,
                 "replay": self.replay.state_dict() if self.replay is not None else None}
 
-    def load_state_dict(self, state: dict[str, Any], replay_columns: Optional[Columns]) -> None:
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """What `state_dict` gave, with the buffer's samples under "replay_columns" (the checkpoint keeps them
+        beside state.json)."""
         self.prequential.load_state_dict(state["prequential"])
         self.phase_prequential.load_state_dict(state["phase_prequential"])
         if self.drift is not None and state["drift"]:
@@ -214,4 +216,4 @@ class ContinualLearning:
         self.phases, self.history = state["phases"], state["history"]
         self.replayed, self.samples_seen = state["replayed"], state["samples_seen"]
         if self.replay is not None and state["replay"] is not None:
-            self.replay.load(state["replay"], replay_columns)
+            self.replay.load(state["replay"], state.get("replay_columns"))

@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from typing import Any, Optional
+from typing import Any
 
 import torch
 
@@ -18,20 +18,11 @@ from ol_ray.records import CheckpointRecord
 from ol_ray.selection.config import uses_rho_loss
 from ol_ray.state.checkpoint import (CheckpointError, checkpoints_newest_first, folder_mb, load_checkpoint,
                                      save_checkpoint)
+from ol_ray.state.contract import load_parts, save_parts
 from ol_ray.state.fit import check_state_fits, component_names
 from ol_ray.state.ledger import Ledger
 
 logger = logging.getLogger(__name__)
-
-
-def state_of(component: Any) -> Optional[dict[str, Any]]:
-    """A stateful strategy or policy offers state_dict() (JSON-able); a stateless one has nothing to save."""
-    return component.state_dict() if hasattr(component, "state_dict") else None
-
-
-def restore_state(component: Any, state: Optional[dict[str, Any]]) -> None:
-    if state is not None and hasattr(component, "load_state_dict"):
-        component.load_state_dict(state)
 
 
 def restore_newest(learner: Any) -> bool:
@@ -76,13 +67,12 @@ def load_into(learner: Any, path: str, state: dict[str, Any], training_state: di
     torch.set_rng_state(training_state["torch_rng"])
     if "cuda_rng" in training_state and learner.device.type == "cuda":
         torch.cuda.set_rng_state_all(training_state["cuda_rng"])
-    if "continual" in state:  # absent in checkpoints from before continual learning
-        learner.continual.load_state_dict(state["continual"], state.get("replay_columns"))
     if learner.continual.ewc is not None and "ewc" in training_state:
         learner.continual.ewc.load_state_dict(training_state["ewc"], learner.device)
     learner.rng.bit_generator.state = state["selection_rng"]
-    restore_state(learner.strategy, state.get("strategy_state"))
-    restore_state(learner.policy, state.get("policy_state"))
+    parts = dict(state["parts"])  # the replay buffer's samples are saved beside state.json, not in it
+    parts["continual"] = {**parts["continual"], "replay_columns": state.get("replay_columns")}
+    load_parts(learner.stateful_parts(), parts)
     learner.oom_ceiling = state.get("oom_ceiling")
     learner.memory_per_sample.extend(state.get("memory_per_sample", []))
     learner.updates = learner.updates_at_checkpoint = state["updates"]
@@ -111,9 +101,9 @@ def save(learner: Any) -> dict[str, Any]:
         "staleness_max": learner.staleness_max, "score_version_max": learner.score_version_max,
         "last_eval": learner.last_eval, "ledger": learner.ledger.to_json(), "cursor": learner.cursor,
         "windows_done": learner.windows_done, "selection_rng": learner.rng.bit_generator.state,
-        "strategy_state": state_of(learner.strategy), "policy_state": state_of(learner.policy),
+        "parts": save_parts(learner.stateful_parts()),
         "oom_ceiling": learner.oom_ceiling, "memory_per_sample": list(learner.memory_per_sample),
-        "continual": learner.continual.state_dict(), **component_names(learner.cfg),
+        **component_names(learner.cfg),
     }
     training_state = {"optimizer": learner.optimizer.state_dict(), "scheduler": learner.scheduler.state_dict(),
                       "torch_rng": torch.get_rng_state()}

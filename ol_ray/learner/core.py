@@ -123,6 +123,11 @@ class OnlineLearner:
     def rewind_ledger_log(self) -> None:
         rewind_ledger_log(self.run_dir, self.updates, self.ledger)
 
+    def stateful_parts(self) -> dict[str, Any]:
+        """The parts whose JSON state a checkpoint saves by name (`ol_ray.state.contract`); the model, optimizer,
+        schedule, RNG states, ledger and buffered candidates are saved beside them (`ol_ray.learner.checkpointing`)."""
+        return {"strategy": self.strategy, "policy": self.policy, "continual": self.continual}
+
     def resume_point(self) -> dict[str, Any]:
         """Where the stream continues: the cursor and window index after the last checkpointed window."""
         phases = self.continual.phases

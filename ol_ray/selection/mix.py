@@ -8,6 +8,7 @@ import numpy as np
 
 from ol_ray.selection.base import STRATEGIES, Pool, Ranking, pool_length
 from ol_ray.selection.config import SelectionConfig
+from ol_ray.state.contract import load_parts, save_parts
 
 
 class MixSelection:
@@ -49,12 +50,10 @@ class MixSelection:
                 part.observe(pool, chosen)
 
     def state_dict(self) -> dict[str, Any]:
-        return {name: part.state_dict() for name, part in self.parts.items() if hasattr(part, "state_dict")}
+        return save_parts(self.parts)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        for name, part_state in state.items():
-            if hasattr(self.parts.get(name), "load_state_dict"):
-                self.parts[name].load_state_dict(part_state)
+        load_parts(self.parts, state)
 
 
 @STRATEGIES.register("mix")

@@ -9,6 +9,7 @@ import numpy as np
 
 from ol_ray.selection.base import STRATEGIES, Pool, Selection, Strategy, pool_length
 from ol_ray.selection.config import SelectionConfig
+from ol_ray.state.contract import restore_state, state_of
 
 
 def capped(order: np.ndarray, labels: np.ndarray, batch_size: int, max_share: float) -> np.ndarray:
@@ -107,11 +108,10 @@ class Selector:
         return Selection(indices=indices.astype(np.int64), weights=weights.astype(np.float32))
 
     def state_dict(self) -> Optional[dict[str, Any]]:
-        return self.strategy.state_dict() if hasattr(self.strategy, "state_dict") else None
+        return state_of(self.strategy)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if hasattr(self.strategy, "load_state_dict"):
-            self.strategy.load_state_dict(state)
+        restore_state(self.strategy, state)
 
 
 def make_strategy(cfg: SelectionConfig) -> Selector:

@@ -15,6 +15,7 @@ from typing import Any, Optional
 from ol_ray.batching.policies import make_policy
 from ol_ray.config.schema import Config
 from ol_ray.selection.selector import make_strategy
+from ol_ray.state.contract import state_of
 
 __all__ = ["StateMismatch", "check_state_fits", "first_mismatch", "component_names"]
 
@@ -44,20 +45,16 @@ def first_mismatch(saved: Any, current: Any, prefix: str = "") -> Optional[str]:
     return None
 
 
-def _state_of(component: Any) -> Optional[dict[str, Any]]:
-    return component.state_dict() if hasattr(component, "state_dict") else None
-
-
 def check_state_fits(cfg: Config, state: dict[str, Any], strategy: Any = None, policy: Any = None) -> None:
     """Raise StateMismatch when the checkpoint `state` (its state.json) holds strategy or policy state that the
     strategy or policy about to take it (`strategy`, `policy`; by default the ones `cfg` names) cannot take."""
     parts = [("selection.strategy", "strategy", strategy or make_strategy(cfg.selection), cfg.selection.strategy),
              ("batching.policy", "policy", policy or make_policy(cfg.batching), cfg.batching.policy)]
     for config_key, part, component, name in parts:
-        saved = state.get(f"{part}_state")
+        saved = state.get("parts", {}).get(part)
         if saved is None:  # nothing was saved: whatever is configured starts fresh
             continue
-        current = _state_of(component)
+        current = state_of(component)
         key = "(all of it)" if current is None else first_mismatch(saved, current)
         if key is None:
             continue

@@ -12,8 +12,9 @@ def saved_by(*overrides):
     """What a checkpoint of a run with these settings holds of its strategy and policy."""
     cfg = load_config(None, ["stream.path=unused", *overrides])
     strategy, policy = make_strategy(cfg.selection), make_policy(cfg.batching)
-    return {"strategy_state": strategy.state_dict(),
-            "policy_state": policy.state_dict() if hasattr(policy, "state_dict") else None, **component_names(cfg)}
+    return {"parts": {"strategy": strategy.state_dict(),
+                      "policy": policy.state_dict() if hasattr(policy, "state_dict") else None},
+            **component_names(cfg)}
 
 
 def test_first_mismatch_names_the_first_key_that_differs():
@@ -45,5 +46,5 @@ def test_a_changed_policy_is_refused_and_the_adaptive_policy_takes_only_its_own_
         check_state_fits(load_config(None, ["stream.path=unused", "batching.policy=fixed"]), state)
     adaptive = make_policy(load_config(None, ["stream.path=unused", "batching.policy=adaptive"]).batching)
     with pytest.raises(ValueError, match="no state 'period'"):
-        adaptive.load_state_dict({**state["policy_state"], "period": 7})
+        adaptive.load_state_dict({**state["parts"]["policy"], "period": 7})
     assert not hasattr(adaptive, "period")
