@@ -20,8 +20,9 @@ import sys
 from typing import Optional, Sequence
 
 from ol_ray.bench.cli import add_bench_parser, bench_command
-from ol_ray.config import load_config
+from ol_ray.config import load_config, load_run_config
 from ol_ray.errors import ConfigError
+from ol_ray.records import RunSummary
 
 DESCRIPTION = """\
 ol_ray keeps a Hugging Face model learning from a live stream of labelled text, on Ray: Ray Data actors validate,
@@ -133,10 +134,7 @@ def load_run_config(config: Optional[str], overrides: Sequence[str], resume: Opt
         overrides = [config, *overrides]
     elif config is not None:
         raise ConfigError("--resume takes the run's own config; give overrides only")
-    saved = os.path.join(resume, "config.yaml")
-    if not os.path.isfile(saved):
-        raise ConfigError(f"--resume {resume}: no config.yaml there, so it is not an ol_ray run directory")
-    return load_config(saved, [*overrides, f"output.run_dir={os.path.abspath(resume)}"])
+    return load_run_config(resume, list(overrides))
 
 
 def run_command(config: Optional[str], overrides: Sequence[str], resume: Optional[str] = None,
@@ -152,41 +150,41 @@ def run_command(config: Optional[str], overrides: Sequence[str], resume: Optiona
 
     summary = run_pipeline(cfg, resume=resume is not None)
     print_summary(summary)
-    return 0 if summary["accounting_ok"] else 1
+    return 0 if summary.accounting_ok else 1
 
 
-def print_summary(summary: dict) -> None:
+def print_summary(summary: RunSummary) -> None:
     """The run's figures, a line each."""
-    accuracy = summary["dev_accuracy"]
-    print(f"run directory: {summary['run_dir']}")
-    print(f"samples read {summary['samples_read']}: trained {summary['samples_trained']}, not selected "
-          f"{summary['samples_not_selected']}, quarantined {summary['samples_quarantined']}, skipped as non-finite "
-          f"{summary['samples_nonfinite']} ({'accounted for' if summary['accounting_ok'] else 'ACCOUNTING MISMATCH'})")
-    if summary["learner_restarts"] or summary["restored_from"] or summary["samples_trained_twice"]:
-        print(f"resumed from {summary['restored_from']}, learner restarts {summary['learner_restarts']}, "
-              f"samples trained twice {summary['samples_trained_twice']}")
-    print(f"updates {summary['updates']}, weight versions published {summary['weight_publishes']}, pulled "
-          f"{summary['weight_pulls']}, mean staleness {summary['staleness_mean']:.2f} updates")
-    print(f"wall time {summary['wall_s']:.1f} s, {summary['trained_samples_per_s']:.1f} trained samples/s, "
-          f"learner utilisation {summary['learner_utilisation']:.2f}")
-    if accuracy is not None:
-        print(f"final dev accuracy: {accuracy:.4f} (macro-F1 {summary['dev_macro_f1']:.4f})")
-    if summary.get("dev_perplexity") is not None:
-        print(f"final dev perplexity: {summary['dev_perplexity']:.3f} (token accuracy "
-              f"{summary['dev_token_accuracy']:.4f}, mean token loss {summary['dev_loss']:.4f})")
-    if summary.get("final_accuracy"):
+    s, dev, weights, continual = summary, summary.evaluation, summary.weights, summary.continual
+    print(f"run directory: {s.run_dir}")
+    print(f"samples read {s.samples_read}: trained {s.samples_trained}, not selected {s.samples_not_selected}, "
+          f"quarantined {s.quarantine['samples_quarantined']}, skipped as non-finite {s.samples_nonfinite} "
+          f"({'accounted for' if s.accounting_ok else 'ACCOUNTING MISMATCH'})")
+    if s.learner_restarts or s.restored_from or s.samples_trained_twice:
+        print(f"resumed from {s.restored_from}, learner restarts {s.learner_restarts}, samples trained twice "
+              f"{s.samples_trained_twice}")
+    print(f"updates {s.updates}, weight versions published {weights['weight_publishes']}, pulled "
+          f"{weights['weight_pulls']}, mean staleness {s.staleness_mean:.2f} updates")
+    print(f"wall time {s.wall_s:.1f} s, {s.trained_samples_per_s:.1f} trained samples/s, learner utilisation "
+          f"{s.learner_utilisation:.2f}")
+    if dev.get("dev_accuracy") is not None:
+        print(f"final dev accuracy: {dev['dev_accuracy']:.4f} (macro-F1 {dev['dev_macro_f1']:.4f})")
+    if dev.get("dev_perplexity") is not None:
+        print(f"final dev perplexity: {dev['dev_perplexity']:.3f} (token accuracy {dev['dev_token_accuracy']:.4f}, "
+              f"mean token loss {dev['dev_loss']:.4f})")
+    if continual.get("final_accuracy"):
         print("final accuracy per evaluation set: " + ", ".join(f"{name} {value:.4f}" for name, value
-                                                               in summary["final_accuracy"].items()))
-    if summary.get("continual_metrics"):
-        metrics = summary["continual_metrics"]
+                                                               in continual["final_accuracy"].items()))
+    if continual.get("continual_metrics"):
+        metrics = continual["continual_metrics"]
         print(f"continual: average accuracy {metrics['average_accuracy']:.4f}, backward transfer "
               f"{metrics['backward_transfer']:.4f}, forgetting {[round(f, 4) for f in metrics['forgetting']]}")
-    if summary.get("prequential_accuracy") is not None:
-        balanced = summary.get("prequential_balanced_accuracy")  # a causal LM's (token accuracy) has none
-        print(f"prequential accuracy {summary['prequential_accuracy']:.4f}"
+    if continual.get("prequential_accuracy") is not None:
+        balanced = continual.get("prequential_balanced_accuracy")  # a causal LM's (token accuracy) has none
+        print(f"prequential accuracy {continual['prequential_accuracy']:.4f}"
               + (f" (balanced {balanced:.4f})" if balanced is not None else "")
-              + f", samples replayed {summary.get('samples_replayed', 0)}, drifts detected "
-              f"{len(summary.get('drift_events', []))}")
+              + f", samples replayed {continual.get('samples_replayed', 0)}, drifts detected "
+              f"{len(continual.get('drift_events', []))}")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

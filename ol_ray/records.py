@@ -127,3 +127,73 @@ class ResumeRecord(Record):
 
     kind: ClassVar[str] = "resume"
     restored_from: Optional[str]
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """What a run ends with: summary.json (`to_json()`), what `run`/`resume` return and what `ol-ray run` prints.
+
+    The four group mappings are flattened into summary.json beside the fields: the quarantine sink's counts, the
+    weight store's, the final evaluation's figures as dev_<name> (what the task measures) and the continual
+    learning summary. `summary["key"]` and `summary.get("key")` read the summary.json view.
+    """
+
+    run_dir: str
+    samples_read: int
+    samples_trained: int
+    samples_not_selected: int
+    samples_nonfinite: int
+    samples_trained_twice: int
+    accounting_ok: bool  # read = quarantined + not selected + trained + nonfinite, in the ledger and the stream
+    ledger: dict[str, int]
+    updates: int
+    nonfinite_updates: int
+    oom_retries: int
+    labels_received: list[int]
+    labels_trained: list[int]
+    memory_ceiling: Optional[int]
+    windows: int
+    learner_restarts: int
+    restored_from: Optional[str]
+    wall_s: float
+    trained_samples_per_s: float
+    staleness_mean: float
+    staleness_max: int
+    staleness_bound: int
+    score_version_max: int
+    text_truncated: int
+    tokens_truncated: int
+    learner_utilisation: float
+    first_update_s: Optional[float]
+    eval_rows_rejected: int
+    cursor: Optional[dict[str, Any]]
+    prequential_source: str
+    scored: bool
+    files_rejected: list[Any]
+    learner_device: str
+    learner_node: str
+    model_parameters: int
+    samples_holdout: int
+    checkpoint: Optional[str]
+    scorer_nodes: list[str]
+    scorers: int
+    config: dict[str, Any]
+    quarantine: dict[str, Any] = field(default_factory=dict)  # samples_quarantined and its reasons
+    weights: dict[str, Any] = field(default_factory=dict)  # weight_publishes, weight_pulls, samples_scored, ...
+    evaluation: dict[str, Any] = field(default_factory=dict)  # dev_accuracy, dev_loss, ... (None before any)
+    continual: dict[str, Any] = field(default_factory=dict)  # phases, accuracy history, prequential figures, ...
+
+    def to_json(self) -> dict[str, Any]:
+        groups = ("quarantine", "weights", "evaluation", "continual")
+        line = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in groups}
+        config = line.pop("config")
+        for group in groups:
+            line.update(getattr(self, group))
+        line["config"] = config  # last: the long part
+        return line
+
+    def __getitem__(self, key: str) -> Any:
+        return self.to_json()[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.to_json().get(key, default)

@@ -3,14 +3,17 @@
     @STRATEGIES.register("margin", configured=False)
     class MarginSelection: ...
 
-A plug-in registers its own component the same way, in a module imported before the config is loaded (and, for a
-run on Ray, shipped to the workers with the job's runtime environment). The config names a component; it never
-imports one, so the registries are filled by importing the parts (`ol_ray` imports the built-in ones).
+A plug-in registers its own component the same way, in code run before the config is loaded. The config names a
+component; it never imports one, so the registries are filled by importing the parts (`ol_ray` imports the built-in
+ones). The Ray actors that build components run in other processes: the driver sends them the factories a config
+names (`entries`, pickled with the actor's arguments: by value when defined in a script or notebook, by reference
+to their module otherwise, which the workers must then import, e.g. from the job's working_dir), and they `adopt`
+them.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, Callable, Iterable, Iterator, Mapping, TypeVar
 
 from ol_ray.errors import ConfigError
 
@@ -45,6 +48,17 @@ class Registry:
         self.check(name)
         factory, configured = self._factories[name]
         return factory(section) if configured else factory()
+
+    def entries(self, names: Iterable[str]) -> dict[str, tuple[Callable[..., Any], bool]]:
+        """The factories of `names` (each checked), to hand to another process's registry."""
+        for name in names:
+            self.check(name)
+        return {name: self._factories[name] for name in names}
+
+    def adopt(self, entries: Mapping[str, tuple[Callable[..., Any], bool]]) -> None:
+        """Register factories another process's registry handed over (`entries`); names known here are kept."""
+        for name, (factory, configured) in entries.items():
+            self._factories.setdefault(name, (factory, configured))
 
     def names(self) -> list[str]:
         return sorted(self._factories)

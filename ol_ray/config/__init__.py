@@ -8,7 +8,7 @@ builds and checks one. The reference, docs/configuration.md, is generated from t
 """
 
 from ol_ray.batching.config import BatchingConfig
-from ol_ray.config.load import apply_override, from_dict, load_config, to_dict
+from ol_ray.config.load import apply_override, from_dict, load_config, load_run_config, to_dict
 from ol_ray.config.schema import Config
 from ol_ray.continual.config import ContinualConfig
 from ol_ray.data.config import DomainConfig, StreamConfig
@@ -23,4 +23,4 @@ from ol_ray.state.config import CheckpointConfig
 
 __all__ = ["BatchingConfig", "CheckpointConfig", "Config", "ConfigError", "ContinualConfig", "DomainConfig",
            "EvalConfig", "LearnerConfig", "ModelConfig", "OutputConfig", "RayConfig", "ScoringConfig",
-           "SelectionConfig", "StreamConfig", "apply_override", "from_dict", "load_config", "to_dict"]
+           "SelectionConfig", "StreamConfig", "apply_override", "from_dict", "load_config", "load_run_config", "to_dict"]

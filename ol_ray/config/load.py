@@ -139,3 +139,12 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
             return str(value)
         raise ConfigError(f"{key} must be a string; got {value!r}")
     raise ConfigError(f"{key}: unsupported type {hint}")
+
+
+def load_run_config(run_dir: str | os.PathLike, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """The config of the run in `run_dir` (its config.yaml, which a resume's overrides also went into), with
+    `overrides` and the run directory itself."""
+    saved = os.path.join(run_dir, "config.yaml")
+    if not os.path.isfile(saved):
+        raise ConfigError(f"{run_dir}: no config.yaml there, so it is not an ol_ray run directory")
+    return load_config(saved, [*overrides, f"output.run_dir={os.path.abspath(run_dir)}"])

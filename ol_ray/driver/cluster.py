@@ -11,6 +11,7 @@ from typing import Any
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from ol_ray.batching.base import POLICIES
 from ol_ray.config.schema import Config
 from ol_ray.data.quarantine import QuarantineSink
 from ol_ray.driver.feeding import PipelineError, one_line
@@ -18,6 +19,7 @@ from ol_ray.learner.actor import LearnerActor
 from ol_ray.observe.monitor import ResourceMonitor
 from ol_ray.scoring.pool import ScorerPool, columns_needed
 from ol_ray.scoring.scorer import Scorer
+from ol_ray.selection.base import STRATEGIES
 from ol_ray.weights.store import WeightStore
 
 NAMESPACE = "ol_ray"  # the Ray namespace of a run this process connects: its actors are found there by name
@@ -95,8 +97,16 @@ def start_actors(cfg: Config, run_dir: str) -> dict[str, Any]:
     actors["learner"] = ray.remote(LearnerActor).options(
         num_cpus=cfg.learner.num_cpus, num_gpus=cfg.learner.num_gpus, resources=cfg.learner.resources or None,
         max_restarts=cfg.learner.max_restarts, name=learner_actor_name(run_dir)).remote(
-        cfg, run_dir, actors["weights"], actors["monitor"], actors["quarantine"])
+        cfg, run_dir, actors["weights"], actors["monitor"], actors["quarantine"], component_entries(cfg))
     return actors
+
+
+def component_entries(cfg: Config) -> dict[str, dict[str, Any]]:
+    """The factories of the strategies and policies the config names, for the learner's process to adopt: a
+    plug-in registered in this process works there too."""
+    strategies = [cfg.selection.strategy, *cfg.selection.mix]
+    policies = [cfg.batching.policy, *cfg.batching.policies]
+    return {"strategies": STRATEGIES.entries(strategies), "policies": POLICIES.entries(policies)}
 
 
 def wait_for_learner(learner: Any, cfg: Config) -> dict[str, Any]:

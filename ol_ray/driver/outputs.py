@@ -17,7 +17,7 @@ from ol_ray.driver.admission import staleness_bound
 from ol_ray.jsonl import read_jsonl
 from ol_ray.learner.irreducible import holdout_start
 from ol_ray.observe.evaluation import headline
-from ol_ray.records import ResumeRecord
+from ol_ray.records import ResumeRecord, RunSummary
 from ol_ray.scoring.pool import columns_needed
 from ol_ray.selection.config import uses_rho_loss
 
@@ -125,49 +125,34 @@ def write_accuracy_matrix(path: str, history: list[dict[str, Any]]) -> None:
 
 
 def summarize(cfg: Config, started: float, info: dict[str, Any], samples_read: int, stream_cursor: dict[str, Any],
-              restarts: int, learner: dict[str, Any], quarantine: dict[str, Any],
-              weights: dict[str, Any]) -> dict[str, Any]:
-    """summary.json: the ledger and its identity, the final evaluation, throughput and where things went."""
+              restarts: int, learner: dict[str, Any], quarantine: dict[str, Any], weights: dict[str, Any],
+              scorer_nodes: list[str], scorers: int) -> RunSummary:
+    """The run's summary: the ledger and its identity, the final evaluation, throughput and where things went."""
     wall = time.time() - started
     totals = learner["ledger_totals"]
     accounted = totals["quarantined"] + totals["not_selected"] + totals["trained"] + totals["nonfinite"]
-    return {
-        "run_dir": cfg.output.run_dir,
-        "samples_read": samples_read,
-        **quarantine,
-        "samples_trained": learner["samples_trained"],
-        "samples_not_selected": learner["samples_not_selected"],
-        "samples_nonfinite": learner["samples_nonfinite"],
-        "samples_trained_twice": learner["samples_trained_twice"],
-        "accounting_ok": (learner["ledger_balanced"] and totals["read"] == samples_read == accounted
-                          and totals["quarantined"] == quarantine["samples_quarantined"]),
-        "ledger": totals,
-        "updates": learner["updates"],
-        "nonfinite_updates": learner["nonfinite_updates"],
-        "oom_retries": learner["oom_retries"],
-        "labels_received": learner["labels_received"],
-        "labels_trained": learner["labels_trained"],
-        "memory_ceiling": learner["memory_ceiling"],
-        "windows": learner["windows_done"],
-        "learner_restarts": restarts,
-        "restored_from": info.get("restored_from"),
-        "dev_accuracy": None, "dev_loss": None, "dev_macro_f1": None,  # a classifier's; a causal LM's below
-        **{"dev_" + name: value for name, value in learner["last_eval"].items() if name != "update"},
-        "wall_s": wall,
-        "trained_samples_per_s": learner["samples_trained"] / wall if wall > 0 else 0.0,
-        **weights,
-        **{key: learner[key] for key in ("staleness_mean", "staleness_max", "score_version_max", "text_truncated",
-                                         "tokens_truncated", "learner_utilisation", "first_update_s",
-                                         "eval_rows_rejected", "cursor", "prequential_source")},
-        "staleness_bound": staleness_bound(cfg.scoring.max_lead_updates, cfg.learner.publish_every),
-        "scored": bool(columns_needed(cfg)),
-        "files_rejected": stream_cursor.get("rejected", []),
-        "learner_device": info["device"],
-        "learner_node": info["node_id"],
-        "model_parameters": info["parameters"],
-        "samples_holdout": (holdout_start(cfg.output.run_dir) or {}).get("read", 0) if uses_rho_loss(cfg.selection)
+    evaluation = {"dev_accuracy": None, "dev_loss": None, "dev_macro_f1": None,  # a classifier's; a causal LM's too
+                  **{"dev_" + name: value for name, value in learner["last_eval"].items() if name != "update"}}
+    return RunSummary(
+        run_dir=cfg.output.run_dir, samples_read=samples_read, samples_trained=learner["samples_trained"],
+        samples_not_selected=learner["samples_not_selected"], samples_nonfinite=learner["samples_nonfinite"],
+        samples_trained_twice=learner["samples_trained_twice"],
+        accounting_ok=(learner["ledger_balanced"] and totals["read"] == samples_read == accounted
+                       and totals["quarantined"] == quarantine["samples_quarantined"]),
+        ledger=totals, updates=learner["updates"], nonfinite_updates=learner["nonfinite_updates"],
+        oom_retries=learner["oom_retries"], labels_received=learner["labels_received"],
+        labels_trained=learner["labels_trained"], memory_ceiling=learner["memory_ceiling"],
+        windows=learner["windows_done"], learner_restarts=restarts, restored_from=info.get("restored_from"),
+        wall_s=wall, trained_samples_per_s=learner["samples_trained"] / wall if wall > 0 else 0.0,
+        staleness_mean=learner["staleness_mean"], staleness_max=learner["staleness_max"],
+        staleness_bound=staleness_bound(cfg.scoring.max_lead_updates, cfg.learner.publish_every),
+        score_version_max=learner["score_version_max"], text_truncated=learner["text_truncated"],
+        tokens_truncated=learner["tokens_truncated"], learner_utilisation=learner["learner_utilisation"],
+        first_update_s=learner["first_update_s"], eval_rows_rejected=learner["eval_rows_rejected"],
+        cursor=learner["cursor"], prequential_source=learner["prequential_source"],
+        scored=bool(columns_needed(cfg)), files_rejected=stream_cursor.get("rejected", []),
+        learner_device=info["device"], learner_node=info["node_id"], model_parameters=info["parameters"],
+        samples_holdout=(holdout_start(cfg.output.run_dir) or {}).get("read", 0) if uses_rho_loss(cfg.selection)
         else 0,
-        "checkpoint": learner.get("checkpoint_path"),
-        **learner.get("continual", {}),
-        "config": to_dict(cfg),
-    }
+        checkpoint=learner.get("checkpoint_path"), scorer_nodes=scorer_nodes, scorers=scorers, config=to_dict(cfg),
+        quarantine=quarantine, weights=weights, evaluation=evaluation, continual=learner.get("continual", {}))

@@ -37,6 +37,7 @@ from ol_ray.driver.feeding import Feeder, LearnerLost, StreamReader, learner_rep
 from ol_ray.driver.outputs import RunOutputs, summarize, write_accuracy_matrix, write_traceback
 from ol_ray.driver.preflight import preflight, resolve_paths
 from ol_ray.learner.irreducible import holdout_start, prepare_irreducible
+from ol_ray.records import RunSummary
 from ol_ray.selection.config import uses_rho_loss
 
 __all__ = ["run_pipeline"]
@@ -67,7 +68,7 @@ logger = logging.getLogger(__name__)
 
 
 
-def run_pipeline(cfg: Config, rows: Optional[Sequence[dict[str, Any]]] = None, resume: bool = False) -> dict:
+def run_pipeline(cfg: Config, rows: Optional[Sequence[dict[str, Any]]] = None, resume: bool = False) -> RunSummary:
     """Run the configured pipeline to the end of the stream (or its budget) and return the run summary. With
     `resume`, continue the run in `output.run_dir` from its newest checkpoint."""
     cfg = resolve_paths(cfg)
@@ -98,12 +99,11 @@ def run_pipeline(cfg: Config, rows: Optional[Sequence[dict[str, Any]]] = None, r
         point = wait_for_learner(actors["learner"], cfg) if resume else fresh_start(cfg, run_dir)
         restarts, stream_cursor, learner_state, info = run_segments(cfg, rows, actors, pool, outputs, point)
         summary = summarize(cfg, started, info, outputs.samples_read, stream_cursor, restarts, learner_state,
-                            ray.get(actors["quarantine"].close.remote()), ray.get(actors["weights"].stats.remote()))
-        summary["scorer_nodes"] = ray.get(actors["monitor"].stop.remote())["scorer_nodes"]
-        summary["scorers"] = len(pool)
+                            ray.get(actors["quarantine"].close.remote()), ray.get(actors["weights"].stats.remote()),
+                            ray.get(actors["monitor"].stop.remote())["scorer_nodes"], len(pool))
         write_accuracy_matrix(os.path.join(run_dir, "accuracy_matrix.csv"), summary.get("accuracy_history", []))
         with open(os.path.join(run_dir, "summary.json"), "w", encoding="utf-8") as handle:
-            json.dump(summary, handle, indent=2, default=str)
+            json.dump(summary.to_json(), handle, indent=2, default=str)
         return summary
     except Exception as error:
         error.add_note(f"traceback: {write_traceback(run_dir, error)}")

@@ -10,11 +10,12 @@ from typing import Any, Mapping, Optional
 import ray
 from ray.util.metrics import Counter, Gauge
 
+from ol_ray.batching.base import POLICIES
 from ol_ray.config.schema import Config
 from ol_ray.learner.core import Columns, OnlineLearner
 from ol_ray.observe.monitor import own_memory
 from ol_ray.scoring.pool import columns_needed
-from ol_ray.selection.base import pool_length
+from ol_ray.selection.base import STRATEGIES, pool_length
 from ol_ray.weights.store import WeightPublisher, next_learner_epoch
 
 
@@ -22,7 +23,11 @@ class LearnerActor:
     """Ray shell around OnlineLearner. Create with ray.remote(num_cpus=..., num_gpus=..., max_restarts=...): a
     restarted actor runs __init__ again and OnlineLearner restores the run's newest checkpoint."""
 
-    def __init__(self, cfg: Config, run_dir: str, weight_store: Any, monitor: Any, quarantine: Any):
+    def __init__(self, cfg: Config, run_dir: str, weight_store: Any, monitor: Any, quarantine: Any,
+                 plugins: Optional[dict[str, dict[str, Any]]] = None):
+        # the strategies and policies the config names, from the driver's registries (plug-ins included)
+        STRATEGIES.adopt((plugins or {}).get("strategies", {}))
+        POLICIES.adopt((plugins or {}).get("policies", {}))
         self.incarnation = uuid.uuid4().hex  # a restarted actor is a new incarnation: the driver must replay
         os.makedirs(run_dir, exist_ok=True)
         # with no scorer reading them (random selection), weights are published only at the start and on restore;
