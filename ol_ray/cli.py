@@ -120,7 +120,7 @@ def resume_or_start(config: Optional[str], overrides: Sequence[str]) -> Optional
     return run_dir if os.path.isfile(os.path.join(run_dir, "config.yaml")) else None
 
 
-def load_run_config(config: Optional[str], overrides: Sequence[str], resume: Optional[str]):
+def run_config(config: Optional[str], overrides: Sequence[str], resume: Optional[str]):
     """The config of a new run, or of the run in `resume` (its config.yaml, with its run directory)."""
     import os
 
@@ -145,7 +145,7 @@ def run_command(config: Optional[str], overrides: Sequence[str], resume: Optiona
         resume = resume_or_start(config, overrides)
         if resume is not None:
             config = None  # the run's own config.yaml, with the overrides, as --resume takes it
-    cfg = load_run_config(config, overrides, resume)
+    cfg = run_config(config, overrides, resume)
     from ol_ray.driver.pipeline import run_pipeline
 
     summary = run_pipeline(cfg, resume=resume is not None)
