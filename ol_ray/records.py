@@ -1,9 +1,9 @@
 """The records parts hand each other and write to metrics.jsonl, each defined once as a frozen dataclass.
 
 A record becomes one JSON line with `to_json()`: its `kind`, then its fields; optional fields (default None) left
-unset are ones the run does not have (no replay, no phases, a causal LM's missing label mix) and are left out; `extra` holds figures
-whose names depend on the run (the prequential figures, a dev set's metrics by name) and is merged in. Readers
-(`ol_ray.observe.report`, the benchmarks) read the lines back as dicts keyed by these names.
+unset are ones the run does not have (no replay, no phases, a causal LM's missing label mix) and are left out;
+`extra` holds figures whose names depend on the run (the prequential figures, a dev set's metrics by name) and is
+merged in. Readers (`ol_ray.observe.report`, the benchmarks) read the lines back as dicts keyed by these names.
 """
 
 from __future__ import annotations

@@ -9,8 +9,8 @@ at every B) before selecting B of them.
 
 A policy that learns from updates offers `observe(stats)` (called after each applied update with its batch size, loss
 and gradient-noise statistics) and `state_dict()` / `load_state_dict(state)` (JSON-able; the learner checkpoints it).
-Adding a policy is one small class registered with `@POLICIES.register(name)`. The math (`noise_scale_estimates`, `fitting_batch`,
-`lr_scale`) is plain functions.
+Adding a policy is one small class registered with `@POLICIES.register(name)`. The math (`noise_scale_estimates`,
+`fitting_batch`, `lr_scale`, in `ol_ray.batching.policies`) is plain functions.
 """
 
 from __future__ import annotations

@@ -66,8 +66,8 @@ def run_plain(cfg: Config, stream: Stream, chunk: int, max_updates: int = 0, max
     trained. Returns the evaluation and update records, each with `wall_s` since the start (evaluations included),
     which is `started` (a `time.perf_counter()` reading) when given, else after the model has loaded.
     `dev` replaces the configured dev set; with `run_dir` the learner writes its ledger there (which samples each
-    update trained, as a pipeline run's ledger.jsonl says it). rho_loss first trains its irreducible-loss model on the stream's first
-    `selection.holdout_size` rows, which the run then skips.
+    update trained, as a pipeline run's ledger.jsonl says it). rho_loss first trains its irreducible-loss model on
+    the stream's first `selection.holdout_size` rows, which the run then skips.
 
     Long because it is the baseline the pipeline is measured against, kept in one piece so it can be read
     next to `ol_ray.driver.pipeline` and seen to do the same work.

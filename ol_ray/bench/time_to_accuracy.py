@@ -168,7 +168,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eval-every", type=int, default=800, help="evaluate every this many trained samples")
     parser.add_argument("--finetune-batch", type=int, default=32, help="fine-tuning's batch size (default 32)")
     parser.add_argument("--finetune-lr", type=float, default=5e-5, help="fine-tuning's AdamW learning rate")
-    parser.add_argument("--out", default="runs/bench-time-to-accuracy", help="where the CSVs, markdown, PNG and runs go")
+    parser.add_argument("--out", default="runs/bench-time-to-accuracy",
+                        help="where the CSVs, markdown, PNG and runs go")
 
 
 def main(cfg: Config, args: argparse.Namespace) -> int:

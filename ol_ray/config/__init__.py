@@ -23,4 +23,5 @@ from ol_ray.state.config import CheckpointConfig
 
 __all__ = ["BatchingConfig", "CheckpointConfig", "Config", "ConfigError", "ContinualConfig", "DomainConfig",
            "EvalConfig", "LearnerConfig", "ModelConfig", "OutputConfig", "RayConfig", "ScoringConfig",
-           "SelectionConfig", "StreamConfig", "apply_override", "from_dict", "load_config", "load_run_config", "to_dict"]
+           "SelectionConfig", "StreamConfig", "apply_override", "from_dict", "load_config", "load_run_config",
+           "to_dict"]

@@ -53,7 +53,8 @@ def type_name(hint: Any) -> str:
         return "list of domains" if args[0] is DomainConfig else f"list of {type_name(args[0])}"
     if origin is dict:
         return f"mapping to {type_name(args[1])}"
-    return {str: "string", int: "integer", float: "number", bool: "boolean"}.get(hint, getattr(hint, "__name__", str(hint)))
+    names = {str: "string", int: "integer", float: "number", bool: "boolean"}
+    return names.get(hint, getattr(hint, "__name__", str(hint)))
 
 
 def default_text(field: dataclasses.Field) -> str:
@@ -96,7 +97,8 @@ def reference() -> str:
         if doc and not doc.startswith(cls.__name__ + "("):
             lines += ["", " ".join(doc.split())]
         lines += ["", *section_table(f"{section.name}.", cls), ""]
-    lines += ["## Domains (`stream.phases[]`, `eval.sets[]`)", "", " ".join((inspect.getdoc(DomainConfig) or "").split()),
+    domain_doc = " ".join((inspect.getdoc(DomainConfig) or "").split())
+    lines += ["## Domains (`stream.phases[]`, `eval.sets[]`)", "", domain_doc,
               "", *section_table("", DomainConfig), ""]
     return "\n".join(lines)
 

@@ -3,12 +3,13 @@
 `ContinualLearning` is plain Python held by `OnlineLearner`:
 
 - **prequential accuracy**: every received sample was predicted by a scorer before it could be trained on (test,
-  then train); its running accuracy, balanced accuracy and loss, over the run and per phase (`ol_ray.continual.metrics`);
+  then train); its running accuracy, balanced accuracy and loss, over the run and per phase
+  (`ol_ray.continual.metrics`);
 - **drift detection**: a Page-Hinkley test on the prequential loss; on drift it logs a `drift` record and reacts as
   configured: `replay_boost` (raise the replay fraction for a while), `reset_batch_policy` (start the batch-size
   policy over) and `checkpoint` (at the next window end); EWC re-anchors at every drift;
-- **replay**: each update takes `replay_fraction` of its batch from the replay buffer (`ol_ray.continual.replay`), rescored
-  with the current weights and picked by the selection strategy like new candidates;
+- **replay**: each update takes `replay_fraction` of its batch from the replay buffer (`ol_ray.continual.replay`),
+  rescored with the current weights and picked by the selection strategy like new candidates;
 - **EWC** (`ol_ray.continual.ewc`): the Fisher diagonal estimated on the buffer at phase boundaries, drifts and every
   `ewc_every_updates` updates;
 - **phases and the evaluation history**: where each stream phase began and which evaluation closed it, for the

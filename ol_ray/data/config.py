@@ -42,6 +42,7 @@ class StreamConfig:
     label_names: tuple[str, ...] = ()  # label names in class order, for data whose labels are strings
     window_size: int = 1024  # samples per window: the unit of cursor, ledger and checkpoint (not of scoring)
     max_window_wait_s: float = 5.0  # a slow stream emits a partial window after this many seconds
+    read_ahead_windows: int = 2  # windows framed ahead of admission (a slow source keeps the scorers fed)
     max_samples: int = 0  # sample budget: stop after reading this many rows; 0 = no budget
     rate: float = 0.0  # replay rate in samples per second, so a finite file arrives like a live stream; 0 = unpaced
     shuffle_seed: Optional[int] = None  # replay a finite file in a seeded random order; null keeps file order
@@ -83,6 +84,7 @@ def check_stream(s: StreamConfig) -> None:
     require(s.poll_interval_s > 0, f"stream.poll_interval_s must be positive; got {s.poll_interval_s}")
     require(s.idle_timeout_s >= 0, f"stream.idle_timeout_s must be 0 (never) or positive; got {s.idle_timeout_s}")
     require(s.max_window_wait_s > 0, f"stream.max_window_wait_s must be positive; got {s.max_window_wait_s}")
+    require(s.read_ahead_windows >= 1, f"stream.read_ahead_windows must be at least 1; got {s.read_ahead_windows}")
     require(s.max_text_chars >= 1, f"stream.max_text_chars must be at least 1; got {s.max_text_chars}")
     require(bool(s.text_field), "stream.text_field must name a column")
     require(bool(s.label_field), "stream.label_field must name a column")

@@ -25,6 +25,7 @@ from ol_ray.weights.store import WeightStore
 NAMESPACE = "ol_ray"  # the Ray namespace of a run this process connects: its actors are found there by name
 
 logger = logging.getLogger(__name__)
+RESTART_POLL_S = 0.2  # while Ray restarts the learner actor, ask for its info again this often
 
 
 def joins_a_cluster(cfg: Config) -> bool:
@@ -120,7 +121,7 @@ def wait_for_learner(learner: Any, cfg: Config) -> dict[str, Any]:
             except ray.exceptions.ActorUnavailableError:
                 if time.monotonic() > deadline:
                     raise ray.exceptions.GetTimeoutError() from None
-                time.sleep(0.2)
+                time.sleep(RESTART_POLL_S)
     except ray.exceptions.GetTimeoutError:
         raise PipelineError(f"the learner actor did not start within {cfg.learner.start_timeout_s:g} s "
                             f"(learner.num_cpus={cfg.learner.num_cpus:g}, learner.num_gpus={cfg.learner.num_gpus:g}; "
@@ -142,4 +143,4 @@ def start_scorers(cfg: Config, actors: dict[str, Any], irreducible: Any = None) 
     def make_scorer() -> Any:
         return options.remote(cfg, actors["weights"], actors["monitor"], actors["quarantine"], irreducible, columns)
 
-    return ScorerPool(make_scorer, sc.num_scorers, sc.max_scorers)
+    return ScorerPool(make_scorer, sc.num_scorers, sc.max_scorers, sc.chunks_per_scorer)

@@ -31,6 +31,7 @@ from ol_ray.scoring.chunks import Chunk, ChunkResult
 
 IDLE_TICK_S = 1.0  # with no scored candidates for this long, let the learner check a time-driven policy
 WAIT_S = 0.05  # longest wait for anything in one turn of the loop
+CANCEL_CHECK_S = 0.1  # a reader blocked on a full queue checks this often whether it was cancelled
 logger = logging.getLogger(__name__)
 
 
@@ -66,20 +67,21 @@ def learner_reply(ref: Any) -> Any:
 
 
 class StreamReader(threading.Thread):
-    """Frames the source into windows ahead of admission, at most `depth` windows queued. Items: ("window", Window),
+    """Frames the source into windows ahead of admission, at most `stream.read_ahead_windows` queued. Items:
+    ("window", Window),
     ("end", None), ("error", exception)."""
 
-    def __init__(self, source: Source, point: dict[str, Any], cfg: Config, depth: int = 2):
+    def __init__(self, source: Source, point: dict[str, Any], cfg: Config):
         super().__init__(name="ol-ray-stream-reader", daemon=True)
         self.stopped = threading.Event()
         self.windows_iter = windows(source, cfg.stream, first_index=point["windows_done"],
                                     already_read=point["samples_read"], stop=self.stopped)
-        self.items: queue.Queue = queue.Queue(maxsize=depth)
+        self.items: queue.Queue = queue.Queue(maxsize=cfg.stream.read_ahead_windows)
 
     def _put(self, item: tuple[str, Any]) -> bool:
         while not self.stopped.is_set():
             try:
-                self.items.put(item, timeout=0.1)
+                self.items.put(item, timeout=CANCEL_CHECK_S)
                 return True
             except queue.Full:
                 continue

@@ -23,7 +23,7 @@ class LearnerConfig:
     precision: Literal["fp32", "bf16"] = "fp32"  # bf16 autocast for update and evaluation (GPU, or AMX/AVX512-BF16 CPU)
     micro_batch_tokens: int = 256  # update in length-sorted micro-batches of this many padded tokens at most; 0 = off
     micro_batch_size: int = 0  # and of at most this many samples (gradient accumulation); 0 = no sample limit
-    publish_every: int = 1  # publish weights every this many updates while scorers run (staleness bound: docs/runtime.md)
+    publish_every: int = 1  # publish weights every this many updates while scorers run (bounds staleness: runtime.md)
     max_in_flight: int = 2  # candidate pools queued at the learner; more only adds staleness
     max_updates: int = 0  # stop after this many updates; 0 = run until the stream ends
     duplicate_window: int = 10_000_000  # remember the newest this many sample ids (16 bytes each) for repeats; 0 = all

@@ -1,9 +1,9 @@
 """The learner: owns the model and optimizer, selects from scored candidates, applies weighted batched updates.
 
 The update itself is `ol_ray.learner.update.weighted_step`, a plain function. `OnlineLearner` is plain Python too:
-it buffers candidates, asks the batch policy for B (and so how large a pool to read), the selection strategy for indices and
-weights, steps (halving the micro-batch on out-of-memory errors), evaluates, and checkpoints at window boundaries.
-The Ray actor around it is `ol_ray.learner.actor.LearnerActor`; this module imports no Ray.
+it buffers candidates, asks the batch policy for B (and so how large a pool to read), the selection strategy for
+indices and weights, steps (halving the micro-batch on out-of-memory errors), evaluates, and checkpoints at window
+boundaries. The Ray actor around it is `ol_ray.learner.actor.LearnerActor`; this module imports no Ray.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from ol_ray.tasks import task_for
 
 Columns = dict[str, np.ndarray]
 logger = logging.getLogger(__name__)
+MEMORY_WINDOW = 20  # recent updates whose largest memory per sample the resource policy plans with
 
 
 def _no_op(*args: Any, **kwargs: Any) -> Any:
@@ -53,7 +54,8 @@ class OnlineLearner:
 
     With a run directory that already holds checkpoints, it restores the newest readable one (falling back past
     unreadable ones with a warning; failing on any other error): model, optimizer, scheduler, RNG states, counters,
-    ledger, buffered candidates and stream cursor (`ol_ray.learner.checkpointing`); `resume_point()` tells the driver where the stream continues.
+    ledger, buffered candidates and stream cursor (`ol_ray.learner.checkpointing`); `resume_point()` tells the driver
+    where the stream continues.
     """
 
     def __init__(self, cfg: Config, run_dir: Optional[str] = None, publish: Callable[..., Any] = _no_op,
@@ -90,7 +92,7 @@ class OnlineLearner:
         self.first_update_s: Optional[float] = None
         self.last_update_time = time.time()
         self.oom_ceiling: Optional[int] = None  # most samples per micro-batch since an out-of-memory error
-        self.memory_per_sample: collections.deque = collections.deque(maxlen=20)  # MiB, over recent updates
+        self.memory_per_sample: collections.deque = collections.deque(maxlen=MEMORY_WINDOW)  # MiB per sample
         self.last_eval: dict[str, Any] = {}
         self.updates_at_checkpoint = 0
         self.checkpoint_path: Optional[str] = None

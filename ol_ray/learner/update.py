@@ -87,8 +87,8 @@ def weighted_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: Tra
     `noise_probe` also returns the squared norms of the mean gradient after half the batch and after all of it
     (for the gradient noise scale); `measure_memory` returns the peak memory per sample of the largest micro-batch
     (peak allocated on a GPU, saved activations x 2 elsewhere). `penalty(model)`, when given, is a regulariser added
-    to the loss once per update (EWC, `ol_ray.continual.ewc`); its value is returned as `penalty`, apart from `loss` (the
-    weighted data loss). `sample_losses` and `sample_correct` (numpy, batch order) are each sample's loss and
+    to the loss once per update (EWC, `ol_ray.continual.ewc`); its value is returned as `penalty`, apart from `loss`
+    (the weighted data loss). `sample_losses` and `sample_correct` (numpy, batch order) are each sample's loss and
     prediction before the step: test-then-train figures at no extra cost.
 
     Long because it is one fixed sequence (forward and backward per micro-batch, the noise probe between

@@ -115,8 +115,8 @@ def load_model(cfg: ModelConfig, pretrained: bool = True, path: Optional[str] = 
     """The configured kind of model, from `path` (default: the configured model): a sequence classifier with
     `num_labels` classes, or a causal LM. With `pretrained=False` only the architecture is built (scorers then load
     the learner's published weights, so random initialisation would be wasted work). With `model.lora_r > 0` the
-    pretrained model wrapped with LoRA adapters (`ol_ray.models.lora`): new ones, or those of `path` when it holds a saved
-    adapter (a LoRA checkpoint)."""
+    pretrained model wrapped with LoRA adapters (`ol_ray.models.lora`): new ones, or those of `path` when it holds a
+    saved adapter (a LoRA checkpoint)."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
 
     from ol_ray.models.lora import is_adapter_folder, with_lora

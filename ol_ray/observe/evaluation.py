@@ -67,7 +67,8 @@ def load_eval_set(cfg: Config) -> Optional[EvalSet]:
 
 
 def load_domain_sets(cfg: Config) -> dict[str, EvalSet]:
-    """The evaluation sets of `eval.sets`, by name, each read with its own fields (`ol_ray.data.phases.domain_stream`)."""
+    """The evaluation sets of `eval.sets`, by name, each read with its own fields
+    (`ol_ray.data.phases.domain_stream`)."""
     return {name: _tokenized(*entry) for name, entry in _domain_sources(cfg).items()}
 
 

@@ -20,6 +20,9 @@ if TYPE_CHECKING:  # the monitor actor's process never needs torch: importing it
     import torch
 
 logger = logging.getLogger(__name__)
+SAMPLE_EVERY_S = 1.0  # a snapshot a second: fresh enough for a batch policy deciding once per update
+HISTORY = 600  # snapshots kept: the last ten minutes
+STOP_WAIT_S = 5.0  # how long stop() waits for a reading in progress
 
 
 def process_rss_mb(pid: Optional[int] = None) -> float:
@@ -121,8 +124,8 @@ class RayGauges:
 class ResourceMonitor:
     """Collects reports and samples resources once a second; `snapshot()` is what batch policies read."""
 
-    def __init__(self, interval_s: float = 1.0, history: int = 600, clock=time.time, path: Optional[str] = None,
-                 export: bool = False):
+    def __init__(self, interval_s: float = SAMPLE_EVERY_S, history: int = HISTORY, clock=time.time,
+                 path: Optional[str] = None, export: bool = False):
         self.interval_s = interval_s
         self.gauges = RayGauges() if export else None  # Ray's metrics (Prometheus), inside a Ray actor only
         self.clock = clock
@@ -204,7 +207,7 @@ class ResourceMonitor:
     def stop(self) -> dict[str, Any]:
         """Stop sampling and close the file; returns the recent history and the nodes scoring ran on."""
         self.stopped.set()
-        self.thread.join(timeout=5)
+        self.thread.join(timeout=STOP_WAIT_S)
         with self.lock:
             if self.file is not None:
                 self.file.close()

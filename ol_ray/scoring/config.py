@@ -14,6 +14,7 @@ class ScoringConfig:
     max_scorers: int = 0  # grow the pool up to this many while every scorer has a backlog (CPU only); 0 = num_scorers
     resources: dict[str, float] = field(default_factory=dict)  # custom Ray resources per scorer, e.g. {scorer: 1}
     batch_size: int = 64  # samples per scorer call at most (a chunk of the stream admitted at once)
+    chunks_per_scorer: int = 2  # chunks queued at one scorer at most: the next is there when one finishes
     num_cpus: float = 0.5  # logical CPUs per scorer actor
     num_gpus: float = 0.0  # GPUs per scorer actor; > 0 places scorers on GPU workers
     torch_threads: int = 1  # torch intra-op threads per scorer
@@ -36,6 +37,7 @@ def check_scoring(sc: ScoringConfig) -> None:
     for name, amount in sc.resources.items():
         require(amount > 0, f"scoring.resources.{name} must be a positive amount; got {amount}")
     require(sc.batch_size >= 1, f"scoring.batch_size must be at least 1; got {sc.batch_size}")
+    require(sc.chunks_per_scorer >= 1, f"scoring.chunks_per_scorer must be at least 1; got {sc.chunks_per_scorer}")
     require(sc.num_cpus >= 0 and sc.num_gpus >= 0, "scoring.num_cpus and scoring.num_gpus must not be negative")
     require(sc.torch_threads >= 1, f"scoring.torch_threads must be at least 1; got {sc.torch_threads}")
     require(sc.micro_batch_tokens >= 0, f"scoring.micro_batch_tokens must be 0 (off) or positive; got "

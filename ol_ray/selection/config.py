@@ -21,6 +21,7 @@ class SelectionConfig:
     max_class_share: float = 0.0  # cap any label's share of a selected batch (hard and soft modes); 0 = no cap
     memory_size: int = 512  # diversity: recently selected embeddings the next picks stay away from
     clusters: int = 16  # coverage: centroids of the online k-means model of the stream's embeddings
+    coverage_decay: float = 0.999  # coverage: cluster counts fade by this per sample, so shares follow the stream
     holdout_size: int = 1024  # rho_loss: first stream rows held out (never trained on) for the irreducible-loss model
     irreducible_epochs: int = 2  # rho_loss: epochs of fine-tuning the irreducible-loss model on the holdout
 
@@ -43,6 +44,7 @@ def check_selection(sel: SelectionConfig) -> None:
             "its unbiased estimate; use hard or soft")
     require(sel.memory_size >= 1, f"selection.memory_size must be at least 1; got {sel.memory_size}")
     require(sel.clusters >= 1, f"selection.clusters must be at least 1; got {sel.clusters}")
+    require(0 < sel.coverage_decay <= 1, f"selection.coverage_decay must be in (0, 1]; got {sel.coverage_decay}")
     require(sel.holdout_size >= 1, f"selection.holdout_size must be at least 1; got {sel.holdout_size}")
     require(sel.irreducible_epochs >= 1,
             f"selection.irreducible_epochs must be at least 1; got {sel.irreducible_epochs}")

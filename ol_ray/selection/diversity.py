@@ -176,7 +176,7 @@ class CoverageSelection:
 
 @STRATEGIES.register("coverage")
 def _coverage(cfg: SelectionConfig) -> CoverageSelection:
-    return CoverageSelection(cfg.clusters)
+    return CoverageSelection(cfg.clusters, cfg.coverage_decay)
 
 
 @STRATEGIES.register("badge", configured=False)

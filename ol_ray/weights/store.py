@@ -22,6 +22,9 @@ if TYPE_CHECKING:  # the WeightStore actor's process never needs torch: importin
     from torch import nn
 
 
+FIRST_WEIGHTS_TIMEOUT_S = 600.0  # a scorer waiting for the learner's first weights (it loads and evaluates first)
+
+
 class WeightStore:
     """Holds the newest published weights (generation, version, object reference) and sample counts.
 
@@ -132,7 +135,7 @@ class WeightClient:
     def scored(self, samples: int) -> None:
         self.store.scored.remote(samples)
 
-    def refresh(self, model: nn.Module, wait: bool = False, timeout_s: float = 600.0) -> None:
+    def refresh(self, model: nn.Module, wait: bool = False, timeout_s: float = FIRST_WEIGHTS_TIMEOUT_S) -> None:
         """Load the store's weights into `model` if they differ from ours; with `wait`, block until some exist
         (at most `timeout_s`: a learner that never starts must not leave scorers waiting forever)."""
         deadline = time.monotonic() + timeout_s

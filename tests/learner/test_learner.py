@@ -295,7 +295,7 @@ def test_every_strategy_trains_from_real_scores_and_checkpoints_its_state(strate
     pool = candidates(tiny_model_dir, sst2_rows, 0, 48)
     pool.update(score_samples(learner.model, head_layer(learner.model, 2), list(pool["input_ids"]), pool["label"],
                               learner.pad_id, learner.device))
-    pool["irreducible_loss"] = pool["loss"] * 0.5  # a stand-in column; tests/learner/test_irreducible.py trains the real one
+    pool["irreducible_loss"] = pool["loss"] * 0.5  # a stand-in column (test_irreducible.py trains the real one)
     updates = [r for r in learner.add_candidates(pool) if r["kind"] == "update"]
     assert learner.updates == 3 and learner.ledger.totals()["trained"] == 24
     assert all(sum(r["selected_labels"]) == 8 and r["weight_max"] >= r["weight_mean"] > 0 for r in updates)
