@@ -72,13 +72,24 @@ def tiny_llama_dir(tmp_path_factory) -> str:
     return build_tiny_causal_lm(str(tmp_path_factory.mktemp("tiny-llama")), LM_SENTENCES, "llama")
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 @pytest.fixture(scope="module")
 def ray_local():
-    """A local Ray with 2 CPUs and a capped object store, shut down after the module."""
+    """A local Ray with 2 CPUs and a capped object store, shut down after the module; its Prometheus endpoint is
+    http://127.0.0.1:{ray.metrics_port}/metrics."""
     import ray
 
+    port = free_port()
     ray.init(address="local", num_cpus=2, object_store_memory=300 * 2**20, include_dashboard=False,
-             log_to_driver=False)
+             log_to_driver=False, _metrics_export_port=port)
+    ray.metrics_port = port
     yield ray
     ray.shutdown()
 

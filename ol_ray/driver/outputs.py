@@ -23,12 +23,13 @@ from ol_ray.selection.config import uses_rho_loss
 
 
 class RunOutputs:
-    """metrics.jsonl, the console progress bar, and whoever else follows the records (`followers`, called with each
-    list of records once they are written: the Kafka group committer)."""
+    """metrics.jsonl, the console progress bar, the trackers (TensorBoard, MLflow: `ol_ray.observe.tracking`, each
+    with write, rewind and close) and whoever else follows the records (`followers`, called with each list of records
+    once they are written: the Kafka group committer)."""
 
     def __init__(self, run_dir: str, total: Optional[int], progress: bool,
-                 followers: Sequence[Callable[[list[dict[str, Any]]], None]] = ()):
-        self.followers = followers
+                 followers: Sequence[Callable[[list[dict[str, Any]]], None]] = (), trackers: Sequence[Any] = ()):
+        self.run_dir, self.followers, self.trackers = run_dir, followers, trackers
         self.path = os.path.join(run_dir, "metrics.jsonl")
         self.metrics = open(self.path, "a", encoding="utf-8")
         self.samples_read = 0
@@ -48,6 +49,8 @@ class RunOutputs:
         if os.path.getsize(self.path) == 0:
             return
         self.metrics.close()
+        for tracker in self.trackers:
+            tracker.rewind(point)
         kept = kept_records(read_jsonl(self.path), point)
         with open(self.path + ".tmp", "w", encoding="utf-8") as handle:
             handle.writelines(json.dumps(record) + "\n" for record in kept)
@@ -62,8 +65,8 @@ class RunOutputs:
             self.bar.update(size)
 
     def write(self, records: list[dict[str, Any]]) -> None:
+        records = [{**record, "samples_read": self.samples_read} for record in records]
         for record in records:
-            record = {**record, "samples_read": self.samples_read}
             self.metrics.write(json.dumps(record) + "\n")
             if record["kind"] == "update":
                 self.samples_trained = record["samples_trained"]
@@ -72,6 +75,8 @@ class RunOutputs:
         self.metrics.flush()
         for follower in self.followers:
             follower(records)
+        for tracker in self.trackers:
+            tracker.write(records)
         if self.bar is not None and records:
             postfix = {"trained": self.samples_trained}
             name, value = self.dev_figure
@@ -79,10 +84,13 @@ class RunOutputs:
                 postfix[{"dev_accuracy": "dev_acc", "dev_perplexity": "dev_ppl"}[name]] = f"{value:.4f}"
             self.bar.set_postfix(postfix)
 
-    def close(self) -> None:
+    def close(self, ok: bool = True) -> None:
+        """Close the files; the trackers log the run's end (its summary and report, with `ok`)."""
         self.metrics.close()
         if self.bar is not None:
             self.bar.close()
+        for tracker in self.trackers:
+            tracker.close(self.run_dir, ok)
 
 
 def kept_records(records: list[dict[str, Any]], point: dict[str, Any]) -> list[dict[str, Any]]:

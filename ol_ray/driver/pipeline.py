@@ -37,6 +37,7 @@ from ol_ray.driver.feeding import Feeder, LearnerLost, StreamReader, learner_rep
 from ol_ray.driver.outputs import RunOutputs, summarize, write_accuracy_matrix, write_traceback
 from ol_ray.driver.preflight import preflight, resolve_paths
 from ol_ray.learner.irreducible import holdout_start, prepare_irreducible
+from ol_ray.observe.tracking import make_trackers
 from ol_ray.records import RunSummary
 from ol_ray.selection.config import uses_rho_loss
 
@@ -86,7 +87,8 @@ def run_pipeline(cfg: Config, rows: Optional[Sequence[dict[str, Any]]] = None, r
     if cfg.stream.source == "kafka" and cfg.stream.kafka_group_id:
         committer = GroupCommitter(cfg.stream)
     outputs = RunOutputs(run_dir, cfg.stream.max_samples or None, cfg.output.progress,
-                         [committer.records] if committer else ())
+                         [committer.records] if committer else (), make_trackers(cfg))
+    finished = False
     try:
         # strict only on a Ray this run started: a cluster's autoscaler may still be adding the nodes it needs
         check_resources(cfg, strict=started_ray and not joins_a_cluster(cfg))
@@ -104,12 +106,13 @@ def run_pipeline(cfg: Config, rows: Optional[Sequence[dict[str, Any]]] = None, r
         write_accuracy_matrix(os.path.join(run_dir, "accuracy_matrix.csv"), summary.get("accuracy_history", []))
         with open(os.path.join(run_dir, "summary.json"), "w", encoding="utf-8") as handle:
             json.dump(summary.to_json(), handle, indent=2, default=str)
+        finished = True
         return summary
     except Exception as error:
         error.add_note(f"traceback: {write_traceback(run_dir, error)}")
         raise
     finally:
-        outputs.close()
+        outputs.close(finished)
         if committer is not None:
             committer.close()
         if pool is not None:

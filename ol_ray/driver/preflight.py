@@ -14,6 +14,7 @@ from ol_ray.data.source import SourceError
 from ol_ray.driver.feeding import PipelineError
 from ol_ray.models.loading import check_model
 from ol_ray.observe.evaluation import check_eval_sets
+from ol_ray.observe.tracking import is_folder
 from ol_ray.state.checkpoint import latest_checkpoint, newest_readable_state
 from ol_ray.state.fit import check_state_fits
 
@@ -35,7 +36,9 @@ def resolve_paths(cfg: Config, base: Optional[str] = None) -> Config:
         name_or_path = absolute(name_or_path)
     model = dataclasses.replace(cfg.model, name_or_path=name_or_path)
     run_dir = cfg.output.run_dir.format(name=cfg.output.name, time=time.strftime("%Y%m%d-%H%M%S"))
-    output = dataclasses.replace(cfg.output, run_dir=absolute(run_dir))
+    tracking = cfg.output.mlflow_tracking_uri
+    output = dataclasses.replace(cfg.output, run_dir=absolute(run_dir),
+                                 mlflow_tracking_uri=absolute(tracking) if is_folder(tracking) else tracking)
     return dataclasses.replace(cfg, stream=stream, eval=evaluation, model=model, output=output)
 
 

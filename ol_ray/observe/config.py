@@ -27,6 +27,10 @@ class OutputConfig:
     name: str = "run"  # fills {name} in run_dir
     progress: bool = True  # show a progress bar on the console
     monitor_every_s: float = 5.0  # write the resource monitor's snapshot to metrics.jsonl this often
+    tensorboard: bool = False  # also write the metrics as TensorBoard event files to <run_dir>/tensorboard
+    mlflow_tracking_uri: str = ""  # log params, metrics and the report to MLflow: a folder (mlruns), a database or
+    #   a server URL; "" = no MLflow
+    mlflow_experiment: str = "ol_ray"  # the MLflow experiment runs are logged in
 
 
 def check_eval(e: EvalConfig) -> None:
@@ -45,3 +49,5 @@ def check_output(o: OutputConfig) -> None:
         raise ConfigError(f"output.run_dir may only use the placeholders {{name}} and {{time}}; got "
                           f"{o.run_dir!r}") from None
     require(o.monitor_every_s > 0, f"output.monitor_every_s must be positive; got {o.monitor_every_s}")
+    require(not o.mlflow_tracking_uri or bool(o.mlflow_experiment),
+            "output.mlflow_experiment must name the MLflow experiment for output.mlflow_tracking_uri")

@@ -6,7 +6,6 @@ import json
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,18 +13,12 @@ import time
 import pytest
 import yaml
 
-from conftest import ROOT
+from conftest import ROOT, free_port
 from data_files import write_sst2_tsv
 
 RAY = os.path.join(os.path.dirname(sys.executable), "ray")
 
 pytestmark = pytest.mark.cluster
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_cluster_yaml_passes_ray_validation():

@@ -46,7 +46,12 @@ def dev_file(tmp_path_factory, sst2_rows):
 
 
 @pytest.fixture(scope="module")
-def run(ray_local, stream_file, dev_file, tiny_model_dir, tmp_path_factory):
+def mlruns(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("tracking") / "mlruns")
+
+
+@pytest.fixture(scope="module")
+def run(ray_local, stream_file, dev_file, tiny_model_dir, tmp_path_factory, mlruns):
     run_dir = tmp_path_factory.mktemp("run")
     cfg = load_config(None, [
         f"stream.path={stream_file}", "stream.text_field=sentence", "stream.window_size=203",
@@ -55,7 +60,8 @@ def run(ray_local, stream_file, dev_file, tiny_model_dir, tmp_path_factory):
         "selection.strategy=entropy", "selection.pool_size=24", "batching.batch_size=16",
         "learner.lr=3e-3", "learner.torch_threads=1", "learner.num_cpus=0.5", "learner.publish_every=2",
         f"eval.path={dev_file}", "eval.every_updates=10",
-        "checkpoint.every_updates=8", f"output.run_dir={run_dir}", "output.progress=false"])
+        "checkpoint.every_updates=8", f"output.run_dir={run_dir}", "output.progress=false",
+        "output.tensorboard=true", f"output.mlflow_tracking_uri={mlruns}", "output.mlflow_experiment=tests"])
     return run_pipeline(cfg), str(run_dir)
 
 
@@ -351,3 +357,49 @@ def test_lockstep_pipeline_trains_exactly_what_the_plain_loop_trains(ray_local, 
     with open(tmp_path / "run" / "metrics.jsonl", encoding="utf-8") as handle:
         piped_updates = [r for r in map(json.loads, handle) if r["kind"] == "update"]
     assert [r["loss"] for r in piped_updates] == pytest.approx([r["loss"] for r in plain_updates], rel=1e-5)
+
+
+def test_the_run_is_tracked_in_tensorboard_and_mlflow(run, mlruns):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    summary, run_dir = run
+    updates = summary.updates
+    events = EventAccumulator(os.path.join(run_dir, "tensorboard"))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"train/loss", "train/batch_size", "train/staleness_mean", "train/samples_per_s", "dev/accuracy",
+            "selection/label_0_share", "train/prequential_accuracy"} <= tags
+    assert [event.step for event in events.Scalars("train/loss")] == list(range(1, updates + 1))
+    assert events.Scalars("dev/accuracy")[-1].value == pytest.approx(summary["dev_accuracy"])
+
+    import mlflow
+
+    os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+    mlflow.set_tracking_uri(mlruns)
+    found = mlflow.search_runs(experiment_names=["tests"], output_format="list")
+    assert len(found) == 1 and found[0].info.status == "FINISHED"
+    logged = found[0].data
+    assert logged.params["selection.strategy"] == "entropy" and logged.params["batching.batch_size"] == "16"
+    assert logged.metrics["dev/accuracy"] == pytest.approx(summary["dev_accuracy"])
+    client = mlflow.MlflowClient(mlruns)
+    assert len(client.get_metric_history(found[0].info.run_id, "train/loss")) == updates
+    artifacts = {item.path for item in client.list_artifacts(found[0].info.run_id)}
+    assert {"summary.json", "config.yaml", "report.md", "report"} <= artifacts
+
+
+def test_the_runs_counters_are_scraped_from_rays_prometheus_endpoint(run, ray_local):
+    """Last in the module, so Ray's metrics agent (which reports every few seconds) has long had the run's counts."""
+    import time
+    import urllib.request
+
+    wanted = ("ray_ol_ray_samples_trained", "ray_ol_ray_updates", "ray_ol_ray_samples_scored", "ray_ol_ray_staleness")
+    deadline, found = time.monotonic() + 30, {}
+    while time.monotonic() < deadline and len(found) < len(wanted):
+        text = urllib.request.urlopen(f"http://127.0.0.1:{ray_local.metrics_port}/metrics", timeout=5).read().decode()
+        for line in text.splitlines():
+            name = line.split("{")[0].removesuffix("_total")  # counters carry the OpenMetrics suffix
+            if name in wanted and not line.startswith("#"):
+                found[name] = found.get(name, 0.0) + float(line.rsplit(" ", 1)[1])
+        time.sleep(1 if len(found) < len(wanted) else 0)
+    assert set(found) == set(wanted), found
+    assert found["ray_ol_ray_updates"] >= run[0].updates and found["ray_ol_ray_samples_trained"] > 0
