@@ -34,6 +34,7 @@ from typing import Any
 
 from ol_ray.batching import POLICIES, BatchContext, Policy, make_policy
 from ol_ray.config import Config, ConfigError, load_config, load_run_config
+from ol_ray.data.feedback import FeedbackError, FeedbackLog
 from ol_ray.data.source import Record, Source, Window
 from ol_ray.records import CheckpointRecord, DriftRecord, EvalRecord, ResumeRecord, RunSummary, UpdateRecord
 from ol_ray.registry import Registry
@@ -58,5 +59,6 @@ __all__ = [
     "run", "resume", "load_config", "load_run_config", "Config", "ConfigError",
     "Registry", "STRATEGIES", "POLICIES", "TASKS", "make_strategy", "make_policy", "task_for",
     "Strategy", "Ranking", "Selection", "Policy", "BatchContext", "Task", "Source", "Record", "Window", "Stateful",
+    "FeedbackLog", "FeedbackError",
     "UpdateRecord", "EvalRecord", "CheckpointRecord", "DriftRecord", "ResumeRecord", "RunSummary",
 ]

@@ -26,7 +26,8 @@ class DomainConfig:
 
 @dataclass(frozen=True)
 class StreamConfig:
-    source: Literal["file", "directory", "memory", "hub", "kafka"] = "file"  # where samples come from
+    # where samples come from; feedback: the log `path` that a server appends labelled items to, followed
+    source: Literal["file", "directory", "memory", "hub", "kafka", "feedback"] = "file"
     path: str = ""  # a data file (file source) or a folder of data files (directory source)
     # file format; auto = from the extension (.json: a JSON array of objects, or JSON lines); text = paragraphs
     format: Literal["auto", "tsv", "csv", "jsonl", "json", "parquet", "text"] = "auto"
@@ -71,6 +72,8 @@ def check_stream(s: StreamConfig) -> None:
     if s.source in ("file", "directory"):
         require(bool(s.path) or bool(s.hub_dataset) or bool(s.phases),
                 f"stream.path (or stream.phases) is required for stream.source={s.source}")
+    if s.source == "feedback":
+        require(bool(s.path), "stream.path must name the feedback log for stream.source=feedback")
     if s.source == "hub":
         require(bool(s.hub_dataset), "stream.hub_dataset is required for stream.source=hub")
     if s.source == "kafka":

@@ -6,6 +6,7 @@ import os
 from typing import Any, Optional, Sequence
 
 from ol_ray.data.config import StreamConfig
+from ol_ray.data.feedback import FeedbackSource
 from ol_ray.data.files import DirectorySource, FileSource, MemorySource
 from ol_ray.data.hub import HubSource
 from ol_ray.data.kafka import KafkaSource
@@ -26,6 +27,8 @@ def make_source(cfg: StreamConfig, cursor: Optional[dict[str, Any]] = None,
         return KafkaSource(cfg, cursor)
     if cfg.source == "hub" or (cfg.hub_fallback and cfg.hub_dataset and not os.path.exists(cfg.path)):
         return HubSource(cfg, cfg.hub_split, cursor)
+    if cfg.source == "feedback":
+        return FeedbackSource(cfg.path, cfg, cursor)
     if cfg.source == "directory":
         return DirectorySource(cfg.path, cfg, cursor)
     return FileSource(cfg.path, cfg, cursor)
