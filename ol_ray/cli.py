@@ -19,7 +19,6 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
-from ol_ray.bench.cli import add_bench_parser, bench_command
 from ol_ray.config import load_config, load_run_config
 from ol_ray.errors import ConfigError
 from ol_ray.records import RunSummary
@@ -30,8 +29,9 @@ tokenize and score each window of the stream, a selection strategy picks the mos
 actor applies weighted batched updates and publishes versioned weights back to the scorers."""
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of `ol-ray`."""
+def build_parser(with_bench: bool = True) -> argparse.ArgumentParser:
+    """The argument parser of `ol-ray`; without `with_bench` the benchmarks' subcommands are left out (their
+    modules import Ray and torch, which `ol-ray report` or `--help` need not wait for)."""
     parser = argparse.ArgumentParser(prog="ol-ray", description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -73,8 +73,47 @@ def build_parser() -> argparse.ArgumentParser:
     produce.add_argument("--shuffle-seed", type=int, help="send the rows in this seeded random order")
     produce.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                          help="a librdkafka producer setting, e.g. security.protocol=SASL_SSL (repeatable)")
-    add_bench_parser(commands)
+    served = commands.add_parser(
+        "serve", help="serve a run's model over HTTP with Ray Serve, following the run while it is live",
+        description="Deploy the run's model with Ray Serve on serve.host:serve.port: POST /predict (a classifier), "
+                    "POST /generate (a causal LM), POST /feedback (appended to the run's feedback log, which a run "
+                    "with stream.source=feedback learns from), GET /healthz. Replicas follow the live run's published "
+                    "weights (join its Ray with ray.address or RAY_ADDRESS); with no run live they serve its newest "
+                    "checkpoint. Runs until interrupted.")
+    served.add_argument("run_dir", help="a run directory, e.g. runs/sst2-20261128-151100")
+    served.add_argument("overrides", nargs="*", metavar="section.key=value", help="e.g. serve.port=8080")
+    if with_bench:
+        from ol_ray.bench.cli import add_bench_parser  # the benchmarks sit above the CLI's other commands
+
+        add_bench_parser(commands)
+    else:
+        commands.add_parser("bench", help="run a benchmark and print its figures (ol-ray bench --help lists them)")
     return parser
+
+
+def serve_command(run_dir: str, overrides: Sequence[str]) -> int:
+    """`ol-ray serve`: deploy the run's model on the Ray the config names (or a local one) until interrupted."""
+    import time
+
+    import ray
+    from ray import serve
+
+    from ol_ray.driver.cluster import start_ray
+    from ol_ray.serve.app import start
+
+    cfg = load_run_config(run_dir, list(overrides))
+    started_ray = start_ray(cfg)
+    try:
+        start(cfg, run_dir)
+        print(f"ol-ray: serving {run_dir} on http://{cfg.serve.host}:{cfg.serve.port} (Ctrl-C stops)")
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        serve.shutdown()
+        if started_ray:
+            ray.shutdown()
 
 
 def report_command(run_dir: str) -> int:
@@ -189,7 +228,8 @@ def print_summary(summary: RunSummary) -> None:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of the `ol-ray` command; returns the exit status."""
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(with_bench=bool(argv) and argv[0] == "bench")
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
@@ -198,9 +238,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     try:
         if args.command == "bench":
+            from ol_ray.bench.cli import bench_command
+
             return bench_command(args)
         if args.command == "produce":
             return produce_command(args)
+        if args.command == "serve":
+            return serve_command(args.run_dir, args.overrides)
         if args.command == "report":
             return report_command(args.run_dir)
         return run_command(args.config, args.overrides, args.resume, args.resume_or_start)

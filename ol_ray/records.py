@@ -103,7 +103,7 @@ class CheckpointRecord(Record):
 
     kind: ClassVar[str] = "checkpoint"
     path: Optional[str]
-    cursor: Optional[dict[str, Any]] = None  # the stream position it resumes from
+    cursor: Optional[dict[str, Any]]  # the stream position it resumes from (None before the first window)
     checkpoint_s: Optional[float] = None
     checkpoint_mb: Optional[float] = None
     state_mb: Optional[float] = None
@@ -119,6 +119,27 @@ class DriftRecord(Record):
     detector: str
     reactions: list[str]
     extra: dict[str, Any] = field(default_factory=dict)  # the prequential figures at the time
+
+
+@dataclass(frozen=True)
+class PhaseRecord(Record):
+    """A stream phase started (stream.phases)."""
+
+    kind: ClassVar[str] = "phase"
+    phase: str
+    index: int
+    samples_received: int
+
+
+@dataclass(frozen=True)
+class EwcRefreshRecord(Record):
+    """EWC re-estimated the Fisher diagonal and moved its anchor."""
+
+    kind: ClassVar[str] = "ewc_refresh"
+    reason: str  # interval, phase_end or drift
+    samples: int  # buffer samples of the estimate
+    refreshes: int
+    seconds: float
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ LAYERS = [
     ["ol_ray.scoring", "ol_ray.state", "ol_ray.continual"],
     ["ol_ray.observe"],
     ["ol_ray.learner"],
-    ["ol_ray.driver"],
+    ["ol_ray.driver", "ol_ray.serve"],
     ["ol_ray.bench"],
     ["ol_ray.cli", "ol_ray"],
 ]

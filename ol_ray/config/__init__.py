@@ -19,9 +19,10 @@ from ol_ray.models.config import ModelConfig
 from ol_ray.observe.config import EvalConfig, OutputConfig
 from ol_ray.scoring.config import ScoringConfig
 from ol_ray.selection.config import SelectionConfig
+from ol_ray.serve.config import ServeConfig
 from ol_ray.state.config import CheckpointConfig
 
 __all__ = ["BatchingConfig", "CheckpointConfig", "Config", "ConfigError", "ContinualConfig", "DomainConfig",
            "EvalConfig", "LearnerConfig", "ModelConfig", "OutputConfig", "RayConfig", "ScoringConfig",
-           "SelectionConfig", "StreamConfig", "apply_override", "from_dict", "load_config", "load_run_config",
+           "SelectionConfig", "ServeConfig", "StreamConfig", "apply_override", "from_dict", "load_config", "load_run_config",
            "to_dict"]

@@ -15,6 +15,7 @@ from ol_ray.models.config import check_model
 from ol_ray.observe.config import check_eval, check_output
 from ol_ray.scoring.config import check_scoring
 from ol_ray.selection.config import check_selection, uses_rho_loss
+from ol_ray.serve.config import check_serve
 from ol_ray.state.config import check_checkpoint
 
 
@@ -31,6 +32,7 @@ def check(cfg: Config) -> None:
     check_checkpoint(cfg.checkpoint)
     check_output(cfg.output)
     check_ray(cfg.ray)
+    check_serve(cfg.serve)
     if cfg.stream.label_names:
         require(len(cfg.stream.label_names) == cfg.model.num_labels,
                 f"stream.label_names has {len(cfg.stream.label_names)} names but model.num_labels is "

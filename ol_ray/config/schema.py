@@ -13,6 +13,7 @@ from ol_ray.models.config import ModelConfig
 from ol_ray.observe.config import EvalConfig, OutputConfig
 from ol_ray.scoring.config import ScoringConfig
 from ol_ray.selection.config import SelectionConfig
+from ol_ray.serve.config import ServeConfig
 from ol_ray.state.config import CheckpointConfig
 
 
@@ -29,3 +30,4 @@ class Config:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     ray: RayConfig = field(default_factory=RayConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)

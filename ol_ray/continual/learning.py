@@ -30,7 +30,7 @@ from ol_ray.config.schema import Config
 from ol_ray.continual.ewc import ElasticWeights, empirical_fisher
 from ol_ray.continual.metrics import PageHinkley, Prequential, continual_metrics, task_matrix
 from ol_ray.continual.replay import ReplayBuffer
-from ol_ray.records import DriftRecord
+from ol_ray.records import DriftRecord, EwcRefreshRecord, PhaseRecord
 from ol_ray.tasks import task_for
 from ol_ray.tasks.losses import TrainBatch
 
@@ -138,8 +138,8 @@ class ContinualLearning:
         batch = TrainBatch(drawn["input_ids"], drawn["label"], np.ones(len(drawn["label"]), dtype=np.float32),
                            drawn.get("target_mask"))
         self.ewc.refresh(model, empirical_fisher(model, batch, pad_id, device, precision))
-        return [{"kind": "ewc_refresh", "update": updates, "reason": reason, "samples": len(drawn["label"]),
-                 "refreshes": self.ewc.refreshes, "seconds": time.perf_counter() - started, "time": time.time()}]
+        return [EwcRefreshRecord(update=updates, time=time.time(), reason=reason, samples=len(drawn["label"]),
+                                 refreshes=self.ewc.refreshes, seconds=time.perf_counter() - started).to_json()]
 
     # --- phases and evaluations --------------------------------------------------------------------------------
     def begin_phase(self, name: str, updates: int, received: int) -> tuple[bool, list[dict[str, Any]]]:
@@ -152,8 +152,8 @@ class ContinualLearning:
             self.end_phase()
         self.phases.append({"name": name, "index": len(self.phases), "start_update": updates,
                             "start_received": received})
-        return ended, [{"kind": "phase", "phase": name, "index": len(self.phases) - 1, "update": updates,
-                        "samples_received": received, "time": time.time()}]
+        return ended, [PhaseRecord(update=updates, time=time.time(), phase=name, index=len(self.phases) - 1,
+                                   samples_received=received).to_json()]
 
     def end_phase(self) -> None:
         """The current phase is over: its closing evaluation is the newest, and its prequential figures final. A

@@ -32,7 +32,8 @@ class LearnerActor:
         os.makedirs(run_dir, exist_ok=True)
         # with no scorer reading them (random selection), weights are published only at the start and on restore;
         # the epoch fences this incarnation's publishes against a dead one's late calls
-        self.publisher = WeightPublisher(weight_store, cfg.learner.publish_every, scoring=bool(columns_needed(cfg)),
+        readers = bool(columns_needed(cfg)) or cfg.learner.publish_for_serving
+        self.publisher = WeightPublisher(weight_store, cfg.learner.publish_every, scoring=readers,
                                          epoch=next_learner_epoch(run_dir))
         self.monitor = monitor
         self.weight_store = weight_store

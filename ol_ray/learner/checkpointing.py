@@ -19,7 +19,7 @@ from ol_ray.selection.config import uses_rho_loss
 from ol_ray.state.checkpoint import (CheckpointError, checkpoints_newest_first, folder_mb, load_checkpoint,
                                      save_checkpoint)
 from ol_ray.state.contract import load_parts, save_parts
-from ol_ray.state.fit import check_state_fits, component_names
+from ol_ray.state.fit import check_state_fits, component_names, saved_parts
 from ol_ray.state.ledger import Ledger
 
 logger = logging.getLogger(__name__)
@@ -70,8 +70,9 @@ def load_into(learner: Any, path: str, state: dict[str, Any], training_state: di
     if learner.continual.ewc is not None and "ewc" in training_state:
         learner.continual.ewc.load_state_dict(training_state["ewc"], learner.device)
     learner.rng.bit_generator.state = state["selection_rng"]
-    parts = dict(state["parts"])  # the replay buffer's samples are saved beside state.json, not in it
-    parts["continual"] = {**parts["continual"], "replay_columns": state.get("replay_columns")}
+    parts = dict(saved_parts(state))
+    if "continual" in parts:  # the replay buffer's samples are saved beside state.json, not in it
+        parts["continual"] = {**parts["continual"], "replay_columns": state.get("replay_columns")}
     load_parts(learner.stateful_parts(), parts)
     learner.oom_ceiling = state.get("oom_ceiling")
     learner.memory_per_sample.extend(state.get("memory_per_sample", []))
@@ -94,7 +95,7 @@ def save(learner: Any) -> dict[str, Any]:
     """Checkpoint every part of the learner; the checkpoint record for metrics.jsonl."""
     started = time.perf_counter()
     if not learner.run_dir:
-        return CheckpointRecord(update=learner.updates, time=time.time(), path=None).to_json()
+        return CheckpointRecord(update=learner.updates, time=time.time(), path=None, cursor=learner.cursor).to_json()
     candidates = learner.buffer.columns()
     state = {
         "updates": learner.updates, "counts": learner.counts, "staleness_sum": learner.staleness_sum,

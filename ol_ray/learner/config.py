@@ -23,6 +23,8 @@ class LearnerConfig:
     precision: Literal["fp32", "bf16"] = "fp32"  # bf16 autocast for update and evaluation (GPU, or AMX/AVX512-BF16 CPU)
     micro_batch_tokens: int = 256  # update in length-sorted micro-batches of this many padded tokens at most; 0 = off
     micro_batch_size: int = 0  # and of at most this many samples (gradient accumulation); 0 = no sample limit
+    publish_for_serving: bool = False  # publish every publish_every updates even with no scorer reading weights
+    #   (random selection), so `ol-ray serve` follows the run
     publish_every: int = 1  # publish weights every this many updates while scorers run (bounds staleness: runtime.md)
     max_in_flight: int = 2  # candidate pools queued at the learner; more only adds staleness
     max_updates: int = 0  # stop after this many updates; 0 = run until the stream ends

@@ -28,8 +28,8 @@ class EvalSet:
     input_ids: list[np.ndarray]  # sorted by length, so each batch pads little
     labels: np.ndarray
     rows_rejected: int  # dev rows that failed validation (reported, never evaluated)
+    kind: str  # the model.kind whose task evaluates the set
     target_masks: Optional[list[np.ndarray]] = None  # causal LM: the target tokens of each sample
-    kind: str = "sequence_classification"  # the model.kind whose task evaluates the set
 
 
 def _dev_source(cfg: Config, local_only: bool = False) -> Optional[tuple[Config, Any, str, int, int]]:
@@ -101,8 +101,8 @@ def _tokenized(cfg: Config, source: Any, path: str, skip: int, max_samples: int)
     if not input_ids:
         raise SourceError(f"the evaluation set {path} has no row to evaluate on ({rejected + unusable} rejected)")
     order = np.argsort([len(ids) for ids in input_ids], kind="stable")
-    return EvalSet([input_ids[i] for i in order], columns["label"][order], rejected + unusable,
-                   [masks[i] for i in order] if masks is not None else None, cfg.model.kind)
+    return EvalSet([input_ids[i] for i in order], columns["label"][order], rejected + unusable, cfg.model.kind,
+                   [masks[i] for i in order] if masks is not None else None)
 
 
 def evaluate(model: nn.Module, eval_set: EvalSet, pad_id: int, device: torch.device, batch_size: int,

@@ -28,7 +28,7 @@ class SelectionConfig:
 
 def uses_rho_loss(sel: SelectionConfig) -> bool:
     """Whether the strategy, or a part of its mix, needs an irreducible-loss model."""
-    return "rho_loss" in (sel.strategy, *sel.mix)
+    return sel.strategy == "rho_loss" or (sel.strategy == "mix" and "rho_loss" in sel.mix)
 
 
 def check_selection(sel: SelectionConfig) -> None:

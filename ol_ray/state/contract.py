@@ -27,9 +27,11 @@ def restore_state(part: Any, state: Optional[dict[str, Any]]) -> None:
         part.load_state_dict(state)
 
 
-def save_parts(parts: Mapping[str, Any]) -> dict[str, Optional[dict[str, Any]]]:
-    """Each part's state by name, as a checkpoint's state.json holds it under "parts"."""
-    return {name: state_of(part) for name, part in parts.items()}
+def save_parts(parts: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Each stateful part's state by name, as a checkpoint's state.json holds it under "parts" (a stateless part has
+    none, so a resume may swap it for another stateless one)."""
+    states = {name: state_of(part) for name, part in parts.items()}
+    return {name: state for name, state in states.items() if state is not None}
 
 
 def load_parts(parts: Mapping[str, Any], saved: Mapping[str, Optional[dict[str, Any]]]) -> None:

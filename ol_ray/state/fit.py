@@ -45,13 +45,22 @@ def first_mismatch(saved: Any, current: Any, prefix: str = "") -> Optional[str]:
     return None
 
 
+def saved_parts(state: dict[str, Any]) -> dict[str, Any]:
+    """The checkpoint's parts by name; a checkpoint from before the state contract kept them under their own keys."""
+    if "parts" in state:
+        return state["parts"]
+    legacy = {"strategy": state.get("strategy_state"), "policy": state.get("policy_state"),
+              "continual": state.get("continual")}
+    return {name: part for name, part in legacy.items() if part is not None}
+
+
 def check_state_fits(cfg: Config, state: dict[str, Any], strategy: Any = None, policy: Any = None) -> None:
     """Raise StateMismatch when the checkpoint `state` (its state.json) holds strategy or policy state that the
     strategy or policy about to take it (`strategy`, `policy`; by default the ones `cfg` names) cannot take."""
     parts = [("selection.strategy", "strategy", strategy or make_strategy(cfg.selection), cfg.selection.strategy),
              ("batching.policy", "policy", policy or make_policy(cfg.batching), cfg.batching.policy)]
     for config_key, part, component, name in parts:
-        saved = state.get("parts", {}).get(part)
+        saved = saved_parts(state).get(part)
         if saved is None:  # nothing was saved: whatever is configured starts fresh
             continue
         current = state_of(component)

@@ -5,15 +5,14 @@ import pytest
 from ol_ray.batching.policies import make_policy
 from ol_ray.config import load_config
 from ol_ray.selection.selector import make_strategy
-from ol_ray.state.fit import StateMismatch, check_state_fits, component_names, first_mismatch
+from ol_ray.state.contract import save_parts
+from ol_ray.state.fit import StateMismatch, check_state_fits, component_names, first_mismatch, saved_parts
 
 
 def saved_by(*overrides):
     """What a checkpoint of a run with these settings holds of its strategy and policy."""
     cfg = load_config(None, ["stream.path=unused", *overrides])
-    strategy, policy = make_strategy(cfg.selection), make_policy(cfg.batching)
-    return {"parts": {"strategy": strategy.state_dict(),
-                      "policy": policy.state_dict() if hasattr(policy, "state_dict") else None},
+    return {"parts": save_parts({"strategy": make_strategy(cfg.selection), "policy": make_policy(cfg.batching)}),
             **component_names(cfg)}
 
 
@@ -48,3 +47,21 @@ def test_a_changed_policy_is_refused_and_the_adaptive_policy_takes_only_its_own_
     with pytest.raises(ValueError, match="no state 'period'"):
         adaptive.load_state_dict({**state["parts"]["policy"], "period": 7})
     assert not hasattr(adaptive, "period")
+
+
+def test_stateless_parts_of_a_mix_or_min_of_may_be_swapped_on_resume():
+    check_state_fits(load_config(None, ["stream.path=unused", "selection.strategy=mix", "selection.mix.margin=0.5",
+                                        "selection.mix.entropy=0.5"]),
+                     saved_by("selection.strategy=mix", "selection.mix.margin=0.5", "selection.mix.random=0.5"))
+    check_state_fits(load_config(None, ["stream.path=unused", "batching.policy=min_of",
+                                        "batching.policies=[adaptive, periodic]"]),
+                     saved_by("batching.policy=min_of", "batching.policies=[adaptive, resource]"))
+
+
+def test_a_checkpoint_from_before_the_state_contract_is_read_by_its_old_keys():
+    current = saved_by("selection.strategy=coverage")
+    legacy = {"strategy_state": current["parts"]["strategy"], "policy_state": None, "continual": {"phases": []},
+              **component_names(load_config(None, ["stream.path=unused", "selection.strategy=coverage"]))}
+    assert saved_parts(legacy) == {"strategy": current["parts"]["strategy"], "continual": {"phases": []}}
+    with pytest.raises(StateMismatch, match="state key 'centroids'"):
+        check_state_fits(load_config(None, ["stream.path=unused", "selection.strategy=diversity"]), legacy)

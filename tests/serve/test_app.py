@@ -1,0 +1,116 @@
+"""Serve, collect feedback, learn, over real HTTP on loopback: a Serve application of a live run (tiny model, local
+Ray) answers a bounded load without a failed request while its weight version rises, takes labelled feedback that
+the run then trains on, and refuses every kind of bad request with the reason."""
+
+import json
+import os
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from ol_ray.config import load_config
+from ol_ray.driver.cluster import NAMESPACE
+from ol_ray.driver.pipeline import run_pipeline
+from ol_ray.state.ledger import LEDGER_LOG
+
+from conftest import free_port
+
+
+def post(url, payload, headers=None, raw=None):
+    body = raw if raw is not None else json.dumps(payload).encode()
+    request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json", **(headers or {})})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as failed:
+        return failed.code, json.loads(failed.read() or b"{}")
+
+
+@pytest.fixture(scope="module")
+def serving_ray():
+    import ray
+    from ray import serve
+
+    ray.init(address="local", num_cpus=2, object_store_memory=300 * 2**20, include_dashboard=False,
+             log_to_driver=False, namespace=NAMESPACE)  # the run's namespace: the server finds its weight store
+    yield ray
+    serve.shutdown()
+    ray.shutdown()
+
+
+def test_serve_follows_a_live_run_and_its_feedback_is_trained(serving_ray, tiny_model_dir, sst2_rows, tmp_path):
+    from ol_ray.serve.app import start
+
+    run_dir, port = tmp_path / "run", free_port()
+    overrides = [
+        "stream.source=feedback", f"stream.path={run_dir / 'feedback.jsonl'}", "stream.text_field=sentence",
+        "stream.window_size=16", "stream.max_window_wait_s=0.5", "stream.poll_interval_s=0.2",
+        "stream.idle_timeout_s=6", f"model.name_or_path={tiny_model_dir}", "model.max_length=32",
+        "selection.strategy=entropy", "selection.pool_size=16", "batching.batch_size=8", "learner.lr=3e-3",
+        "learner.torch_threads=1", "learner.num_cpus=0.5", "scoring.num_cpus=0.5", f"output.run_dir={run_dir}",
+        "output.progress=false", f"serve.port={port}", "serve.num_cpus=0.5", "serve.refresh_every_s=0.2"]
+    cfg = load_config(None, overrides)
+    os.makedirs(run_dir)
+    start(cfg, str(run_dir))  # before the run: it serves the configured model, and finds the run once it starts
+    base = f"http://127.0.0.1:{port}"
+    assert post(f"{base}/predict", {"text": "a fine film"})[1]["weight_version"] == 0
+    outcome = {}
+    runner = threading.Thread(target=lambda: outcome.update(summary=run_pipeline(cfg)))
+    runner.start()
+    acknowledged = []
+    status, reply = post(f"{base}/feedback", {"items": [{"sentence": text, "label": label}
+                                                        for text, label in sst2_rows[:40]]})
+    assert status == 200, reply
+    acknowledged.extend(reply["ids"])
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:  # the replica looks for a live run every few seconds
+        health = json.loads(urllib.request.urlopen(f"{base}/healthz").read())
+        if health["weights_from"] == "the live run":
+            break
+        time.sleep(0.5)
+    assert health["weights_from"] == "the live run", health
+
+    answers, stop = [], threading.Event()
+
+    def load():  # bounded in count and time
+        started = time.monotonic()
+        while not stop.is_set() and len(answers) < 400 and time.monotonic() - started < 60:
+            answers.append(post(f"{base}/predict", {"text": "a fine , moving film"}))
+
+    loader = threading.Thread(target=load)
+    loader.start()
+    for start_row in (40, 80):
+        status, reply = post(f"{base}/feedback", {"items": [{"sentence": text, "label": label}
+                                                            for text, label in sst2_rows[start_row:start_row + 40]]})
+        assert status == 200, reply
+        acknowledged.extend(reply["ids"])
+        time.sleep(1.0)
+    status, reply = post(f"{base}/feedback", {"sentence": "one more , alone", "label": 1})
+    acknowledged.extend(reply["ids"])
+
+    bad = [({"items": []}, "items"), ({"sentence": "no label"}, "label"), ({"label": 1}, "text"),
+           ({"sentence": "x", "label": 7}, "label"), ({"sentence": "x", "label": "yes"}, "label"), ([1, 2], "item"),
+           ({"items": [{"sentence": "x", "label": 1}] * 65}, "items")]
+    for payload, field in bad:
+        status, reply = post(f"{base}/feedback", payload)
+        assert (status, reply.get("field")) == (400, field), (payload, reply)
+    assert post(f"{base}/feedback", None, raw=b"{not json")[0] == 400
+    assert post(f"{base}/feedback", None, raw=b'{"sentence": "' + b"x" * 1_000_001 + b'", "label": 1}')[0] == 413
+    assert post(f"{base}/predict", {"text": ""})[0] == 400 and post(f"{base}/generate", {"prompt": "hi"})[0] == 400
+
+    runner.join(timeout=240)
+    stop.set()
+    loader.join()
+    summary = outcome["summary"]
+    assert all(status == 200 for status, _ in answers) and len(answers) >= 20  # not one failed request
+    versions = [reply["weight_version"] for _, reply in answers]
+    assert versions == sorted(versions) and versions[-1] > versions[0]  # it followed the run, never back
+    assert len(answers[0][1]["probabilities"]) == 2
+    assert summary.accounting_ok and summary.samples_read == len(acknowledged) == 121
+    ledger = [json.loads(line) for line in open(run_dir / LEDGER_LOG, encoding="utf-8")]
+    accounted = {i for entry in ledger for key in ("trained", "not_selected") for i in entry.get(key, [])}
+    assert accounted == set(acknowledged)  # every acknowledged item trained or, read, not selected
+    assert post(f"{base}/predict", {"texts": ["good", "bad"]})[0] == 200  # the run is over: it serves on
