@@ -24,5 +24,5 @@ from ol_ray.state.config import CheckpointConfig
 
 __all__ = ["BatchingConfig", "CheckpointConfig", "Config", "ConfigError", "ContinualConfig", "DomainConfig",
            "EvalConfig", "LearnerConfig", "ModelConfig", "OutputConfig", "RayConfig", "ScoringConfig",
-           "SelectionConfig", "ServeConfig", "StreamConfig", "apply_override", "from_dict", "load_config", "load_run_config",
-           "to_dict"]
+           "SelectionConfig", "ServeConfig", "StreamConfig", "apply_override", "from_dict", "load_config",
+           "load_run_config", "to_dict"]
