@@ -79,17 +79,19 @@ def run_pipeline(cfg: Config, rows: Optional[Sequence[dict[str, Any]]] = None, r
     # a resume's overrides become the run's config, so the next resume keeps them
     with open(os.path.join(run_dir, "config.yaml"), "w", encoding="utf-8") as handle:
         yaml.safe_dump(to_dict(cfg), handle, sort_keys=False)
-    # before Ray starts: a missing package or an unreachable tracking server fails here, in one sentence
-    outputs = RunOutputs(run_dir, cfg.stream.max_samples or None, cfg.output.progress, trackers=make_trackers(cfg))
-    started_ray = finished = False
+    started_ray = start_ray(cfg)
+    started = time.time()
     actors: dict[str, Any] = {}
-    pool = committer = None
+    pool = None
+    committer = None
+    if cfg.stream.source == "kafka" and cfg.stream.kafka_group_id:
+        committer = GroupCommitter(cfg.stream)
+    outputs = RunOutputs(run_dir, cfg.stream.max_samples or None, cfg.output.progress,
+                         [committer.records] if committer else ())
+    finished = False
     try:
-        started_ray = start_ray(cfg)
-        started = time.time()
-        if cfg.stream.source == "kafka" and cfg.stream.kafka_group_id:
-            committer = GroupCommitter(cfg.stream)
-            outputs.followers = [committer.records]
+        # a missing package or an unreachable tracking server fails here, and Ray and the files are closed
+        outputs.trackers = make_trackers(cfg)
         # strict only on a Ray this run started: a cluster's autoscaler may still be adding the nodes it needs
         check_resources(cfg, strict=started_ray and not joins_a_cluster(cfg))
         # rho_loss only, and before the learner picks its cursor
