@@ -31,6 +31,8 @@ def newest_checkpoint(run_dir: str) -> Optional[tuple[str, int]]:
     for path in checkpoints_newest_first(os.path.join(run_dir, "checkpoints")):
         try:
             verify_checkpoint(path)
+            if not os.path.isdir(os.path.join(path, "model")):  # a checkpoint from before manifests, cut short
+                raise CheckpointError(f"checkpoint {path} has no model folder")
             with open(os.path.join(path, "state.json"), encoding="utf-8") as handle:
                 return path, int(json.load(handle)["updates"])
         except (CheckpointError, OSError, ValueError, KeyError) as error:

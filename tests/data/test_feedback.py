@@ -95,7 +95,7 @@ def test_a_pipeline_following_the_log_trains_or_accounts_for_every_acknowledged_
     sender = threading.Thread(target=send_more)
     cfg = load_config(None, [
         "stream.source=feedback", f"stream.path={path}", "stream.text_field=sentence", "stream.window_size=16",
-        "stream.max_window_wait_s=0.5", "stream.poll_interval_s=0.2", "stream.idle_timeout_s=4",
+        "stream.max_window_wait_s=0.5", "stream.poll_interval_s=0.2", "stream.idle_timeout_s=2.5",
         f"model.name_or_path={tiny_model_dir}", "model.max_length=32", "selection.strategy=entropy",
         "selection.pool_size=16", "batching.batch_size=8", "learner.torch_threads=1", "learner.num_cpus=0.5",
         "scoring.num_cpus=0.5", f"output.run_dir={run_dir}", "output.progress=false"])

@@ -48,7 +48,7 @@ def test_serve_follows_a_live_run_and_its_feedback_is_trained(serving_ray, tiny_
     overrides = [
         "stream.source=feedback", f"stream.path={run_dir / 'feedback.jsonl'}", "stream.text_field=sentence",
         "stream.window_size=16", "stream.max_window_wait_s=0.5", "stream.poll_interval_s=0.2",
-        "stream.idle_timeout_s=6", f"model.name_or_path={tiny_model_dir}", "model.max_length=32",
+        "stream.idle_timeout_s=3", f"model.name_or_path={tiny_model_dir}", "model.max_length=32",
         "selection.strategy=entropy", "selection.pool_size=16", "batching.batch_size=8", "learner.lr=3e-3",
         "learner.torch_threads=1", "learner.num_cpus=0.5", "scoring.num_cpus=0.5", f"output.run_dir={run_dir}",
         "output.progress=false", f"serve.port={port}", "serve.num_cpus=0.5", "serve.refresh_every_s=0.2"]

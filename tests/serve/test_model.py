@@ -1,0 +1,36 @@
+"""The served model without Serve: it starts from the run's newest checkpoint (or the configured model), answers
+with the version that produced each answer, and generates with a causal LM."""
+
+import numpy as np
+import pytest
+
+from ol_ray.config import load_config
+from ol_ray.serve.model import ServedModel, newest_checkpoint
+
+
+def test_a_classifier_answers_from_the_configured_model_before_any_checkpoint(tiny_model_dir, tmp_path):
+    cfg = load_config(None, ["stream.path=x", f"model.name_or_path={tiny_model_dir}",
+                             "stream.label_names=[neg, pos]"])
+    served = ServedModel(cfg, str(tmp_path))
+    assert newest_checkpoint(str(tmp_path)) is None and served.weight_version == 0
+    answers = served.predict(["a fine film", "dull"])
+    assert [a["label_name"] for a in answers] == [["neg", "pos"][a["label"]] for a in answers]
+    assert all(np.isclose(sum(a["probabilities"]), 1.0, atol=1e-4) and a["weight_version"] == 0 for a in answers)
+
+
+def test_a_causal_lm_generates_at_most_the_allowed_tokens(tiny_gpt2_dir, tmp_path):
+    cfg = load_config(None, ["stream.path=x", "stream.text_field=text", f"model.name_or_path={tiny_gpt2_dir}",
+                             "model.kind=causal_lm", "serve.max_new_tokens=5", "selection.strategy=random"])
+    served = ServedModel(cfg, str(tmp_path))
+    reply = served.generate("the cat sat on", max_new_tokens=50)
+    assert 0 < reply["tokens"] <= 5 and isinstance(reply["text"], str) and reply["weight_version"] == 0
+    chat = served.generate(messages=[{"role": "user", "content": "the dog ran"}], max_new_tokens=3)
+    assert chat["tokens"] <= 3
+
+
+def test_a_corrupt_newest_checkpoint_is_skipped(tmp_path):
+    folder = tmp_path / "checkpoints" / "step-00000004"
+    folder.mkdir(parents=True)
+    (folder / "state.json").write_text('{"updates": 4}')
+    (tmp_path / "checkpoints" / "latest").write_text("step-00000004")
+    assert newest_checkpoint(str(tmp_path)) is None  # no manifest and no model: nothing it can serve
