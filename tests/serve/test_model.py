@@ -2,7 +2,6 @@
 with the version that produced each answer, and generates with a causal LM."""
 
 import numpy as np
-import pytest
 
 from ol_ray.config import load_config
 from ol_ray.serve.model import ServedModel, newest_checkpoint
