@@ -97,7 +97,11 @@ class ModelServer:
             raise ValueError("413")
         return json.loads(raw)
 
-    async def parsed(self, request: Request) -> tuple[Any, Optional[JSONResponse]]:
+    async def parsed(self, request: Request, kind: str = "") -> tuple[Any, Optional[JSONResponse]]:
+        """The request's JSON, or the error response: the wrong model kind for the route, too large, not JSON."""
+        if kind and self.cfg.model.kind != kind:
+            other = "/generate" if kind == "sequence_classification" else "/predict"
+            return None, error(400, f"this run's model is a {self.cfg.model.kind}: POST {other}")
         try:
             return await self.body(request), None
         except ValueError as problem:
@@ -113,9 +117,7 @@ class ModelServer:
 
     @api.post("/predict")
     async def predict(self, request: Request) -> Any:
-        if self.cfg.model.kind != "sequence_classification":
-            return error(400, "this run's model is a causal LM: POST /generate")
-        payload, problem = await self.parsed(request)
+        payload, problem = await self.parsed(request, "sequence_classification")
         if problem:
             return problem
         texts = payload.get("texts", [payload.get("text")]) if isinstance(payload, dict) else None
@@ -130,9 +132,7 @@ class ModelServer:
 
     @api.post("/generate")
     async def generate(self, request: Request) -> Any:
-        if self.cfg.model.kind != "causal_lm":
-            return error(400, "this run's model is a classifier: POST /predict")
-        payload, problem = await self.parsed(request)
+        payload, problem = await self.parsed(request, "causal_lm")
         if problem:
             return problem
         if not isinstance(payload, dict):

@@ -36,6 +36,12 @@ def wait_for(condition, timeout=120, what="condition"):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def scorer_pid(ray_module):
+    """The process of a live scorer actor, from Ray's actor table."""
+    return next((actor["Pid"] for actor in ray_module._private.state.actors().values()
+                 if actor["ActorClassName"] == "Scorer" and actor["State"] == "ALIVE"), None)
+
+
 def in_thread(function, *args, **kwargs):
     """Run `function` in a thread; returns (thread, box) where box gets "result" or "error"."""
     box = {}
@@ -162,9 +168,8 @@ def test_bad_inputs_and_a_killed_scorer(ray_local, tiny_model_dir, sst2_rows, tm
     cfg = small_config(tiny_model_dir, folder, run_dir, "stream.source=directory", "stream.id_field=id",
                        "stream.idle_timeout_s=2", "stream.poll_interval_s=0.2", "stream.rate=100")
     thread, box = in_thread(run_pipeline, cfg)
-    # mid-run (the stream, paced at 100 rows a second, lasts about 5 s: long enough for the monitor's 1 s readings)
-    scorer = wait_for(lambda: next((r["scorer_pid"] for r in records(run_dir, "monitor.jsonl")
-                                    if r.get("scorer_pid") and r["learner_updates"] >= 3), None),
+    # mid-run (the stream, paced at 100 rows a second, lasts about 5 s): after 3 updates, the scorer Ray runs
+    scorer = wait_for(lambda: sum(r["kind"] == "update" for r in records(run_dir)) >= 3 and scorer_pid(ray_local),
                       what="a scorer at work")
     os.kill(scorer, signal.SIGKILL)
     summary = result_of(thread, box)
