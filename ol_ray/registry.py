@@ -37,11 +37,10 @@ class Registry:
             return factory
         return add
 
-    def check(self, name: str, key: str = "", exclude: tuple[str, ...] = ()) -> None:
-        """ConfigError naming `key` and the registered names unless `name` is one of them (and not excluded)."""
-        if name not in self._factories or name in exclude:
-            allowed = ", ".join(n for n in self.names() if n not in exclude)
-            raise ConfigError(f"{key or self.key} must be one of {allowed}; got {name!r}")
+    def check(self, name: str) -> None:
+        """ConfigError naming the config key and the registered names unless `name` is one of them."""
+        if name not in self._factories:
+            raise ConfigError(f"{self.key} must be one of {', '.join(self.names())}; got {name!r}")
 
     def build(self, name: str, section: Any) -> Any:
         """The component `name`, made from its config section."""

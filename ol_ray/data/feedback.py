@@ -50,20 +50,20 @@ class FeedbackLog:
         self.lock = threading.Lock()  # threads of one process; flock orders processes
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
 
-    def check(self, items: Sequence[Any]) -> list[bytes]:
-        """Each item as the line the log will hold; FeedbackError on the first bad one."""
+    def check(self, items: Sequence[Any]) -> tuple[list[str], list[bytes]]:
+        """Each item's id and the line the log will hold; FeedbackError on the first bad one."""
         if not isinstance(items, (list, tuple)) or not items:
             raise FeedbackError(0, "items", "send one item or a non-empty list of items")
         if self.max_items and len(items) > self.max_items:
             raise FeedbackError(self.max_items, "items",
                                 f"{len(items)} items is over the limit of {self.max_items}")
-        lines = []
+        ids, lines = [], []
         for index, item in enumerate(items):
             if not isinstance(item, Mapping):
                 raise FeedbackError(index, "item", "an item is a JSON object of the stream's fields")
             item = {key: value for key, value in item.items() if key not in ("id", "received")}
-            line = json.dumps({"id": ID_PREFIX + uuid.uuid4().hex, **item, "received": time.time()},
-                              ensure_ascii=False).encode("utf-8")
+            ids.append(ID_PREFIX + uuid.uuid4().hex)
+            line = json.dumps({"id": ids[-1], **item, "received": time.time()}, ensure_ascii=False).encode("utf-8")
             try:
                 if self.spec.max_record_bytes and len(line) > self.spec.max_record_bytes:
                     raise RowError("oversize", f"the item is over stream.max_record_bytes "
@@ -72,11 +72,11 @@ class FeedbackLog:
             except RowError as error:
                 raise FeedbackError(index, FIELD_OF_CODE.get(error.code, error.code), str(error)) from None
             lines.append(line)
-        return lines
+        return ids, lines
 
     def append(self, items: Sequence[Any]) -> list[str]:
         """Check, write and fsync the items; their ids, once they are durable."""
-        lines = self.check(items)
+        ids, lines = self.check(items)
         data = b"".join(line + b"\n" for line in lines)
         with self.lock, open(self.path, "ab") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
@@ -86,7 +86,7 @@ class FeedbackLog:
                 os.fsync(handle.fileno())
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
-        return [json.loads(line)["id"] for line in lines]
+        return ids
 
 
 class FeedbackSource:

@@ -89,25 +89,17 @@ class ModelServer:
         except ray.exceptions.RayActorError:  # the run ended (or its store is restarting): keep these weights
             self.model.client = None
 
-    async def body(self, request: Request) -> Any:
-        if int(request.headers.get("content-length") or 0) > self.cfg.serve.max_request_bytes:
-            raise ValueError("413")
-        raw = await request.body()
-        if len(raw) > self.cfg.serve.max_request_bytes:
-            raise ValueError("413")
-        return json.loads(raw)
-
     async def parsed(self, request: Request, kind: str = "") -> tuple[Any, Optional[JSONResponse]]:
         """The request's JSON, or the error response: the wrong model kind for the route, too large, not JSON."""
         if kind and self.cfg.model.kind != kind:
             other = "/generate" if kind == "sequence_classification" else "/predict"
             return None, error(400, f"this run's model is a {self.cfg.model.kind}: POST {other}")
+        limit = self.cfg.serve.max_request_bytes
+        if int(request.headers.get("content-length") or 0) > limit or len(raw := await request.body()) > limit:
+            return None, error(413, f"the request is over serve.max_request_bytes ({limit} bytes)")
         try:
-            return await self.body(request), None
-        except ValueError as problem:
-            if str(problem) == "413":
-                return None, error(413, f"the request is over serve.max_request_bytes "
-                                        f"({self.cfg.serve.max_request_bytes} bytes)")
+            return json.loads(raw), None
+        except ValueError:
             return None, error(400, "the request body is not JSON")
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)

@@ -14,11 +14,10 @@ import os
 import time
 from typing import Any, Optional, Sequence
 
-import numpy as np
 import torch
 
 from ol_ray.config.schema import Config
-from ol_ray.data.tokenization import pad_batch
+from ol_ray.data.tokenization import pad_batch, tokenize_texts
 from ol_ray.models.loading import device_for, load_model, load_tokenizer, pad_id_of
 from ol_ray.state.checkpoint import CheckpointError, checkpoints_newest_first, verify_checkpoint
 from ol_ray.weights.store import WeightClient
@@ -76,8 +75,9 @@ class ServedModel:
     @torch.no_grad()
     def predict(self, texts: Sequence[str]) -> list[dict[str, Any]]:
         """Label and class probabilities per text, in one forward pass."""
-        encoded = self.tokenizer(list(texts), truncation=True, max_length=self.cfg.model.max_length)
-        batch = pad_batch([np.asarray(ids) for ids in encoded["input_ids"]], self.pad_id, self.device)
+        model = self.cfg.model
+        input_ids, _ = tokenize_texts(texts, model.name_or_path, model.max_length, model.trust_remote_code)
+        batch = pad_batch(input_ids, self.pad_id, self.device)
         probs = torch.softmax(self.model(**batch).logits.float(), dim=-1).cpu().numpy()
         names = self.cfg.stream.label_names
         return [{"label": int(row.argmax()), **({"label_name": names[int(row.argmax())]} if names else {}),
