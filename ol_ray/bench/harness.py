@@ -32,6 +32,15 @@ def seeded(cfg: Config, seed: int) -> Config:
                                selection=dataclasses.replace(cfg.selection, seed=seed))
 
 
+def first_window(cfg: Config, samples: int):
+    """The first `samples` rows of the configured stream, as one window."""
+    from ol_ray.data.factory import make_source
+    from ol_ray.data.source import windows
+
+    stream = dataclasses.replace(cfg.stream, window_size=samples, max_samples=samples, rate=0.0)
+    return next(windows(make_source(stream), stream))
+
+
 def write_csv(path: str, rows: Sequence[dict[str, Any]]) -> None:
     """Rows as CSV, with every key any row has as a column (missing cells empty)."""
     columns = list(dict.fromkeys(key for row in rows for key in row))

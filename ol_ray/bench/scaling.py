@@ -17,17 +17,8 @@ import os
 import time
 from typing import Any, Optional, Sequence
 
-from ol_ray.bench.harness import write_results
+from ol_ray.bench.harness import first_window, write_results
 from ol_ray.config.schema import Config
-
-
-def first_window(cfg: Config, samples: int):
-    """The first `samples` rows of the configured stream, as one window."""
-    from ol_ray.data.factory import make_source
-    from ol_ray.data.source import windows
-
-    stream = dataclasses.replace(cfg.stream, window_size=samples, max_samples=samples, rate=0.0)
-    return next(windows(make_source(stream), stream))
 
 
 def scaling(cfg: Config, nodes: Sequence[int] = (1, 2), samples: int = 2048, out_dir: str = "runs/bench-scaling",

@@ -168,8 +168,9 @@ class ModelServer:
 def application(cfg: Config, run_dir: str) -> Any:
     """The bound Serve application of a run."""
     s = cfg.serve
-    return ModelServer.options(num_replicas=s.replicas, ray_actor_options={
-        "num_cpus": s.num_cpus, "num_gpus": s.num_gpus}).bind(cfg, os.path.abspath(run_dir))
+    return ModelServer.options(num_replicas=s.replicas, max_ongoing_requests=s.max_ongoing_requests,
+                               ray_actor_options={"num_cpus": s.num_cpus, "num_gpus": s.num_gpus}
+                               ).bind(cfg, os.path.abspath(run_dir))
 
 
 def build(args: dict[str, Any]) -> Any:

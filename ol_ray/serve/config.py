@@ -17,6 +17,8 @@ class ServeConfig:
     torch_threads: int = 1  # torch intra-op threads per replica
     max_batch_size: int = 16  # concurrent /predict requests batched into one forward pass at most
     batch_wait_s: float = 0.01  # how long a batch waits for more requests
+    max_ongoing_requests: int = 32  # requests a replica holds at once (Serve's default of 5 would cap every batch
+    #   at 5); at least max_batch_size
     max_request_bytes: int = 1_000_000  # larger request bodies get HTTP 413
     max_items: int = 64  # texts per /predict request and items per /feedback request at most
     max_new_tokens: int = 64  # /generate: the most tokens a request may ask for (and the default)
@@ -34,6 +36,8 @@ def check_serve(s: ServeConfig) -> None:
     require(s.num_cpus >= 0 and s.num_gpus >= 0, "serve.num_cpus and serve.num_gpus must not be negative")
     require(s.torch_threads >= 1, f"serve.torch_threads must be at least 1; got {s.torch_threads}")
     require(s.max_batch_size >= 1, f"serve.max_batch_size must be at least 1; got {s.max_batch_size}")
+    require(s.max_ongoing_requests >= s.max_batch_size, f"serve.max_ongoing_requests ({s.max_ongoing_requests}) "
+            f"must be at least serve.max_batch_size ({s.max_batch_size}), or batches never fill")
     require(s.batch_wait_s >= 0, f"serve.batch_wait_s must not be negative; got {s.batch_wait_s}")
     require(s.max_request_bytes >= 1, f"serve.max_request_bytes must be at least 1; got {s.max_request_bytes}")
     require(s.max_items >= 1, f"serve.max_items must be at least 1; got {s.max_items}")

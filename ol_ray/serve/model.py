@@ -12,31 +12,48 @@ import json
 import logging
 import os
 import time
-from typing import Any, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 import torch
 
 from ol_ray.config.schema import Config
 from ol_ray.data.tokenization import pad_batch, tokenize_texts
-from ol_ray.models.loading import device_for, load_model, load_tokenizer, pad_id_of
+from ol_ray.models.loading import ModelError, device_for, load_model, load_tokenizer, pad_id_of
 from ol_ray.state.checkpoint import CheckpointError, checkpoints_newest_first, verify_checkpoint
 from ol_ray.weights.store import WeightClient
 
 logger = logging.getLogger(__name__)
 
 
-def newest_checkpoint(run_dir: str) -> Optional[tuple[str, int]]:
-    """(folder, updates) of the run's newest checkpoint that passes its checksums, or None."""
+def verified_checkpoints(run_dir: str) -> Iterator[tuple[str, int]]:
+    """(folder, updates) of the run's checkpoints that pass their checksums, newest first."""
     for path in checkpoints_newest_first(os.path.join(run_dir, "checkpoints")):
         try:
             verify_checkpoint(path)
             if not os.path.isdir(os.path.join(path, "model")):  # a checkpoint from before manifests, cut short
                 raise CheckpointError(f"checkpoint {path} has no model folder")
             with open(os.path.join(path, "state.json"), encoding="utf-8") as handle:
-                return path, int(json.load(handle)["updates"])
+                updates = int(json.load(handle)["updates"])
         except (CheckpointError, OSError, ValueError, KeyError) as error:
             logger.warning("ol_ray serve: skipping checkpoint %s (%s)", path, error)
-    return None
+            continue
+        yield path, updates
+
+
+def newest_checkpoint(run_dir: str) -> Optional[tuple[str, int]]:
+    """(folder, updates) of the run's newest checkpoint that passes its checksums, or None."""
+    return next(verified_checkpoints(run_dir), None)
+
+
+def load_newest(cfg: Config, run_dir: str) -> tuple[Any, Optional[str], int]:
+    """(model, checkpoint folder, updates) of the newest checkpoint that loads, else the configured model. A live
+    run prunes old checkpoints (checkpoint.keep), so one verified a moment ago may be gone: the next is taken."""
+    for path, updates in verified_checkpoints(run_dir):
+        try:
+            return load_model(cfg.model, pretrained=True, path=os.path.join(path, "model")), path, updates
+        except (ModelError, OSError) as error:
+            logger.warning("ol_ray serve: checkpoint %s did not load (%s); trying an older one", path, error)
+    return load_model(cfg.model, pretrained=True), None, 0
 
 
 class ServedModel:
@@ -48,10 +65,8 @@ class ServedModel:
         self.device = device_for(cfg.serve.num_gpus)
         self.tokenizer = load_tokenizer(cfg.model.name_or_path, cfg.model.trust_remote_code)
         self.pad_id = pad_id_of(self.tokenizer)
-        found = newest_checkpoint(run_dir)
-        path, self.weight_version = found if found else (None, 0)
+        self.model, path, self.weight_version = load_newest(cfg, run_dir)
         self.source = path or cfg.model.name_or_path
-        self.model = load_model(cfg.model, pretrained=True, path=os.path.join(path, "model") if path else None)
         self.model.to(self.device).eval()
         self.client = None
         self.checked = 0.0

@@ -23,6 +23,7 @@ if TYPE_CHECKING:  # the WeightStore actor's process never needs torch: importin
 
 
 FIRST_WEIGHTS_TIMEOUT_S = 600.0  # a scorer waiting for the learner's first weights (it loads and evaluates first)
+PUBLISH_TIMES_KEPT = 10_000  # the store remembers when this many of the newest versions were published
 
 
 class WeightStore:
@@ -53,6 +54,7 @@ class WeightStore:
         self.samples_consumed = 0
         self.published_bytes = 0
         self.lead_max = 0  # most scored samples the learner had not yet taken: how far scoring ran ahead
+        self.published_at: dict[int, float] = {}  # version -> wall-clock time of its publish (newest kept)
         if state_path and os.path.exists(state_path):
             with open(state_path, encoding="utf-8") as handle:
                 saved = json.load(handle)
@@ -85,6 +87,9 @@ class WeightStore:
         elif version <= self.version:
             return False
         self.version, self.refs = version, refs
+        self.published_at[version] = time.time()
+        if len(self.published_at) > PUBLISH_TIMES_KEPT:
+            del self.published_at[next(iter(self.published_at))]
         self.publishes += 1
         self.published_bytes += nbytes
         self._save()
@@ -96,6 +101,10 @@ class WeightStore:
             return None
         self.pulls += 1
         return self.generation, self.version, self.refs
+
+    def publish_times(self) -> dict[int, float]:
+        """When each kept version was published (wall-clock seconds): what serving freshness is measured from."""
+        return dict(self.published_at)
 
     def scored(self, samples: int) -> None:
         self.samples_scored += samples

@@ -1,6 +1,8 @@
 """The served model without Serve: it starts from the run's newest checkpoint (or the configured model), answers
 with the version that produced each answer, and generates with a causal LM."""
 
+import os
+
 import numpy as np
 
 from ol_ray.config import load_config
@@ -33,3 +35,27 @@ def test_a_corrupt_newest_checkpoint_is_skipped(tmp_path):
     (folder / "state.json").write_text('{"updates": 4}')
     (tmp_path / "checkpoints" / "latest").write_text("step-00000004")
     assert newest_checkpoint(str(tmp_path)) is None  # no manifest and no model: nothing it can serve
+
+
+def test_a_checkpoint_pruned_between_its_check_and_its_load_gives_way_to_the_one_before(tiny_model_dir, tmp_path,
+                                                                                        monkeypatch):
+    import shutil
+
+    import ol_ray.serve.model as served_model
+    from ol_ray.models.loading import load_model, load_tokenizer
+    from ol_ray.state.checkpoint import save_checkpoint
+
+    cfg = load_config(None, ["stream.path=x", f"model.name_or_path={tiny_model_dir}"])
+    model, tokenizer = load_model(cfg.model), load_tokenizer(tiny_model_dir)
+    for step in (2, 4):
+        save_checkpoint(str(tmp_path / "checkpoints"), step, model, tokenizer, {}, {}, {"updates": step}, keep=2)
+    real_load = served_model.load_model
+
+    def pruned_first(model_cfg, pretrained=False, path=None):  # a live run's checkpoint.keep removes the newest
+        if path and "step-00000004" in path:                    # after it was checked, before it is read
+            shutil.rmtree(os.path.dirname(path))
+        return real_load(model_cfg, pretrained=pretrained, path=path)
+
+    monkeypatch.setattr(served_model, "load_model", pruned_first)
+    served = ServedModel(cfg, str(tmp_path))
+    assert served.weight_version == 2 and served.source.endswith("step-00000002")
