@@ -138,7 +138,7 @@ def feedback_run_config(cfg: Config, out_dir: str, idle_timeout_s: float) -> Con
     """The config's run, fed from a feedback log in its run directory and publishing for the server."""
     run_dir = os.path.abspath(os.path.join(out_dir, "run"))
     stream = dataclasses.replace(cfg.stream, source="feedback", path=os.path.join(run_dir, "feedback.jsonl"),
-                                 format="jsonl", max_samples=0, rate=0.0, idle_timeout_s=idle_timeout_s,
+                                 max_samples=0, rate=0.0, idle_timeout_s=idle_timeout_s,
                                  poll_interval_s=min(cfg.stream.poll_interval_s, 0.2))
     return dataclasses.replace(cfg, stream=stream, learner=dataclasses.replace(cfg.learner, publish_for_serving=True),
                                output=dataclasses.replace(cfg.output, run_dir=run_dir, progress=False))
@@ -176,10 +176,12 @@ def get_json(port: int, path: str) -> dict[str, Any]:
         connection.close()
 
 
-def wait_for_live_weights(port: int, runner: threading.Thread) -> None:
+def wait_for_live_weights(port: int, runner: threading.Thread, outcome: dict[str, Any]) -> None:
     """Until the ol_ray server answers with weights the live run published (the run has trained and published)."""
     deadline = time.monotonic() + READY_TIMEOUT_S
-    while time.monotonic() < deadline and runner.is_alive():
+    while time.monotonic() < deadline:
+        if not runner.is_alive():
+            raise RuntimeError(f"the run ended before the server followed it: {outcome.get('error')!r}")
         try:
             health = get_json(port, "/healthz")
             if health["weights_from"] == "the live run" and health["weight_version"] > 0:
@@ -249,7 +251,15 @@ def serve_bench(cfg: Config, clients: Sequence[int] = (1, 8, 32), seconds: float
     check_room(run_cfg, ray.cluster_resources().get("CPU", 0.0))
     stop, outcome = threading.Event(), {}
     feeder = threading.Thread(target=feed, args=(run_cfg, items, feed_rate, stop), daemon=True)
-    runner = threading.Thread(target=lambda: outcome.update(summary=run_pipeline(run_cfg)), daemon=True)
+
+    def run() -> None:
+        try:
+            outcome["summary"] = run_pipeline(run_cfg)
+        except Exception as error:  # reported by the waits below
+            outcome["error"] = error
+            raise
+
+    runner = threading.Thread(target=run, daemon=True)
     try:
         feeder.start()
         runner.start()  # the run starts while the servers deploy; the ol_ray server finds it once it is live
@@ -259,7 +269,7 @@ def serve_bench(cfg: Config, clients: Sequence[int] = (1, 8, 32), seconds: float
                         serve.RunTarget(bare_application(run_cfg, run_cfg.output.run_dir), name="bare",
                                         route_prefix="/bare")])  # both deploy at once
         port = run_cfg.serve.port
-        wait_for_live_weights(port, runner)
+        wait_for_live_weights(port, runner, outcome)
         since = time.time()
         rows, answered = measure(port, texts, clients, seconds, rounds)
         store = ray.get_actor(actor_name("weights", run_cfg.output.run_dir), namespace=NAMESPACE)

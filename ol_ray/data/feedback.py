@@ -9,6 +9,10 @@ refuses the whole call with `FeedbackError`, naming the item and the field, and 
 complete lines from its byte offset (the checkpoint cursor), waits for more when it reaches the end, and stops after
 `stream.idle_timeout_s` without a new line (0: never). Several writers may append to one log (replicas of a server):
 each append is one write of whole lines under an exclusive lock.
+
+`KafkaFeedback` is the same contract for a run that reads Kafka (`stream.source: kafka`): each item is one message
+on the feedback topic, acknowledged once the broker confirms it (`acks=all`, an idempotent producer), and the id it
+returns is the one the run's Kafka source gives that message, so the ledger names it.
 """
 
 from __future__ import annotations
@@ -21,12 +25,18 @@ import time
 import uuid
 from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
 
+from ol_ray.config.schema import Config
 from ol_ray.data.config import StreamConfig
 from ol_ray.data.source import Record, RecordFormat, SourceError
 from ol_ray.data.validation import FieldSpec, RowError, parse_record
 
 JSONL = RecordFormat("json")
 ID_PREFIX = "feedback:"
+DELIVERY_TIMEOUT_S = 10.0  # Kafka feedback: how long an append waits for the broker's confirmation
+
+
+class FeedbackUnavailable(RuntimeError):
+    """Items that were good but could not be made durable (the broker did not confirm them): not acknowledged."""
 
 
 class FeedbackError(ValueError):
@@ -42,6 +52,30 @@ FIELD_OF_CODE = {"missing_text": "text", "empty_text": "text", "bad_text": "text
                  "bad_messages": "messages", "oversize": "item"}
 
 
+def checked_items(items: Sequence[Any], spec: FieldSpec, max_items: int = 0) -> tuple[list[str], list[bytes]]:
+    """Each item's new id and its JSON line (`{"id", <the stream's fields>, "received"}`), checked by the stream's
+    own validation; FeedbackError on the first bad item."""
+    if not isinstance(items, (list, tuple)) or not items:
+        raise FeedbackError(0, "items", "send one item or a non-empty list of items")
+    if max_items and len(items) > max_items:
+        raise FeedbackError(max_items, "items", f"{len(items)} items is over the limit of {max_items}")
+    ids, lines = [], []
+    for index, item in enumerate(items):
+        if not isinstance(item, Mapping):
+            raise FeedbackError(index, "item", "an item is a JSON object of the stream's fields")
+        item = {key: value for key, value in item.items() if key not in ("id", "received")}
+        ids.append(ID_PREFIX + uuid.uuid4().hex)
+        line = json.dumps({"id": ids[-1], **item, "received": time.time()}, ensure_ascii=False).encode("utf-8")
+        try:
+            if spec.max_record_bytes and len(line) > spec.max_record_bytes:
+                raise RowError("oversize", f"the item is over stream.max_record_bytes ({spec.max_record_bytes})")
+            parse_record("", line, JSONL, spec)
+        except RowError as error:
+            raise FeedbackError(index, FIELD_OF_CODE.get(error.code, error.code), str(error)) from None
+        lines.append(line)
+    return ids, lines
+
+
 class FeedbackLog:
     """An append-only JSON-lines file of feedback items, each `{"id", <the stream's fields>, "received"}`."""
 
@@ -52,27 +86,7 @@ class FeedbackLog:
 
     def check(self, items: Sequence[Any]) -> tuple[list[str], list[bytes]]:
         """Each item's id and the line the log will hold; FeedbackError on the first bad one."""
-        if not isinstance(items, (list, tuple)) or not items:
-            raise FeedbackError(0, "items", "send one item or a non-empty list of items")
-        if self.max_items and len(items) > self.max_items:
-            raise FeedbackError(self.max_items, "items",
-                                f"{len(items)} items is over the limit of {self.max_items}")
-        ids, lines = [], []
-        for index, item in enumerate(items):
-            if not isinstance(item, Mapping):
-                raise FeedbackError(index, "item", "an item is a JSON object of the stream's fields")
-            item = {key: value for key, value in item.items() if key not in ("id", "received")}
-            ids.append(ID_PREFIX + uuid.uuid4().hex)
-            line = json.dumps({"id": ids[-1], **item, "received": time.time()}, ensure_ascii=False).encode("utf-8")
-            try:
-                if self.spec.max_record_bytes and len(line) > self.spec.max_record_bytes:
-                    raise RowError("oversize", f"the item is over stream.max_record_bytes "
-                                               f"({self.spec.max_record_bytes})")
-                parse_record("", line, JSONL, self.spec)
-            except RowError as error:
-                raise FeedbackError(index, FIELD_OF_CODE.get(error.code, error.code), str(error)) from None
-            lines.append(line)
-        return ids, lines
+        return checked_items(items, self.spec, self.max_items)
 
     def append(self, items: Sequence[Any]) -> list[str]:
         """Check, write and fsync the items; their ids, once they are durable."""
@@ -87,6 +101,58 @@ class FeedbackLog:
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
         return ids
+
+
+class KafkaFeedback:
+    """Feedback as messages on a Kafka topic: one per item, keyed by its id; `append` returns the ids once the
+    broker has confirmed every message (FeedbackUnavailable otherwise: nothing is acknowledged). An id is what the
+    run's Kafka source calls the message: the key with `stream.kafka_key_as_id`, else topic:partition:offset."""
+
+    def __init__(self, cfg: StreamConfig, spec: FieldSpec, topic: str, max_items: int = 0,
+                 timeout_s: float = DELIVERY_TIMEOUT_S):
+        from ol_ray.data.kafka import confluent
+
+        self.kafka = confluent()
+        self.servers, self.spec, self.topic, self.max_items, self.timeout_s = (cfg.kafka_servers, spec, topic,
+                                                                                  max_items, timeout_s)
+        self.key_as_id = cfg.kafka_key_as_id
+        self.producer = self.kafka.Producer({"bootstrap.servers": cfg.kafka_servers, "acks": "all",
+                                             "enable.idempotence": True, "linger.ms": 5,
+                                             "message.timeout.ms": int(timeout_s * 1000), **cfg.kafka_options})
+
+    def append(self, items: Sequence[Any]) -> list[str]:
+        """Check the items, produce them and wait for the broker; the ids the run will know them by."""
+        ids, lines = checked_items(items, self.spec, self.max_items)
+        outcomes: list[Any] = [None] * len(lines)
+
+        def delivered(index: int) -> Callable[[Any, Any], None]:
+            return lambda error, message: outcomes.__setitem__(index, error if error is not None else message)
+
+        for index, (sample_id, line) in enumerate(zip(ids, lines)):
+            while True:
+                try:
+                    self.producer.produce(self.topic, value=line, key=sample_id.encode("utf-8"),
+                                          on_delivery=delivered(index))
+                    break
+                except BufferError:  # the local queue is full: let deliveries drain it
+                    self.producer.poll(0.1)
+        self.producer.flush(self.timeout_s)
+        failed = [outcome for outcome in outcomes if outcome is None or isinstance(outcome, self.kafka.KafkaError)]
+        if failed:
+            raise FeedbackUnavailable(f"{len(failed)} of {len(lines)} items were not confirmed by Kafka at "
+                                      f"{self.servers} (topic {self.topic!r}): {failed[0] or 'timed out'}")
+        if self.key_as_id:
+            return ids
+        return [f"{m.topic()}:{m.partition()}:{m.offset()}" for m in outcomes]
+
+
+def feedback_sink(cfg: Config, path: str, max_items: int = 0, topic: str = "") -> Any:
+    """Where feedback for a run goes: its Kafka topic when the run reads Kafka (`topic`, else the first of
+    stream.kafka_topics), else the log at `path`. Both take `append(items) -> ids`."""
+    spec = FieldSpec.from_config(cfg)
+    if cfg.stream.source == "kafka":
+        return KafkaFeedback(cfg.stream, spec, topic or cfg.stream.kafka_topics[0], max_items)
+    return FeedbackLog(path, spec, max_items)
 
 
 class FeedbackSource:

@@ -35,7 +35,7 @@ def partition_key(topic: str, partition: int) -> str:
     return f"{topic}:{partition}"
 
 
-def _kafka():
+def confluent():
     try:
         import confluent_kafka
     except ImportError:
@@ -51,7 +51,7 @@ class KafkaSource:
 
     def __init__(self, cfg: StreamConfig, cursor: Optional[dict[str, Any]] = None,
                  clock: Callable[[], float] = time.monotonic):
-        kafka = _kafka()
+        kafka = confluent()
         self.cfg = cfg
         self.clock = clock
         cursor = cursor or {}
@@ -94,7 +94,7 @@ class KafkaSource:
         return {"source": "kafka", "topics": list(self.cfg.kafka_topics), "offsets": dict(self.offsets)}
 
     def records(self) -> Iterator[Optional[Record]]:
-        kafka = _kafka()
+        kafka = confluent()
         idle_since = self.clock()
         try:
             while True:
@@ -150,7 +150,7 @@ class GroupCommitter:
     commit is a warning (the checkpoint, not the group, is what a resume uses)."""
 
     def __init__(self, cfg: StreamConfig):
-        kafka = _kafka()
+        kafka = confluent()
         self.kafka, self.group = kafka, cfg.kafka_group_id
         self.consumer = kafka.Consumer({"bootstrap.servers": cfg.kafka_servers, "group.id": cfg.kafka_group_id,
                                         "enable.auto.commit": False, **cfg.kafka_options})
@@ -184,7 +184,7 @@ def produce(path: str, cfg: StreamConfig, topic: str, rate: float = 0.0, limit: 
     consumer's validation quarantines them. Creates the topic with `partitions` partitions first when asked.
     Returns the number of messages delivered."""
 
-    kafka = _kafka()
+    kafka = confluent()
     settings = {"bootstrap.servers": cfg.kafka_servers, "linger.ms": 20, **(options or {})}
     if partitions:
         create_topic(cfg.kafka_servers, topic, partitions, options)
@@ -225,7 +225,7 @@ def produce(path: str, cfg: StreamConfig, topic: str, rate: float = 0.0, limit: 
 
 def create_topic(servers: str, topic: str, partitions: int, options: Optional[dict[str, str]] = None) -> None:
     """Create `topic` with `partitions` partitions (replication 1); an existing topic is left as it is."""
-    kafka = _kafka()
+    kafka = confluent()
     from confluent_kafka.admin import AdminClient, NewTopic
 
     admin = AdminClient({"bootstrap.servers": servers, **(options or {})})

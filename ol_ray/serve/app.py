@@ -8,7 +8,8 @@
 Concurrent /predict requests are batched (`serve.max_batch_size`, `serve.batch_wait_s`); each replica follows the
 live run's weight store between batches (`ol_ray.serve.model`), so no request sees weights change under it and every
 answer names its `weight_version`. /feedback appends to the run's feedback log (`ol_ray.data.feedback`), which a run
-with `stream.source: feedback` follows: an acknowledged item is on disk. Defaults are safe: loopback only;
+with `stream.source: feedback` follows (or, for a run that reads Kafka, produces to its topic): an acknowledged item is
+durable; one that could not be made so gets 503 and no id. Defaults are safe: loopback only;
 beyond loopback (or with `serve.require_token`) /feedback needs `Authorization: Bearer $OL_RAY_FEEDBACK_TOKEN`;
 bodies over `serve.max_request_bytes` get 413; nothing in the API changes the model or the config.
 """
@@ -27,8 +28,7 @@ from ray import serve
 
 from ol_ray.config.load import load_run_config
 from ol_ray.config.schema import Config
-from ol_ray.data.feedback import FeedbackError, FeedbackLog
-from ol_ray.data.validation import FieldSpec
+from ol_ray.data.feedback import FeedbackError, FeedbackUnavailable, feedback_sink
 from ol_ray.driver.cluster import NAMESPACE, actor_name
 from ol_ray.serve.model import ServedModel
 
@@ -65,7 +65,7 @@ class ModelServer:
         self.looked_for_run = 0.0
         self.find_run()
         path = cfg.serve.feedback_path or os.path.join(run_dir, "feedback.jsonl")
-        self.feedback = FeedbackLog(path, FieldSpec.from_config(cfg), cfg.serve.max_items)
+        self.feedback = feedback_sink(cfg, path, cfg.serve.max_items, cfg.serve.feedback_topic)
         self.predict_batch.set_max_batch_size(cfg.serve.max_batch_size)
         self.predict_batch.set_batch_wait_timeout_s(cfg.serve.batch_wait_s)
 
@@ -156,6 +156,8 @@ class ModelServer:
             ids = await asyncio.to_thread(self.feedback.append, items)
         except FeedbackError as bad:
             return error(400, bad.reason, index=bad.index, field=bad.field)
+        except FeedbackUnavailable as unavailable:  # good items, not durable: nothing is acknowledged, retry
+            return error(503, str(unavailable))
         return {"ids": ids}
 
     @api.get("/healthz")

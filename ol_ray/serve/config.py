@@ -26,6 +26,8 @@ class ServeConfig:
     token_env: str = "OL_RAY_FEEDBACK_TOKEN"  # environment variable holding /feedback's bearer token
     require_token: bool = False  # ask /feedback for the token on loopback too (beyond loopback it is always asked)
     feedback_path: str = ""  # the feedback log /feedback appends to; "" = <run_dir>/feedback.jsonl
+    feedback_topic: str = ""  # stream.source kafka: the topic /feedback produces to; "" = the first of
+    #   stream.kafka_topics (it must be one of them, or the run would never read it)
 
 
 def check_serve(s: ServeConfig) -> None:

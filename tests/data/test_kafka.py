@@ -215,3 +215,33 @@ def test_a_pipeline_reads_kafka_and_resumes_exactly(broker, ray_local, sst2_rows
     committed = checker.committed([kafka.TopicPartition("sst2", p) for p in (0, 1)], timeout=10)
     checker.close()
     assert sum(tp.offset for tp in committed) == 400  # the final checkpoint's offsets
+
+
+def test_feedback_produced_to_the_topic_is_read_under_the_ids_it_was_acknowledged_with(broker):
+    from ol_ray.data.feedback import FeedbackError, FeedbackUnavailable, KafkaFeedback, feedback_sink
+    from ol_ray.data.kafka import KafkaSource, create_topic
+
+    create_topic(broker, "feedback", 2)
+    spec = FieldSpec.from_config(load_config(None, ["stream.path=x", "stream.text_field=text"]))
+    items = [{"text": f"served answer {i}", "label": i % 2} for i in range(7)]
+    by_offset = KafkaFeedback(stream_config(broker, "feedback"), spec, "feedback")
+    ids = by_offset.append(items[:4]) + by_offset.append(items[4:])
+    with pytest.raises(FeedbackError, match="item 1"):
+        by_offset.append([items[0], {"text": "no label"}])  # refused whole: nothing of it is produced
+    keyed = feedback_sink(load_config(None, ["stream.source=kafka", f"stream.kafka_servers={broker}",
+                                             "stream.kafka_topics=[feedback]", "stream.kafka_key_as_id=true",
+                                             "stream.text_field=text"]), path="unused")
+    assert isinstance(keyed, KafkaFeedback)
+    keyed_ids = keyed.append([{"text": "keyed", "label": 1}])
+    records = read_all(KafkaSource(stream_config(broker, "feedback")))
+    read_ids = [r.sample_id for r in records]
+    assert len(records) == 8 and set(ids) <= set(read_ids)  # by offset: topic:partition:offset, as the run reads
+    keyed_read = [r.sample_id for r in read_all(KafkaSource(stream_config(broker, "feedback",
+                                                                          kafka_key_as_id=True)))]
+    assert keyed_ids[0] in keyed_read and keyed_ids[0].startswith("feedback:")
+    texts = sorted(json.loads(r.raw)["text"] for r in records)
+    assert texts == sorted([item["text"] for item in items] + ["keyed"])
+
+    unreachable = KafkaFeedback(stream_config("127.0.0.1:1", "feedback"), spec, "feedback", timeout_s=1.0)
+    with pytest.raises(FeedbackUnavailable, match="not confirmed"):
+        unreachable.append(items[:1])
