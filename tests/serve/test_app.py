@@ -101,15 +101,25 @@ def test_serve_follows_a_live_run_and_its_feedback_is_trained(serving_ray, tiny_
         time.sleep(0.5)
     assert health["weights_from"] == "the live run", health
 
-    answers, stop = [], threading.Event()
+    answers, stop, posted_enough, failed_posts = [], threading.Event(), threading.Event(), []
 
     def load():  # bounded in count and time
         started = time.monotonic()
         while not stop.is_set() and len(answers) < 400 and time.monotonic() - started < 60:
             answers.append(post(f"{base}/predict", {"text": "a fine , moving film"}))
 
-    loader = threading.Thread(target=load)
+    def trickle():  # feedback all along, so the run stays live; bounded: 150 posts of 2
+        for start_row in range(121, 421, 2):
+            if posted_enough.is_set():
+                return
+            status, reply = post(f"{base}/feedback", {"items": [{"sentence": text, "label": label}
+                                                                for text, label in sst2_rows[start_row:start_row + 2]]})
+            acknowledged.extend(reply["ids"]) if status == 200 else failed_posts.append(status)
+            time.sleep(0.1)
+
+    loader, poster = threading.Thread(target=load), threading.Thread(target=trickle)
     loader.start()
+    poster.start()
     for start_row in (40, 80):
         status, reply = post(f"{base}/feedback", {"items": [{"sentence": text, "label": label}
                                                             for text, label in sst2_rows[start_row:start_row + 40]]})
@@ -129,6 +139,9 @@ def test_serve_follows_a_live_run_and_its_feedback_is_trained(serving_ray, tiny_
     assert post(f"{base}/feedback", None, raw=b'{"sentence": "' + b"x" * 1_000_001 + b'", "label": 1}')[0] == 413
     assert post(f"{base}/predict", {"text": ""})[0] == 400 and post(f"{base}/generate", {"prompt": "hi"})[0] == 400
 
+    while loader.is_alive() and not any(reply.get("weight_version", 0) > answers[0][1]["weight_version"]
+                                        for _, reply in answers[-5:]):
+        time.sleep(0.2)  # until the answers show the run's newer weights (the loader's own bounds hold)
     stop.set()
     loader.join()
     assert all(status == 200 for status, _ in answers) and len(answers) >= 20  # not one failed request
@@ -137,21 +150,14 @@ def test_serve_follows_a_live_run_and_its_feedback_is_trained(serving_ray, tiny_
     assert len(answers[0][1]["probabilities"]) == 2
 
     # a replica killed while feedback is posted: what was acknowledged is on disk, whichever replica took it
-    victim, failed_posts = replica_pids(serving_ray)[0], []
-
-    def post_feedback():  # bounded: 20 posts of 5 items
-        for start_row in range(121, 221, 5):
-            status, reply = post(f"{base}/feedback", {"items": [{"sentence": text, "label": label}
-                                                                for text, label in sst2_rows[start_row:start_row + 5]]})
-            acknowledged.extend(reply["ids"]) if status == 200 else failed_posts.append(status)
-            time.sleep(0.1)
-
-    poster = threading.Thread(target=post_feedback)
-    poster.start()
-    time.sleep(0.5)
-    os.kill(victim, signal.SIGKILL)
+    victims = replica_pids(serving_ray)
+    assert len(victims) == 2, victims
+    acknowledged_before = len(acknowledged)
+    os.kill(victims[0], signal.SIGKILL)
+    time.sleep(1.5)
+    posted_enough.set()
     poster.join()
-    assert victim not in replica_pids(serving_ray) and len(acknowledged) > 121
+    assert victims[0] not in replica_pids(serving_ray) and len(acknowledged) > acknowledged_before
 
     runner.join(timeout=240)
     summary = outcome["summary"]
