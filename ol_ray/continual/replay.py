@@ -24,7 +24,7 @@ from typing import Any, Mapping, Optional
 import numpy as np
 
 Columns = dict[str, np.ndarray]
-KEPT = ("sample_id", "input_ids", "label", "target_mask", "irreducible_loss")  # per-sample columns kept
+KEPT = ("sample_id", "input_ids", "label", "target_mask", "irreducible_loss", "rating")  # per-sample columns kept
 
 
 def object_array(values: list[Any]) -> np.ndarray:
@@ -110,6 +110,8 @@ class ReplayBuffer:
         items = [self.slots[int(i)] for i in indices]
         columns: Columns = {}
         for key in self.slots[0]:
+            if not all(key in item for item in items):  # a column samples from an older checkpoint lack
+                continue
             values = [item[key] for item in items]
             columns[key] = object_array(values) if key in ("input_ids", "target_mask", "sample_id") \
                 else np.asarray(values)

@@ -49,7 +49,7 @@ class FeedbackError(ValueError):
 
 FIELD_OF_CODE = {"missing_text": "text", "empty_text": "text", "bad_text": "text", "nul_bytes": "text",
                  "missing_label": "label", "bad_label": "label", "label_out_of_range": "label",
-                 "bad_messages": "messages", "oversize": "item"}
+                 "bad_messages": "messages", "bad_rating": "rating", "oversize": "item"}
 
 
 def checked_items(items: Sequence[Any], spec: FieldSpec, max_items: int = 0) -> tuple[list[str], list[bytes]]:

@@ -40,13 +40,14 @@ class FieldSpec:
     prompt_fields: tuple[str, ...] = ("prompt",)
     response_field: str = "response"
     messages_field: str = "messages"
+    rating_field: str = "rating"
 
     @classmethod
     def from_config(cls, cfg: Config) -> "FieldSpec":
         s = cfg.stream
         return cls(s.text_field, s.label_field, s.id_field, s.label_names, cfg.model.num_labels, s.max_text_chars,
                    s.max_record_bytes, cfg.model.kind == "causal_lm", s.prompt_fields, s.response_field,
-                   s.messages_field)
+                   s.messages_field, s.rating_field)
 
 
 class RowError(ValueError):
@@ -65,6 +66,7 @@ class ValidRow:
     text_truncated: bool
     prompt: str = ""  # causal-LM prompt/response rows: the prompt (no loss on it)
     messages: str = ""  # causal-LM chat rows: the messages as JSON
+    rating: float = 1.0  # causal-LM rows: the response's rating, which scales its training weight
 
 
 def decode_fields(raw: bytes, record_format: RecordFormat) -> dict[str, Any]:
@@ -166,12 +168,27 @@ def _clip(text: str, limit: int, keep_end: bool = False) -> tuple[str, bool]:
     return (text[-limit:] if keep_end else text[:limit]), True
 
 
+def _rating(fields: dict[str, Any], spec: FieldSpec) -> float:
+    """The row's rating: a number from 0 to 1, or true/false (a thumbs up or down); 1 without one."""
+    value = fields.get(spec.rating_field)
+    if value is None:
+        return 1.0
+    if isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, (int, float)) or not math.isfinite(value) or not 0 <= value <= 1:
+        raise RowError("bad_rating", f"rating {value!r} in field {spec.rating_field!r} is not a number from 0 to 1 "
+                                     f"(or true/false)")
+    return float(value)
+
+
 def parse_lm_fields(sample_id: str, fields: dict[str, Any], spec: FieldSpec) -> ValidRow:
     """A causal-LM row: messages, else prompt/response, else text (texts, responses and message contents cut at
-    max_text_chars keeping their start, prompts keeping their end, next to the response; counted)."""
+    max_text_chars keeping their start, prompts keeping their end, next to the response; counted), with its
+    rating."""
+    rating = _rating(fields, spec)
     if spec.messages_field in fields:
         messages, cut = _messages(fields[spec.messages_field], spec.messages_field, spec.max_text_chars)
-        return ValidRow(sample_id, "", 0, cut, messages=messages)
+        return ValidRow(sample_id, "", 0, cut, messages=messages, rating=rating)
     if spec.response_field in fields:
         response, cut = _clip(_text(fields, spec.response_field), spec.max_text_chars)
         parts = [_text(fields, name, allow_empty=True) for name in spec.prompt_fields if name in fields]
@@ -179,9 +196,9 @@ def parse_lm_fields(sample_id: str, fields: dict[str, Any], spec: FieldSpec) -> 
             raise RowError("missing_text", f"no prompt in {', '.join(spec.prompt_fields)} beside the response")
         prompt, prompt_cut = _clip("\n\n".join(part for part in parts if part.strip()), spec.max_text_chars,
                                    keep_end=True)
-        return ValidRow(sample_id, response, 0, cut or prompt_cut, prompt=prompt)
+        return ValidRow(sample_id, response, 0, cut or prompt_cut, prompt=prompt, rating=rating)
     text, cut = _clip(_text(fields, spec.text_field), spec.max_text_chars)
-    return ValidRow(sample_id, text, 0, cut)
+    return ValidRow(sample_id, text, 0, cut, rating=rating)
 
 
 def parse_record(sample_id: str, raw: bytes, record_format: RecordFormat, spec: FieldSpec) -> ValidRow:
@@ -230,7 +247,7 @@ def split_records(sample_ids: Sequence[str], raws: Sequence[bytes], record_forma
 
 def rows_to_columns(rows: list[ValidRow], window: int, causal_lm: bool = False) -> dict[str, np.ndarray]:
     """Valid rows as the columns later stages take, each tagged with its window (for the ledger); causal-LM rows
-    also carry their prompt and messages."""
+    also carry their prompt, messages and rating."""
     columns = {
         "sample_id": np.array([r.sample_id for r in rows], dtype=object),
         "text": np.array([r.text for r in rows], dtype=object),
@@ -241,6 +258,7 @@ def rows_to_columns(rows: list[ValidRow], window: int, causal_lm: bool = False) 
     if causal_lm:
         columns["prompt"] = np.array([r.prompt for r in rows], dtype=object)
         columns["messages"] = np.array([r.messages for r in rows], dtype=object)
+        columns["rating"] = np.array([r.rating for r in rows], dtype=np.float32)
     return columns
 
 

@@ -38,7 +38,7 @@ def apply_update(learner: Any, pool: Columns, batch_size: int, replay_count: int
     replayed, replay_weights = _replayed(learner, replay_count)
     batch = TrainBatch(np.concatenate([chosen["input_ids"], replayed["input_ids"]]),
                        np.concatenate([chosen["label"], replayed["label"]]),
-                       np.concatenate([selection.weights, replay_weights]),
+                       np.concatenate([rated(selection.weights, chosen), rated(replay_weights, replayed)]),
                        np.concatenate([chosen["target_mask"], replayed["target_mask"]])
                        if "target_mask" in chosen else None)
     lr = _scale_lr(learner, len(batch.labels))
@@ -65,6 +65,14 @@ def apply_update(learner: Any, pool: Columns, batch_size: int, replay_count: int
     if evaluate_now and learner.evaluates and learner.updates % learner.cfg.eval.every_updates == 0:
         records.append(learner.run_evaluation())
     return records
+
+
+def rated(weights: np.ndarray, columns: Columns) -> np.ndarray:
+    """Selection weights times the rows' ratings (causal-LM feedback: 0 trains nothing on a row), where rated."""
+    rating = columns.get("rating")
+    if rating is None or len(rating) != len(weights):
+        return weights
+    return (weights * rating).astype(np.float32)
 
 
 def _scale_lr(learner: Any, batch_size: int) -> float:

@@ -79,15 +79,18 @@ class ModelServer:
         self.model.follow(store)
 
     def refresh(self) -> None:
-        """Between batches: newer weights from the live run, or look for a run that has started since."""
+        """Between batches: newer weights from the live run; with none live, now and then look for a run started
+        since, else a checkpoint newer than the served weights (the end of a run no request saw)."""
         if self.model.client is None:
             if time.monotonic() - self.looked_for_run >= FIND_RUN_EVERY_S:
                 self.find_run()
+                if self.model.client is None:
+                    self.model.take_newer_checkpoint()
             return
         try:
             self.model.refresh()
-        except ray.exceptions.RayActorError:  # the run ended (or its store is restarting): keep these weights
-            self.model.client = None
+        except ray.exceptions.RayActorError:  # the run ended (or its store is restarting): its last checkpoint
+            self.model.take_newer_checkpoint()
 
     async def parsed(self, request: Request, kind: str = "") -> tuple[Any, Optional[JSONResponse]]:
         """The request's JSON, or the error response: the wrong model kind for the route, too large, not JSON."""

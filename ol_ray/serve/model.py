@@ -2,7 +2,8 @@
 
 It starts from the run directory's newest readable checkpoint (the configured model when there is none) and,
 while the run is live, follows the run's weight store: `refresh()` pulls a newer published version (with LoRA only
-the adapters and the head travel) between requests, never during one. Every answer names the `weight_version`
+the adapters and the head travel) between requests, never during one. When the run ends, it takes the run's newest
+checkpoint if that is newer than what it serves (`take_newer_checkpoint`). Every answer names the `weight_version`
 that produced it: the learner's update count (a checkpoint's, or the published version's).
 """
 
@@ -25,15 +26,18 @@ from ol_ray.weights.store import WeightClient
 logger = logging.getLogger(__name__)
 
 
-def verified_checkpoints(run_dir: str) -> Iterator[tuple[str, int]]:
-    """(folder, updates) of the run's checkpoints that pass their checksums, newest first."""
+def verified_checkpoints(run_dir: str, newer_than: int = -1) -> Iterator[tuple[str, int]]:
+    """(folder, updates) of the run's checkpoints of more than `newer_than` updates that pass their checksums,
+    newest first (an older one is not even read: a server asks this often)."""
     for path in checkpoints_newest_first(os.path.join(run_dir, "checkpoints")):
         try:
+            with open(os.path.join(path, "state.json"), encoding="utf-8") as handle:
+                updates = int(json.load(handle)["updates"])
+            if updates <= newer_than:
+                return
             verify_checkpoint(path)
             if not os.path.isdir(os.path.join(path, "model")):  # a checkpoint from before manifests, cut short
                 raise CheckpointError(f"checkpoint {path} has no model folder")
-            with open(os.path.join(path, "state.json"), encoding="utf-8") as handle:
-                updates = int(json.load(handle)["updates"])
         except (CheckpointError, OSError, ValueError, KeyError) as error:
             logger.warning("ol_ray serve: skipping checkpoint %s (%s)", path, error)
             continue
@@ -45,15 +49,15 @@ def newest_checkpoint(run_dir: str) -> Optional[tuple[str, int]]:
     return next(verified_checkpoints(run_dir), None)
 
 
-def load_newest(cfg: Config, run_dir: str) -> tuple[Any, Optional[str], int]:
-    """(model, checkpoint folder, updates) of the newest checkpoint that loads, else the configured model. A live
-    run prunes old checkpoints (checkpoint.keep), so one verified a moment ago may be gone: the next is taken."""
-    for path, updates in verified_checkpoints(run_dir):
+def load_newer_checkpoint(cfg: Config, run_dir: str, newer_than: int = -1) -> Optional[tuple[Any, str, int]]:
+    """(model, folder, updates) of the newest checkpoint of more than `newer_than` updates that loads, or None. A
+    live run prunes old checkpoints (checkpoint.keep), so one checked a moment ago may be gone: the next is taken."""
+    for path, updates in verified_checkpoints(run_dir, newer_than):
         try:
             return load_model(cfg.model, pretrained=True, path=os.path.join(path, "model")), path, updates
         except (ModelError, OSError) as error:
             logger.warning("ol_ray serve: checkpoint %s did not load (%s); trying an older one", path, error)
-    return load_model(cfg.model, pretrained=True), None, 0
+    return None
 
 
 class ServedModel:
@@ -65,7 +69,8 @@ class ServedModel:
         self.device = device_for(cfg.serve.num_gpus)
         self.tokenizer = load_tokenizer(cfg.model.name_or_path, cfg.model.trust_remote_code)
         self.pad_id = pad_id_of(self.tokenizer)
-        self.model, path, self.weight_version = load_newest(cfg, run_dir)
+        found = load_newer_checkpoint(cfg, run_dir)
+        self.model, path, self.weight_version = found or (load_model(cfg.model, pretrained=True), None, 0)
         self.source = path or cfg.model.name_or_path
         self.model.to(self.device).eval()
         self.client = None
@@ -86,6 +91,17 @@ class ServedModel:
         self.client.refresh(self.model)
         if self.client.version >= 0:
             self.weight_version = self.client.version
+
+    def take_newer_checkpoint(self) -> bool:
+        """Not following a run (it ended, or none is live): serve the run directory's newest checkpoint if it is
+        newer than the served weights (a run's last updates, which no request pulled before it ended)."""
+        self.client = None
+        found = load_newer_checkpoint(self.cfg, self.run_dir, newer_than=self.weight_version)
+        if found is None:
+            return False
+        model, self.source, self.weight_version = found
+        self.model = model.to(self.device).eval()
+        return True
 
     @torch.no_grad()
     def predict(self, texts: Sequence[str]) -> list[dict[str, Any]]:

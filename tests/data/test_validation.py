@@ -106,6 +106,15 @@ def test_causal_lm_rows_are_chats_prompts_with_responses_or_texts():
     assert set(columns) >= {"prompt", "messages", "text"} and columns["window"].tolist() == [3]
 
 
+def test_a_rating_from_0_to_1_or_a_thumbs_up_or_down_travels_with_the_row():
+    chat = [{"role": "assistant", "content": "hello"}]
+    rows = [lm_row({"instruction": "Add.", "output": "4", "rating": 0.25}), lm_row({"messages": chat, "rating": False}),
+            lm_row({"text": "unrated"}), lm_row({"text": "liked", "rating": True}), lm_row({"text": "x", "rating": 0})]
+    assert [row.rating for row in rows] == [0.25, 0.0, 1.0, 1.0, 0.0]
+    columns = rows_to_columns(rows, window=0, causal_lm=True)
+    assert columns["rating"].dtype == np.float32 and columns["rating"].tolist() == [0.25, 0.0, 1.0, 1.0, 0.0]
+
+
 @pytest.mark.parametrize("fields, code", [
     ({"messages": [{"role": "user", "content": "hi"}]}, "bad_messages"),
     ({"messages": "not json"}, "bad_messages"),
@@ -116,6 +125,10 @@ def test_causal_lm_rows_are_chats_prompts_with_responses_or_texts():
     ({"output": "4"}, "missing_text"),
     ({"instruction": 3, "output": "4"}, "bad_text"),
     ({"label": 1}, "missing_text"),
+    ({"text": "fine", "rating": 1.5}, "bad_rating"),
+    ({"text": "fine", "rating": -0.1}, "bad_rating"),
+    ({"text": "fine", "rating": "good"}, "bad_rating"),
+    ({"messages": [{"role": "assistant", "content": "a"}], "rating": [1]}, "bad_rating"),
 ])
 def test_bad_causal_lm_rows_are_quarantined_with_a_reason(fields, code):
     with pytest.raises(RowError) as error:

@@ -18,6 +18,7 @@ from ol_ray.driver.pipeline import run_pipeline
 from ol_ray.state.ledger import LEDGER_LOG
 
 from conftest import free_port
+from data_files import generated_rows
 
 
 def post(url, payload, headers=None, raw=None):
@@ -68,7 +69,13 @@ def serving_ray():
     ray.shutdown()
 
 
-def test_serve_follows_a_live_run_and_its_feedback_is_trained(serving_ray, tiny_model_dir, sst2_rows, tmp_path):
+def accuracy(base, rows):
+    status, reply = post(f"{base}/predict", {"texts": [text for text, _ in rows]})
+    assert status == 200, reply
+    return sum(p["label"] == int(label) for p, (_, label) in zip(reply["predictions"], rows)) / len(rows)
+
+
+def test_serve_follows_a_live_run_and_its_feedback_is_trained(serving_ray, tiny_model_dir, tmp_path):
     from ol_ray.serve.app import start
 
     run_dir, port = tmp_path / "run", free_port()
@@ -76,7 +83,8 @@ def test_serve_follows_a_live_run_and_its_feedback_is_trained(serving_ray, tiny_
         "stream.source=feedback", f"stream.path={run_dir / 'feedback.jsonl'}", "stream.text_field=sentence",
         "stream.window_size=16", "stream.max_window_wait_s=0.5", "stream.poll_interval_s=0.2",
         "stream.idle_timeout_s=3", f"model.name_or_path={tiny_model_dir}", "model.max_length=32",
-        "selection.strategy=entropy", "selection.pool_size=16", "batching.batch_size=8", "learner.lr=3e-3",
+        "selection.strategy=random", "learner.publish_for_serving=true", "selection.pool_size=16",
+        "batching.batch_size=8", "learner.lr=3e-3", "checkpoint.every_updates=8",
         "learner.torch_threads=1", "learner.num_cpus=0.5", "scoring.num_cpus=0.5", f"output.run_dir={run_dir}",
         "output.progress=false", f"serve.port={port}", "serve.replicas=2", "serve.num_cpus=0.25",
         "serve.refresh_every_s=0.2"]
@@ -84,13 +92,15 @@ def test_serve_follows_a_live_run_and_its_feedback_is_trained(serving_ray, tiny_
     os.makedirs(run_dir)
     start(cfg, str(run_dir))  # before the run: it serves the configured model, and finds the run once it starts
     base = f"http://127.0.0.1:{port}"
+    rows, held_out = generated_rows(2000, seed=1), generated_rows(64, seed=2)  # reviews labelled by their words
+    accuracy_before = accuracy(base, held_out)
     assert post(f"{base}/predict", {"text": "a fine film"})[1]["weight_version"] == 0
     outcome = {}
     runner = threading.Thread(target=lambda: outcome.update(summary=run_pipeline(cfg)))
     runner.start()
     acknowledged = []
     status, reply = post(f"{base}/feedback", {"items": [{"sentence": text, "label": label}
-                                                        for text, label in sst2_rows[:40]]})
+                                                        for text, label in rows[:40]]})
     assert status == 200, reply
     acknowledged.extend(reply["ids"])
     deadline = time.monotonic() + 90
@@ -105,27 +115,27 @@ def test_serve_follows_a_live_run_and_its_feedback_is_trained(serving_ray, tiny_
 
     def load():  # bounded in count and time
         started = time.monotonic()
-        while not stop.is_set() and len(answers) < 400 and time.monotonic() - started < 60:
+        while not stop.is_set() and len(answers) < 3000 and time.monotonic() - started < 60:
             answers.append(post(f"{base}/predict", {"text": "a fine , moving film"}))
 
-    def trickle():  # feedback all along, so the run stays live; bounded: 150 posts of 2
-        for start_row in range(121, 421, 2):
+    def trickle():  # feedback all along, so the run stays live; bounded: 200 posts of 2
+        for start_row in range(1600, 2000, 2):
             if posted_enough.is_set():
                 return
             status, reply = post(f"{base}/feedback", {"items": [{"sentence": text, "label": label}
-                                                                for text, label in sst2_rows[start_row:start_row + 2]]})
+                                                                for text, label in rows[start_row:start_row + 2]]})
             acknowledged.extend(reply["ids"]) if status == 200 else failed_posts.append(status)
             time.sleep(0.1)
 
     loader, poster = threading.Thread(target=load), threading.Thread(target=trickle)
     loader.start()
     poster.start()
-    for start_row in (40, 80):
+    for start_row in (40, 100):  # and in bulk
         status, reply = post(f"{base}/feedback", {"items": [{"sentence": text, "label": label}
-                                                            for text, label in sst2_rows[start_row:start_row + 40]]})
+                                                            for text, label in rows[start_row:start_row + 60]]})
         assert status == 200, reply
         acknowledged.extend(reply["ids"])
-        time.sleep(1.0)
+        time.sleep(0.1)
     status, reply = post(f"{base}/feedback", {"sentence": "one more , alone", "label": 1})
     acknowledged.extend(reply["ids"])
 
@@ -158,6 +168,11 @@ def test_serve_follows_a_live_run_and_its_feedback_is_trained(serving_ray, tiny_
     posted_enough.set()
     poster.join()
     assert victims[0] not in replica_pids(serving_ray) and len(acknowledged) > acknowledged_before
+    for start_row in range(160, 1600, 60):  # the rest in bulk, before the run idles: what the held-out set tests
+        status, reply = post(f"{base}/feedback", {"items": [{"sentence": text, "label": label}
+                                                            for text, label in rows[start_row:start_row + 60]]})
+        assert status == 200, reply
+        acknowledged.extend(reply["ids"])
 
     runner.join(timeout=240)
     summary = outcome["summary"]
@@ -167,4 +182,5 @@ def test_serve_follows_a_live_run_and_its_feedback_is_trained(serving_ray, tiny_
     ledger = [json.loads(line) for line in open(run_dir / LEDGER_LOG, encoding="utf-8")]
     accounted = {i for entry in ledger for key in ("trained", "not_selected") for i in entry.get(key, [])}
     assert accounted == set(logged)  # every acknowledged item trained or, read, not selected
-    assert post(f"{base}/predict", {"texts": ["good", "bad"]})[0] == 200  # the run is over: it serves on
+    accuracy_after = accuracy(base, held_out)  # the run is over: it serves on, with what the feedback taught it
+    assert accuracy_after >= accuracy_before + 0.15, (accuracy_before, accuracy_after, summary.updates, len(logged))

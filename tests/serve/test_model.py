@@ -4,6 +4,7 @@ with the version that produced each answer, and generates with a causal LM."""
 import os
 
 import numpy as np
+import torch
 
 from ol_ray.config import load_config
 from ol_ray.serve.model import ServedModel, newest_checkpoint
@@ -59,3 +60,20 @@ def test_a_checkpoint_pruned_between_its_check_and_its_load_gives_way_to_the_one
     monkeypatch.setattr(served_model, "load_model", pruned_first)
     served = ServedModel(cfg, str(tmp_path))
     assert served.weight_version == 2 and served.source.endswith("step-00000002")
+
+
+def test_a_server_no_longer_following_a_run_takes_its_newer_checkpoints(tiny_model_dir, tmp_path):
+    from ol_ray.models.loading import load_model, load_tokenizer
+    from ol_ray.state.checkpoint import save_checkpoint
+
+    cfg = load_config(None, ["stream.path=x", f"model.name_or_path={tiny_model_dir}"])
+    model, tokenizer = load_model(cfg.model), load_tokenizer(tiny_model_dir)
+    save_checkpoint(str(tmp_path / "checkpoints"), 2, model, tokenizer, {}, {}, {"updates": 2}, keep=2)
+    served = ServedModel(cfg, str(tmp_path))
+    assert served.weight_version == 2 and not served.take_newer_checkpoint()  # nothing newer
+    with torch.no_grad():
+        next(model.parameters()).add_(1.0)  # the run's last updates, which no request pulled before it ended
+    save_checkpoint(str(tmp_path / "checkpoints"), 6, model, tokenizer, {}, {}, {"updates": 6}, keep=2)
+    assert served.take_newer_checkpoint() and served.weight_version == 6 and served.source.endswith("step-00000006")
+    assert torch.equal(next(served.model.parameters()), next(model.parameters()))
+    assert served.predict(["a fine film"])[0]["weight_version"] == 6
