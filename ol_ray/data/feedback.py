@@ -47,9 +47,7 @@ class FeedbackError(ValueError):
         self.index, self.field, self.reason = index, field, reason
 
 
-FIELD_OF_CODE = {"missing_text": "text", "empty_text": "text", "bad_text": "text", "nul_bytes": "text",
-                 "missing_label": "label", "bad_label": "label", "label_out_of_range": "label",
-                 "bad_messages": "messages", "bad_rating": "rating", "oversize": "item"}
+FIELD_OF_CODE = {"oversize": "item", "malformed_json": "item"}  # faults of a whole item
 
 
 def checked_items(items: Sequence[Any], spec: FieldSpec, max_items: int = 0) -> tuple[list[str], list[bytes]]:
@@ -71,7 +69,7 @@ def checked_items(items: Sequence[Any], spec: FieldSpec, max_items: int = 0) -> 
                 raise RowError("oversize", f"the item is over stream.max_record_bytes ({spec.max_record_bytes})")
             parse_record("", line, JSONL, spec)
         except RowError as error:
-            raise FeedbackError(index, FIELD_OF_CODE.get(error.code, error.code), str(error)) from None
+            raise FeedbackError(index, error.field or FIELD_OF_CODE.get(error.code, "item"), str(error)) from None
         lines.append(line)
     return ids, lines
 

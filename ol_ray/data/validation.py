@@ -51,11 +51,12 @@ class FieldSpec:
 
 
 class RowError(ValueError):
-    """A row that cannot be used: `code` groups it (bad_label, empty_text, ...), the message is the reason."""
+    """A row that cannot be used: `code` groups it (bad_label, empty_text, ...), the message is the reason, and
+    `field` names the field at fault where one is ("" for the row as a whole)."""
 
-    def __init__(self, code: str, reason: str):
+    def __init__(self, code: str, reason: str, field: str = ""):
         super().__init__(reason)
-        self.code = code
+        self.code, self.field = code, field
 
 
 @dataclass(frozen=True)
@@ -103,7 +104,7 @@ def decode_fields(raw: bytes, record_format: RecordFormat) -> dict[str, Any]:
 
 def _label(value: Any, spec: FieldSpec) -> int:
     if isinstance(value, bool) or value is None:
-        raise RowError("bad_label", f"label {value!r} is not a class")
+        raise RowError("bad_label", f"label {value!r} is not a class", spec.label_field)
     if isinstance(value, str):
         text = value.strip()
         if text in spec.label_names:
@@ -112,15 +113,16 @@ def _label(value: Any, spec: FieldSpec) -> int:
             value = int(text)
         except ValueError:
             names = f" or one of {', '.join(spec.label_names)}" if spec.label_names else ""
-            raise RowError("bad_label", f"label {text!r} is not an integer{names}") from None
+            raise RowError("bad_label", f"label {text!r} is not an integer{names}", spec.label_field) from None
     if isinstance(value, float):
         if not math.isfinite(value) or not value.is_integer():
-            raise RowError("bad_label", f"label {value!r} is not an integer")
+            raise RowError("bad_label", f"label {value!r} is not an integer", spec.label_field)
         value = int(value)
     if not isinstance(value, int):
-        raise RowError("bad_label", f"label {value!r} has type {type(value).__name__}, not an integer")
+        raise RowError("bad_label", f"label {value!r} has type {type(value).__name__}, not an integer",
+                       spec.label_field)
     if not 0 <= value < spec.num_labels:
-        raise RowError("label_out_of_range", f"label {value} out of range [0, {spec.num_labels})")
+        raise RowError("label_out_of_range", f"label {value} out of range [0, {spec.num_labels})", spec.label_field)
     return value
 
 
@@ -128,14 +130,14 @@ def _text(fields: dict[str, Any], name: str, allow_empty: bool = False) -> str:
     """The string in field `name`; RowError when it is absent, not a string, or (unless allowed) blank. Where
     blank is allowed, null is too (many data sets write "input": null)."""
     if name not in fields:
-        raise RowError("missing_text", f"missing text field {name!r}")
+        raise RowError("missing_text", f"missing text field {name!r}", name)
     text = fields[name]
     if text is None and allow_empty:
         return ""
     if not isinstance(text, str):
-        raise RowError("bad_text", f"text field {name!r} is a {type(text).__name__}, not a string")
+        raise RowError("bad_text", f"text field {name!r} is a {type(text).__name__}, not a string", name)
     if not allow_empty and not text.strip():
-        raise RowError("empty_text", f"empty text in field {name!r}")
+        raise RowError("empty_text", f"empty text in field {name!r}", name)
     return text
 
 
@@ -146,17 +148,19 @@ def _messages(value: Any, name: str, max_chars: int) -> tuple[str, bool]:
         try:
             value = json.loads(value)
         except json.JSONDecodeError:
-            raise RowError("bad_messages", f"field {name!r} is not a JSON list of messages") from None
+            raise RowError("bad_messages", f"field {name!r} is not a JSON list of messages", name) from None
     if not isinstance(value, list) or not value:
-        raise RowError("bad_messages", f"field {name!r} must be a non-empty list of {{role, content}} messages")
+        raise RowError("bad_messages", f"field {name!r} must be a non-empty list of {{role, content}} messages",
+                       name)
     turns = []
     for position, message in enumerate(value):
         if not (isinstance(message, dict) and isinstance(message.get("role"), str)
                 and isinstance(message.get("content"), str)):
-            raise RowError("bad_messages", f"message {position} of {name!r} is not a {{role, content}} of strings")
+            raise RowError("bad_messages", f"message {position} of {name!r} is not a {{role, content}} of strings",
+                           name)
         turns.append({"role": message["role"], "content": message["content"][:max_chars]})
     if not any(turn["role"] == "assistant" and turn["content"].strip() for turn in turns):
-        raise RowError("bad_messages", f"field {name!r} has no assistant message to learn from")
+        raise RowError("bad_messages", f"field {name!r} has no assistant message to learn from", name)
     cut = any(len(message["content"]) > max_chars for message in value)
     return json.dumps(turns, ensure_ascii=False), cut
 
@@ -177,7 +181,7 @@ def _rating(fields: dict[str, Any], spec: FieldSpec) -> float:
         return float(value)
     if not isinstance(value, (int, float)) or not math.isfinite(value) or not 0 <= value <= 1:
         raise RowError("bad_rating", f"rating {value!r} in field {spec.rating_field!r} is not a number from 0 to 1 "
-                                     f"(or true/false)")
+                                     f"(or true/false)", spec.rating_field)
     return float(value)
 
 
@@ -193,7 +197,8 @@ def parse_lm_fields(sample_id: str, fields: dict[str, Any], spec: FieldSpec) -> 
         response, cut = _clip(_text(fields, spec.response_field), spec.max_text_chars)
         parts = [_text(fields, name, allow_empty=True) for name in spec.prompt_fields if name in fields]
         if not any(part.strip() for part in parts):
-            raise RowError("missing_text", f"no prompt in {', '.join(spec.prompt_fields)} beside the response")
+            raise RowError("missing_text", f"no prompt in {', '.join(spec.prompt_fields)} beside the response",
+                           spec.prompt_fields[0])
         prompt, prompt_cut = _clip("\n\n".join(part for part in parts if part.strip()), spec.max_text_chars,
                                    keep_end=True)
         return ValidRow(sample_id, response, 0, cut or prompt_cut, prompt=prompt, rating=rating)
@@ -207,13 +212,13 @@ def parse_record(sample_id: str, raw: bytes, record_format: RecordFormat, spec: 
     if spec.id_field:
         value = fields.get(spec.id_field)
         if value is None or str(value).strip() == "":
-            raise RowError("missing_id", f"missing id field {spec.id_field!r}")
+            raise RowError("missing_id", f"missing id field {spec.id_field!r}", spec.id_field)
         sample_id = str(value).strip()
     if spec.causal_lm:
         return parse_lm_fields(sample_id, fields, spec)
     text = _text(fields, spec.text_field)
     if spec.label_field not in fields:
-        raise RowError("missing_label", f"missing label field {spec.label_field!r}")
+        raise RowError("missing_label", f"missing label field {spec.label_field!r}", spec.label_field)
     label = _label(fields[spec.label_field], spec)
     text, truncated = _clip(text, spec.max_text_chars)
     return ValidRow(sample_id, text, label, truncated)

@@ -27,8 +27,8 @@ def log_for(path, *overrides, max_items=8):
     ([], 0, "items"),
     ({"sentence": "a fine film"}, 0, "items"),  # one item is a list of one
     (["a fine film"], 0, "item"),
-    ([{"sentence": "good", "label": 1}, {"label": 1}], 1, "text"),
-    ([{"sentence": "   ", "label": 1}], 0, "text"),
+    ([{"sentence": "good", "label": 1}, {"label": 1}], 1, "sentence"),  # the stream's own field names
+    ([{"sentence": "   ", "label": 1}], 0, "sentence"),
     ([{"sentence": "good"}], 0, "label"),
     ([{"sentence": "good", "label": "yes"}], 0, "label"),
     ([{"sentence": "good", "label": 2}], 0, "label"),

@@ -139,7 +139,7 @@ def test_serve_follows_a_live_run_and_its_feedback_is_trained(serving_ray, tiny_
     status, reply = post(f"{base}/feedback", {"sentence": "one more , alone", "label": 1})
     acknowledged.extend(reply["ids"])
 
-    bad = [({"items": []}, "items"), ({"sentence": "no label"}, "label"), ({"label": 1}, "text"),
+    bad = [({"items": []}, "items"), ({"sentence": "no label"}, "label"), ({"label": 1}, "sentence"),
            ({"sentence": "x", "label": 7}, "label"), ({"sentence": "x", "label": "yes"}, "label"), ([1, 2], "item"),
            ({"items": [{"sentence": "x", "label": 1}] * 65}, "items")]
     for payload, field in bad:
@@ -184,3 +184,95 @@ def test_serve_follows_a_live_run_and_its_feedback_is_trained(serving_ray, tiny_
     assert accounted == set(logged)  # every acknowledged item trained or, read, not selected
     accuracy_after = accuracy(base, held_out)  # the run is over: it serves on, with what the feedback taught it
     assert accuracy_after >= accuracy_before + 0.15, (accuracy_before, accuracy_after, summary.updates, len(logged))
+
+
+def test_ol_ray_serve_serves_a_causal_lm_and_takes_its_rated_and_chat_feedback(serving_ray, tiny_gpt2_dir, tmp_path):
+    """`ol-ray serve` as a user runs it (its own process and local Ray, so it follows the run's checkpoints)."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    from ol_ray.config import to_dict
+
+    run_dir, port = tmp_path / "lm-run", free_port()
+    cfg = load_config(None, [
+        "stream.source=feedback", f"stream.path={run_dir / 'feedback.jsonl'}", "stream.text_field=text",
+        "stream.window_size=8", "stream.max_window_wait_s=0.3", "stream.poll_interval_s=0.1",
+        "stream.idle_timeout_s=1.5", f"model.name_or_path={tiny_gpt2_dir}", "model.kind=causal_lm",
+        "model.max_length=48", "selection.strategy=random", "selection.pool_size=8", "batching.batch_size=4",
+        "learner.torch_threads=1", "learner.num_cpus=0.5", f"output.run_dir={run_dir}", "output.progress=false",
+        "serve.num_cpus=0.5", "serve.max_new_tokens=8"])
+    os.makedirs(run_dir)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))  # as a run leaves it
+    env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
+    with open(tmp_path / "serve.log", "wb") as log:
+        server = subprocess.Popen([os.path.join(os.path.dirname(sys.executable), "ol-ray"), "serve", str(run_dir),
+                                   f"serve.port={port}", "ray.num_cpus=1", "ray.object_store_mb=100",
+                                   "ray.include_dashboard=false"], stdout=log, stderr=subprocess.STDOUT, env=env)
+    try:
+        served_by_the_cli(cfg, run_dir, port, server, tmp_path / "serve.log")
+    finally:
+        if server.poll() is None:
+            server.send_signal(signal.SIGINT)
+        assert server.wait(timeout=60) == 0  # Ctrl-C stops it cleanly
+
+
+def served_by_the_cli(cfg, run_dir, port, server, log):
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while post(f"{base}/generate", {"prompt": "hi"})[0] != 200:
+        assert server.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+        time.sleep(0.5)
+    status, reply = post(f"{base}/generate", {"prompt": "the cat sat on", "max_new_tokens": 4})
+    assert status == 200 and reply["tokens"] <= 4 and isinstance(reply["text"], str) and reply["weight_version"] == 0
+    status, reply = post(f"{base}/generate", {"messages": [{"role": "user", "content": "the dog ran"}]})
+    assert status == 200 and reply["tokens"] <= 8
+
+    items = [{"prompt": "the cat sat on", "response": "the mat .", "rating": 1.0},
+             {"prompt": "a dog ran", "response": "in the park .", "rating": 0},  # a thumbs down: kept, weighs 0
+             {"prompt": "birds sing in", "response": "the morning .", "rating": True},
+             {"messages": [{"role": "user", "content": "the dog ran"},
+                           {"role": "assistant", "content": "in the park ."}], "rating": 0.5},
+             {"text": "we read a good book ."}]
+    status, reply = post(f"{base}/feedback", {"items": items * 4})
+    assert status == 200 and len(reply["ids"]) == 20
+    ids = reply["ids"]
+    bad = [({"prompt": "x", "response": "y", "rating": 2}, "rating"),
+           ({"prompt": "x", "response": "y", "rating": "great"}, "rating"),
+           ({"messages": [{"role": "user", "content": "hi"}]}, "messages"),  # nothing of the assistant to learn
+           ({"response": "y"}, "prompt"), ({"text": ""}, "text"), ({"text": 5}, "text")]
+    for payload, field in bad:
+        status, reply = post(f"{base}/feedback", payload)
+        assert (status, reply.get("field")) == (400, field), (payload, reply)
+    assert post(f"{base}/generate", {"prompt": "x", "max_new_tokens": 9})[1].get("field") == "max_new_tokens"
+    assert post(f"{base}/generate", {"messages": "hi"})[1].get("field") == "messages"
+    assert post(f"{base}/predict", {"text": "a causal LM has no classes"})[0] == 400
+
+    summary = run_pipeline(cfg)  # follows the log until 1.5 s without a line
+    ledger = [json.loads(line) for line in open(run_dir / LEDGER_LOG, encoding="utf-8")]
+    assert {i for entry in ledger for i in entry.get("trained", []) + entry.get("not_selected", [])} == set(ids)
+    assert summary.accounting_ok and summary.updates >= 3  # pools of 8, 4 of each trained
+    deadline = time.monotonic() + 15  # the server takes the run's last checkpoint on its next look
+    while json.loads(urllib.request.urlopen(f"{base}/healthz").read())["weight_version"] != summary.updates:
+        assert time.monotonic() < deadline, "the server did not take the run's last checkpoint"
+        time.sleep(0.5)
+    assert post(f"{base}/generate", {"prompt": "the cat sat on"})[1]["weight_version"] == summary.updates
+
+
+def test_build_makes_the_application_serve_run_deploys_from_the_run_directory_and_overrides(tiny_model_dir, tmp_path):
+    import yaml
+
+    from ol_ray.config import ConfigError, to_dict
+    from ol_ray.serve.app import build
+
+    cfg = load_config(None, ["stream.path=x", f"model.name_or_path={tiny_model_dir}", "serve.max_batch_size=8"])
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    app = build({"run_dir": str(tmp_path), "overrides": "serve.replicas=3,serve.num_cpus=0.25"})
+    deployment = app._bound_deployment  # Serve keeps the bound deployment here; what `serve run` deploys
+    assert (deployment.num_replicas, deployment.ray_actor_options["num_cpus"]) == (3, 0.25)
+    assert deployment.max_ongoing_requests == 32
+    served_cfg, served_dir = deployment.init_args
+    assert served_cfg.serve.max_batch_size == 8 and served_dir == str(tmp_path)
+    with pytest.raises(ConfigError, match="not an ol_ray run directory"):
+        build({"run_dir": str(tmp_path / "nowhere")})
