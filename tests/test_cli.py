@@ -33,20 +33,6 @@ def test_bad_config_fails_before_ray_starts(capsys, tmp_path):
     assert not ray.is_initialized()
 
 
-def test_job_entry_point_runs_a_tiny_pipeline(tiny_model_dir, sst2_rows, tmp_path):
-    data = tmp_path / "train.tsv"
-    write_sst2_tsv(data, sst2_rows[:96])
-    result = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "jobs", "online_finetune.py"), os.path.join(ROOT, "configs", "sst2.yaml"),
-         f"stream.path={data}", f"model.name_or_path={tiny_model_dir}", "eval.path=", "stream.window_size=96",
-         "stream.max_samples=0", "learner.torch_threads=1", f"output.run_dir={tmp_path / 'run'}",
-         "output.progress=false", "ray.include_dashboard=false", "ray.object_store_mb=200"],
-        capture_output=True, text=True, timeout=300, cwd=ROOT)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "samples read 96: trained 32" in result.stdout  # 16 of the first pool of 64, 16 of the 32 left
-    assert os.path.isfile(tmp_path / "run" / "summary.json")
-
-
 def test_job_entry_point_reports_failure_in_one_line(tmp_path):
     result = subprocess.run([sys.executable, os.path.join(ROOT, "jobs", "online_finetune.py"),
                              os.path.join(ROOT, "configs", "sst2.yaml"), "stream.path=no/such/train.tsv"],

@@ -49,12 +49,11 @@ def test_bench_serve_runs_a_tiny_model_against_the_bare_deployment(tiny_model_di
                  "learner.precision=fp32", "scoring.precision=fp32", "stream.max_window_wait_s=0.5",
                  "selection.pool_size=16", "batching.batch_size=8", "ray.include_dashboard=false",
                  "ray.object_store_mb=300", f"serve.port={free_port()}", "serve.refresh_every_s=0.2",
-                 "--clients", "1", "4", "--seconds", "1", "--rounds", "2", "--feed-rate", "40", "--samples", "300",
+                 "--clients", "2", "--seconds", "1", "--rounds", "2", "--feed-rate", "40", "--samples", "300",
                  "--out", str(out)])
     assert code == 0
     rows = read_csv(str(out / "serve.csv"))
-    assert [(row["clients"], row["server"]) for row in rows] == [(1, "ol_ray"), (1, "bare"), (4, "ol_ray"),
-                                                                 (4, "bare")]
+    assert [(row["clients"], row["server"]) for row in rows] == [(2, "ol_ray"), (2, "bare")]
     for row in rows:
         assert row["failed"] == 0 and row["requests"] > 0 and row["p99_ms"] >= row["p50_ms"] > 0
     assert all(row["throughput_ratio"] > 0 for row in rows if row["server"] == "ol_ray")

@@ -139,8 +139,8 @@ def state_list(kind: str, address: str, env: dict[str, str]) -> list[dict]:
     return json.loads(result.stdout)
 
 
-def submit_and_wait(address: str, env: dict[str, str], job_id: str, arguments: list[str]) -> None:
-    """`ray job submit` a job and wait for it to succeed (else fail the test with the end of its logs)."""
+def submit_and_wait(address: str, env: dict[str, str], job_id: str, arguments: list[str]) -> str:
+    """`ray job submit` a job and wait for it to succeed (else fail the test with the end of its logs); its logs."""
     submit = [RAY, "job", "submit", "--address", address, "--working-dir", ROOT, "--submission-id", job_id,
               "--no-wait", *arguments]
     subprocess.run(submit, check=True, env=env, capture_output=True, timeout=300)
@@ -153,10 +153,11 @@ def submit_and_wait(address: str, env: dict[str, str], job_id: str, arguments: l
         said = (result.stdout + result.stderr).lower()
         status = next((word for word in ("succeeded", "failed", "stopped") if f"{job_id}' " in said and word in said),
                       "")
+    logs = subprocess.run([RAY, "job", "logs", "--address", address, job_id], env=env, capture_output=True,
+                          text=True, timeout=60).stdout
     if status != "succeeded":
-        logs = subprocess.run([RAY, "job", "logs", "--address", address, job_id], env=env, capture_output=True,
-                              text=True, timeout=60).stdout
         pytest.fail(f"job ended {status or 'never'}:\n{logs[-4000:]}")
+    return logs
 
 
 def test_job_submitted_with_ray_job_submit_scores_on_the_scorer_node(real_cluster, tiny_model_dir, sst2_rows,
@@ -171,9 +172,10 @@ def test_job_submitted_with_ray_job_submit_scores_on_the_scorer_node(real_cluste
                  "scoring.resources={scorer: 1}", "scoring.num_cpus=0.5", "learner.num_cpus=0.5",
                  "learner.resources={learner: 1}",
                  "learner.torch_threads=1", f"output.run_dir={run_dir}", "output.progress=false"]
-    submit_and_wait(address, env, f"ol-ray-test-{int(time.time())}", arguments)
+    logs = submit_and_wait(address, env, f"ol-ray-test-{int(time.time())}", arguments)
     with open(run_dir / "summary.json", encoding="utf-8") as handle:
         summary = json.load(handle)
+    assert f"samples read 240: trained {summary['samples_trained']}," in logs  # the entry point's one-line summary
     assert summary["accounting_ok"] and summary["samples_read"] == 240
     nodes, actors = (state_list(kind, address, env) for kind in ("nodes", "actors"))
     scorer_node = next(n["node_id"] for n in nodes if n["resources_total"].get("scorer"))

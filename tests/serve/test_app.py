@@ -82,7 +82,7 @@ def test_serve_follows_a_live_run_and_its_feedback_is_trained(serving_ray, tiny_
     overrides = [
         "stream.source=feedback", f"stream.path={run_dir / 'feedback.jsonl'}", "stream.text_field=sentence",
         "stream.window_size=16", "stream.max_window_wait_s=0.5", "stream.poll_interval_s=0.2",
-        "stream.idle_timeout_s=3", f"model.name_or_path={tiny_model_dir}", "model.max_length=32",
+        "stream.idle_timeout_s=2", f"model.name_or_path={tiny_model_dir}", "model.max_length=32",
         "selection.strategy=random", "learner.publish_for_serving=true", "selection.pool_size=16",
         "batching.batch_size=8", "learner.lr=3e-3", "checkpoint.every_updates=8",
         "learner.torch_threads=1", "learner.num_cpus=0.5", "scoring.num_cpus=0.5", f"output.run_dir={run_dir}",
@@ -187,13 +187,16 @@ def test_serve_follows_a_live_run_and_its_feedback_is_trained(serving_ray, tiny_
 
 
 def test_ol_ray_serve_serves_a_causal_lm_and_takes_its_rated_and_chat_feedback(serving_ray, tiny_gpt2_dir, tmp_path):
-    """`ol-ray serve` as a user runs it (its own process and local Ray, so it follows the run's checkpoints)."""
+    """`ol-ray serve` as a user runs it: its own process, joining the run's Ray by address (`ray.address`)."""
     import subprocess
     import sys
 
     import yaml
+    from ray import serve
 
     from ol_ray.config import to_dict
+
+    serve.shutdown()  # the classifier's application: the command starts Serve on its own port
 
     run_dir, port = tmp_path / "lm-run", free_port()
     cfg = load_config(None, [
@@ -208,8 +211,8 @@ def test_ol_ray_serve_serves_a_causal_lm_and_takes_its_rated_and_chat_feedback(s
     env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
     with open(tmp_path / "serve.log", "wb") as log:
         server = subprocess.Popen([os.path.join(os.path.dirname(sys.executable), "ol-ray"), "serve", str(run_dir),
-                                   f"serve.port={port}", "ray.num_cpus=1", "ray.object_store_mb=100",
-                                   "ray.include_dashboard=false"], stdout=log, stderr=subprocess.STDOUT, env=env)
+                                   f"serve.port={port}", f"ray.address={serving_ray.get_runtime_context().gcs_address}"],
+                                  stdout=log, stderr=subprocess.STDOUT, env=env)
     try:
         served_by_the_cli(cfg, run_dir, port, server, tmp_path / "serve.log")
     finally:

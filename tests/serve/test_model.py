@@ -4,6 +4,7 @@ with the version that produced each answer, and generates with a causal LM."""
 import os
 
 import numpy as np
+import pytest
 import torch
 
 from ol_ray.config import load_config
@@ -77,3 +78,26 @@ def test_a_server_no_longer_following_a_run_takes_its_newer_checkpoints(tiny_mod
     assert served.take_newer_checkpoint() and served.weight_version == 6 and served.source.endswith("step-00000006")
     assert torch.equal(next(served.model.parameters()), next(model.parameters()))
     assert served.predict(["a fine film"])[0]["weight_version"] == 6
+
+
+def test_a_lora_server_answers_as_the_learner_from_the_adapters_and_head_alone(tiny_model_dir, tmp_path):
+    pytest.importorskip("peft")
+    from ol_ray.data.tokenization import pad_batch, tokenize_texts
+    from ol_ray.models.loading import load_model, load_numpy_state, state_to_numpy
+
+    cfg = load_config(None, ["stream.path=x", f"model.name_or_path={tiny_model_dir}", "model.lora_r=4",
+                             "model.lora_targets=[query]"])
+    served = ServedModel(cfg, str(tmp_path))
+    learner = load_model(cfg.model)
+    with torch.no_grad():  # what training did to the adapters and the head
+        for parameter in learner.parameters():
+            if parameter.requires_grad:
+                parameter.add_(0.2 * torch.randn_like(parameter))
+    published = state_to_numpy(learner, trainable_only=True)  # what a LoRA run publishes
+    assert published and all("lora_" in name or "modules_to_save" in name for name in published)
+    load_numpy_state(served.model, published)  # what a replica's refresh does with it
+    ids, _ = tokenize_texts(["a fine film"], tiny_model_dir, cfg.model.max_length)
+    learner.eval()
+    with torch.no_grad():
+        expected = torch.softmax(learner(**pad_batch(ids, served.pad_id, torch.device("cpu"))).logits, -1)[0]
+    assert np.allclose(served.predict(["a fine film"])[0]["probabilities"], expected.numpy(), atol=1e-5)
