@@ -1,20 +1,15 @@
-"""Feedback: items checked with the stream's validation, acknowledged only once durable, and a pipeline following
-the log trains every acknowledged item or accounts for it."""
+"""Feedback: items checked with the stream's validation, acknowledged only once durable, and the source that follows
+the log (a pipeline following it over HTTP, every acknowledged item trained or accounted for: tests/serve/)."""
 
 import json
 import os
 import threading
-import time
 
 import pytest
 
 from ol_ray.config import load_config
 from ol_ray.data.feedback import FeedbackError, FeedbackLog, FeedbackSource
 from ol_ray.data.validation import FieldSpec
-from ol_ray.driver.pipeline import run_pipeline
-from ol_ray.state.ledger import LEDGER_LOG
-
-from conftest import no_actors_left
 
 
 def log_for(path, *overrides, max_items=8):
@@ -78,33 +73,3 @@ def test_the_source_follows_the_log_waits_for_a_whole_line_resumes_and_stops_whe
     log.append([{"sentence": "four", "label": 0}])
     assert next(resumed.records()).raw.startswith(b'{"id": "feedback:')
     assert list(records)[-1] is None  # idle for idle_timeout_s: the stream ends
-
-
-def test_a_pipeline_following_the_log_trains_or_accounts_for_every_acknowledged_item(ray_local, tiny_model_dir,
-                                                                                     sst2_rows, tmp_path):
-    path, run_dir = tmp_path / "feedback.jsonl", tmp_path / "run"
-    log, _ = log_for(path, max_items=0)
-    acknowledged = log.append([{"sentence": text, "label": label} for text, label in sst2_rows[:40]])
-
-    def send_more():  # while the pipeline runs, as a server would
-        for start in (40, 80):
-            time.sleep(1.5)
-            acknowledged.extend(log.append([{"sentence": text, "label": label}
-                                            for text, label in sst2_rows[start:start + 40]]))
-
-    sender = threading.Thread(target=send_more)
-    cfg = load_config(None, [
-        "stream.source=feedback", f"stream.path={path}", "stream.text_field=sentence", "stream.window_size=16",
-        "stream.max_window_wait_s=0.5", "stream.poll_interval_s=0.2", "stream.idle_timeout_s=2.5",
-        f"model.name_or_path={tiny_model_dir}", "model.max_length=32", "selection.strategy=entropy",
-        "selection.pool_size=16", "batching.batch_size=8", "learner.torch_threads=1", "learner.num_cpus=0.5",
-        "scoring.num_cpus=0.5", f"output.run_dir={run_dir}", "output.progress=false"])
-    sender.start()
-    summary = run_pipeline(cfg)
-    sender.join()
-    assert summary.accounting_ok and summary.samples_read == len(acknowledged) == 120
-    ledger = [json.loads(line) for line in open(run_dir / LEDGER_LOG, encoding="utf-8")]
-    accounted = {i for entry in ledger for key in ("trained", "not_selected") for i in entry.get(key, [])}
-    buffered = summary.ledger["read"] - summary.samples_trained - summary.samples_not_selected
-    assert buffered == 0 and accounted == set(acknowledged)
-    assert no_actors_left() == []
