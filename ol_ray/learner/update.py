@@ -69,15 +69,12 @@ class ActivationMeter:
         return torch.autograd.graph.saved_tensors_hooks(self.pack, lambda tensor: tensor)
 
 
-
-
-
-
 def weighted_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: TrainBatch, pad_id: int,
                   device: torch.device, grad_clip: float = 0.0, precision: str = "fp32",
                   micro_batch_tokens: int = 0, micro_batch_size: int = 0, noise_probe: bool = False,
                   measure_memory: bool = False,
-                  penalty: Optional[Callable[[nn.Module], Optional[torch.Tensor]]] = None) -> dict[str, Any]:
+                  penalty: Optional[Callable[[nn.Module], Optional[torch.Tensor]]] = None,
+                  normaliser: int = 0, data_parallel: Optional[Any] = None) -> dict[str, Any]:
     """One weighted update: loss = sum_i w_i CE_i / B, B the batch size (not the sum of weights, which would bias
     the estimate and drift the effective learning rate). The gradient is accumulated over length-sorted
     micro-batches of at most `micro_batch_tokens` padded tokens and `micro_batch_size` samples: the same gradient
@@ -91,12 +88,19 @@ def weighted_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: Tra
     (the weighted data loss). `sample_losses` and `sample_correct` (numpy, batch order) are each sample's loss and
     prediction before the step: test-then-train figures at no extra cost.
 
+    Data parallel (`ol_ray.learner.distributed`): `batch` is this rank's share of an update of `normaliser`
+    samples, `data_parallel` sums the gradients over the ranks between backward and clipping (the regulariser is
+    added on rank 0 only), and `loss`, `sample_loss_mean`, `grad_norm` and `skipped` are the whole update's, the
+    same on every rank; the per-sample figures are the share's.
+
     Long because it is one fixed sequence (forward and backward per micro-batch, the noise probe between
     them, clip, step) whose steps share the accumulated gradient and loss; split, it would pass them around.
     """
+    if data_parallel is not None and noise_probe:
+        raise ValueError("the gradient noise probe measures one learner's batch; it is not taken data parallel")
     model.train()
     optimizer.zero_grad(set_to_none=True)
-    size = len(batch.labels)
+    size = normaliser or len(batch.labels)
     lengths = [len(ids) for ids in batch.input_ids]
     plan, first_half = micro_batch_plan(lengths, micro_batch_tokens, micro_batch_size, noise_probe)
     params = [p for group in optimizer.param_groups for p in group["params"]]
@@ -108,7 +112,8 @@ def weighted_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: Tra
     stats: dict[str, Any] = {"micro_batches": len(plan)}
     loss_sum = torch.zeros((), device=device)
     sample_loss_sum = torch.zeros((), device=device)
-    losses_before, correct_before = np.zeros(size, dtype=np.float64), np.zeros(size, dtype=np.float64)
+    losses_before = np.zeros(len(batch.labels), dtype=np.float64)
+    correct_before = np.zeros(len(batch.labels), dtype=np.float64)
     for index, group in enumerate(plan):
         inputs = pad_batch([batch.input_ids[i] for i in group], pad_id, device)
         weights = torch.as_tensor(batch.weights[group], dtype=torch.float32, device=device)
@@ -126,18 +131,22 @@ def weighted_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: Tra
         if noise_probe and index == first_half - 1 and first_half < len(plan):
             half_size = sum(len(g) for g in plan[:first_half])
             stats.update(noise_small_sq=_grad_sq(params) * (size / half_size) ** 2, noise_small_size=half_size)
-    regulariser = penalty(model) if penalty is not None else None
+    regulariser = penalty(model) if penalty is not None and getattr(data_parallel, "rank", 0) == 0 else None
     if regulariser is not None:  # the data gradient's noise measure and loss leave the penalty out
         if "noise_small_sq" in stats:
             stats["noise_big_sq"] = _grad_sq(params)
         regulariser.backward()
         stats["penalty"] = float(regulariser.detach())
-    if measure_memory and device.type == "cuda":
+    if measure_memory and device.type == "cuda" and plan:
         largest = max(len(group) for group in plan)
         per_sample_mb = (torch.cuda.max_memory_allocated(device) - allocated_before) / 2**20 / largest
+    loss_total, sample_loss_total = float(loss_sum), float(sample_loss_sum)
+    if data_parallel is not None:  # the whole update's gradient and loss, on every rank
+        data_parallel.sum_gradients([p for p in params if p.requires_grad])
+        loss_total, sample_loss_total = data_parallel.sum_values([loss_total, sample_loss_total], device)
     grads = [p for p in params if p.grad is not None]
     grad_norm = torch.nn.utils.clip_grad_norm_(grads, grad_clip if grad_clip > 0 else math.inf)
-    stats.update(loss=float(loss_sum), sample_loss_mean=float(sample_loss_sum) / size, grad_norm=float(grad_norm),
+    stats.update(loss=loss_total, sample_loss_mean=sample_loss_total / size, grad_norm=float(grad_norm),
                  sample_losses=losses_before, sample_correct=correct_before)
     if "noise_small_sq" in stats:
         stats.setdefault("noise_big_sq", stats["grad_norm"] ** 2)  # the norm before clipping

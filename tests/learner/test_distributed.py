@@ -1,0 +1,113 @@
+"""Data-parallel updates on CPU with gloo: 2 ranks in 2 processes give the single learner's update, to float
+tolerance, over 20 weighted updates with non-uniform weights, batches that do not divide by 2, micro-batching, a
+regulariser added once, and a non-finite update that every rank skips together."""
+
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from ol_ray.config import ModelConfig
+from ol_ray.learner.distributed import shares
+from ol_ray.learner.update import make_optimizer, weighted_step
+from ol_ray.models.loading import load_model
+from ol_ray.tasks.losses import TrainBatch
+
+from conftest import free_port
+
+UPDATES = 20
+SKIPPED_AT = 11  # this update has an infinite weight on a sample of rank 1's share
+CPU = torch.device("cpu")
+
+
+def batches(seed=0):
+    """20 batches of 5 to 9 samples of token ids, with weights from 0.2 to 3 (and one infinite)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for update in range(UPDATES):
+        size = int(rng.integers(5, 10))
+        ids = [np.concatenate([[2], rng.integers(5, 60, size=int(rng.integers(3, 12))), [3]]) for _ in range(size)]
+        weights = rng.uniform(0.2, 3.0, size=size).astype(np.float32)
+        if update == SKIPPED_AT:
+            weights[-1] = np.inf
+        out.append(TrainBatch(ids, rng.integers(0, 2, size=size), weights, None))
+    return out
+
+
+def penalty(model):
+    """A regulariser of the kind EWC adds once per update."""
+    return 0.01 * sum((p.float() ** 2).sum() for name, p in model.named_parameters() if "classifier" in name)
+
+
+def train(model_dir, rank=0, world=1, data_parallel=None):
+    torch.manual_seed(0)
+    model = load_model(ModelConfig(name_or_path=model_dir, num_labels=2))
+    optimizer = make_optimizer(model, 3e-3, 0.01, CPU)
+    records = []
+    for batch in batches():
+        share = batch if data_parallel is None else batch_share(batch, rank, world)
+        stats = weighted_step(model, optimizer, share, 0, CPU, grad_clip=1.0, micro_batch_tokens=24, penalty=penalty,
+                              normaliser=len(batch.labels), data_parallel=data_parallel)
+        records.append((stats["loss"], stats["grad_norm"], stats["skipped"], stats["sample_losses"]))
+    return model, records
+
+
+def batch_share(batch, rank, world):
+    from ol_ray.learner.distributed import share_of
+
+    return share_of(batch, shares(len(batch.labels), world)[rank])
+
+
+def rank_main(rank, world, port, model_dir, out_dir):
+    import torch.distributed as dist
+
+    from ol_ray.learner.distributed import DataParallel
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        model, records = train(model_dir, rank, world, DataParallel())
+        torch.save({"state": model.state_dict(), "records": records}, os.path.join(out_dir, f"rank{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_shares_are_contiguous_and_differ_by_at_most_one():
+    assert [s.tolist() for s in shares(7, 2)] == [[0, 1, 2, 3], [4, 5, 6]]
+    assert [len(s) for s in shares(2, 4)] == [1, 1, 0, 0]  # a rank may get none
+    assert np.concatenate(shares(9, 4)).tolist() == list(range(9))
+
+
+@pytest.fixture
+def without_dropout(tiny_model_dir, tmp_path):
+    """The tiny model with dropout off: ranks draw other dropout masks than one learner, which is not the point."""
+    import json
+    import shutil
+
+    folder = tmp_path / "no-dropout"
+    shutil.copytree(tiny_model_dir, folder)
+    config = json.loads((folder / "config.json").read_text())
+    config.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, classifier_dropout=0.0)
+    (folder / "config.json").write_text(json.dumps(config))
+    return str(folder)
+
+
+def test_two_gloo_ranks_take_the_single_learners_updates(without_dropout, tmp_path):
+    import torch.multiprocessing as mp
+
+    mp.start_processes(rank_main, args=(2, free_port(), without_dropout, str(tmp_path)), nprocs=2, join=True,
+                       start_method="spawn")
+    single, expected = train(without_dropout)
+    ranks = [torch.load(tmp_path / f"rank{rank}.pt", weights_only=False) for rank in (0, 1)]
+    for got in ranks:  # every rank: the whole update's loss, norm and skip decision, and the same weights
+        for update, ((loss, norm, skipped, _), (want_loss, want_norm, want_skip, _)) in enumerate(
+                zip(got["records"], expected)):
+            assert skipped == want_skip == (update == SKIPPED_AT), update
+            if not skipped:
+                assert loss == pytest.approx(want_loss, rel=1e-5) and norm == pytest.approx(want_norm, rel=1e-4)
+        for name, value in single.state_dict().items():
+            assert torch.allclose(got["state"][name], value, atol=1e-5), name
+    for update, (_, _, _, want) in enumerate(expected):  # the shares' per-sample losses, in rank order
+        got = np.concatenate([ranks[0]["records"][update][3], ranks[1]["records"][update][3]])
+        assert np.allclose(got, want, atol=1e-5), update
