@@ -1,20 +1,23 @@
-"""Data-parallel weighted updates over a torch.distributed process group: N ranks, the single learner's update.
+"""Data-parallel weighted updates with torch DDP: N ranks of a torch.distributed process group take the single
+learner's update.
 
 One decision per update (which samples, with which weights, and the batch size B) is made once and shared; each
-rank computes the weighted loss of its share of the batch over the same normaliser B, and the ranks' gradients are
-summed, so that
+rank computes the weighted loss of its share of the batch over the same normaliser B, and DDP reduces the gradients
+(overlapping the all-reduce with backward, in buckets), so that
 
     sum_r grad( sum_{i in share_r} w_i L_i / B )  =  grad( sum_i w_i L_i / B )
 
 is exactly the gradient one learner takes on the whole batch: not an average of per-rank means, which would weight
-a sample of a small share more than one of a large share when B does not divide by N. Every rank then clips the
-same summed gradient and steps the same optimizer state, so the weights stay equal without being sent. A regulariser
-(EWC) is added once, on rank 0 (the parameters, and so its gradient, are the same on every rank); a non-finite loss
-or gradient on any rank reaches every rank through the sum, and all skip the step together.
+a sample of a small share more than one of a large share when B does not divide by N. DDP averages over the N
+ranks, so each rank's loss is scaled by N. Micro-batches accumulate locally (`no_sync`) and only the last one of an
+update synchronises, so ranks whose shares split into different numbers of micro-batches still reduce once each. A
+rank without a sample (B < N) trains on one sample with weight 0, so that it takes part in the reduction. Every rank
+then adds the same regulariser (EWC) to the same reduced gradient, clips it and steps the same optimizer state: the
+weights stay equal without being sent. A non-finite loss or gradient on any rank reaches every rank through the
+reduction, and all skip the step together.
 
-Plain torch.distributed (gloo on CPU, NCCL on GPUs), callable without Ray: `DataParallel(group).step(...)` is
-`ol_ray.learner.update.weighted_step` with the share's loss over the whole batch's normaliser and the gradient sum
-between backward and clipping.
+Plain torch.distributed (gloo on CPU, NCCL on GPUs), callable without Ray: `DataParallel(group)` wraps the model
+(`wrap`) and is passed to `ol_ray.learner.update.weighted_step` with the share and the whole batch's normaliser.
 """
 
 from __future__ import annotations
@@ -24,10 +27,10 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import torch
 import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from ol_ray.tasks.losses import TrainBatch
-
-BUCKET_BYTES = 25 * 2**20  # gradients are summed in flat buckets of about this size (as DDP's default)
 
 
 def shares(size: int, world: int) -> list[np.ndarray]:
@@ -37,48 +40,27 @@ def shares(size: int, world: int) -> list[np.ndarray]:
 
 
 def share_of(batch: TrainBatch, positions: np.ndarray) -> TrainBatch:
-    """The samples of `batch` at `positions`."""
-    return TrainBatch([batch.input_ids[i] for i in positions], batch.labels[positions], batch.weights[positions],
-                      None if batch.target_masks is None else [batch.target_masks[i] for i in positions])
+    """The samples of `batch` at `positions`; with none, the first sample with weight 0 (a rank must reduce)."""
+    weights, stand_in = batch.weights[positions], not len(positions)
+    if stand_in:
+        positions, weights = np.zeros(1, dtype=np.int64), np.zeros(1, dtype=np.float32)
+    return TrainBatch([batch.input_ids[i] for i in positions], batch.labels[positions], weights,
+                      None if batch.target_masks is None else [batch.target_masks[i] for i in positions], stand_in)
 
 
 class DataParallel:
-    """Sums gradients and figures over a process group (the default group when `group` is None)."""
+    """A rank of the process group (the default group when `group` is None): wraps its model in DDP and sums the
+    update's figures over the ranks."""
 
     def __init__(self, group: Optional[Any] = None):
         self.group = group
         self.rank = dist.get_rank(group)
         self.world = dist.get_world_size(group)
 
-    def sum_gradients(self, params: Sequence[torch.Tensor]) -> None:
-        """Replace each parameter's gradient by its sum over the ranks (a rank with no share contributes zeros)."""
-        grads = []
-        for param in params:
-            if param.grad is None:
-                param.grad = torch.zeros_like(param)
-            grads.append(param.grad)
-        bucket: list[torch.Tensor] = []
-        filled = 0
-        for grad in grads:
-            bucket.append(grad)
-            filled += grad.numel() * grad.element_size()
-            if filled >= BUCKET_BYTES:
-                self._sum_bucket(bucket)
-                bucket, filled = [], 0
-        if bucket:
-            self._sum_bucket(bucket)
-
-    def _sum_bucket(self, bucket: list[torch.Tensor]) -> None:
-        by_dtype: dict[torch.dtype, list[torch.Tensor]] = {}
-        for grad in bucket:
-            by_dtype.setdefault(grad.dtype, []).append(grad)
-        for tensors in by_dtype.values():
-            flat = torch.cat([t.reshape(-1) for t in tensors])
-            dist.all_reduce(flat, op=dist.ReduceOp.SUM, group=self.group)
-            offset = 0
-            for tensor in tensors:
-                tensor.copy_(flat[offset:offset + tensor.numel()].view_as(tensor))
-                offset += tensor.numel()
+    def wrap(self, model: nn.Module, device: torch.device) -> DistributedDataParallel:
+        """The model under DDP (its parameters broadcast from rank 0, so every rank starts from the same weights)."""
+        return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                       process_group=self.group, broadcast_buffers=False)
 
     def sum_values(self, values: Sequence[float], device: torch.device) -> list[float]:
         """Each value summed over the ranks."""

@@ -88,10 +88,10 @@ def weighted_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: Tra
     (the weighted data loss). `sample_losses` and `sample_correct` (numpy, batch order) are each sample's loss and
     prediction before the step: test-then-train figures at no extra cost.
 
-    Data parallel (`ol_ray.learner.distributed`): `batch` is this rank's share of an update of `normaliser`
-    samples, `data_parallel` sums the gradients over the ranks between backward and clipping (the regulariser is
-    added on rank 0 only), and `loss`, `sample_loss_mean`, `grad_norm` and `skipped` are the whole update's, the
-    same on every rank; the per-sample figures are the share's.
+    Data parallel (`ol_ray.learner.distributed`): `model` is under DDP, `batch` is this rank's share of an update
+    of `normaliser` samples and `data_parallel` its rank; the gradient DDP reduces on the last micro-batch is the
+    whole update's, and `loss`, `sample_loss_mean`, `grad_norm` and `skipped` are the whole update's, the same on
+    every rank; the per-sample figures are the share's.
 
     Long because it is one fixed sequence (forward and backward per micro-batch, the noise probe between
     them, clip, step) whose steps share the accumulated gradient and loss; split, it would pass them around.
@@ -114,16 +114,19 @@ def weighted_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: Tra
     sample_loss_sum = torch.zeros((), device=device)
     losses_before = np.zeros(len(batch.labels), dtype=np.float64)
     correct_before = np.zeros(len(batch.labels), dtype=np.float64)
+    scale = data_parallel.world if data_parallel is not None else 1  # DDP averages over the ranks
     for index, group in enumerate(plan):
         inputs = pad_batch([batch.input_ids[i] for i in group], pad_id, device)
         weights = torch.as_tensor(batch.weights[group], dtype=torch.float32, device=device)
-        with autocast(device, precision), (meter.hooks() if meter else contextlib.nullcontext()):
-            logits = model(**inputs).logits
-            per_sample = sample_losses(logits, inputs, batch, group, device)
-        loss = (weights * per_sample).sum() / size
-        loss.backward()
+        local = index < len(plan) - 1 and data_parallel is not None  # only the last micro-batch reduces
+        with model.no_sync() if local else contextlib.nullcontext():
+            with autocast(device, precision), (meter.hooks() if meter else contextlib.nullcontext()):
+                logits = model(**inputs).logits
+                per_sample = sample_losses(logits, inputs, batch, group, device)
+            loss = (weights * per_sample).sum() / size
+            (loss * scale if scale != 1 else loss).backward()
         loss_sum += loss.detach()
-        sample_loss_sum += per_sample.detach().sum()
+        sample_loss_sum += 0.0 if batch.stand_in else per_sample.detach().sum()
         losses_before[group] = per_sample.detach().float().cpu().numpy()
         correct_before[group] = sample_correct(logits, inputs, batch, group, device).cpu().numpy()
         if meter is not None:  # activations, and their gradients during backward
@@ -131,7 +134,7 @@ def weighted_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: Tra
         if noise_probe and index == first_half - 1 and first_half < len(plan):
             half_size = sum(len(g) for g in plan[:first_half])
             stats.update(noise_small_sq=_grad_sq(params) * (size / half_size) ** 2, noise_small_size=half_size)
-    regulariser = penalty(model) if penalty is not None and getattr(data_parallel, "rank", 0) == 0 else None
+    regulariser = penalty(getattr(model, "module", model)) if penalty is not None else None  # on the reduced gradient
     if regulariser is not None:  # the data gradient's noise measure and loss leave the penalty out
         if "noise_small_sq" in stats:
             stats["noise_big_sq"] = _grad_sq(params)
@@ -141,8 +144,7 @@ def weighted_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: Tra
         largest = max(len(group) for group in plan)
         per_sample_mb = (torch.cuda.max_memory_allocated(device) - allocated_before) / 2**20 / largest
     loss_total, sample_loss_total = float(loss_sum), float(sample_loss_sum)
-    if data_parallel is not None:  # the whole update's gradient and loss, on every rank
-        data_parallel.sum_gradients([p for p in params if p.requires_grad])
+    if data_parallel is not None:  # the whole update's loss, on every rank
         loss_total, sample_loss_total = data_parallel.sum_values([loss_total, sample_loss_total], device)
     grads = [p for p in params if p.grad is not None]
     grad_norm = torch.nn.utils.clip_grad_norm_(grads, grad_clip if grad_clip > 0 else math.inf)

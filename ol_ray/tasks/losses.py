@@ -19,6 +19,7 @@ class TrainBatch:
     labels: np.ndarray  # int64 class per sample
     weights: np.ndarray  # float32 importance weight per sample
     target_masks: Optional[Sequence[np.ndarray]] = None  # causal LM: which tokens are targets, per sample
+    stand_in: bool = False  # data parallel: a rank without a sample of the update trains on one with weight 0
 
 
 def batch_task(batch: TrainBatch) -> Task:
