@@ -32,7 +32,8 @@ LAYERS = [
     ["ol_ray.cli", "ol_ray"],
 ]
 WITHOUT_RAY = ["ol_ray.selection", "ol_ray.batching", "ol_ray.tasks", "ol_ray.learner.core", "ol_ray.learner.update",
-               "ol_ray.learner.updating", "ol_ray.continual", "ol_ray.config", "ol_ray.records"]
+               "ol_ray.learner.updating", "ol_ray.learner.distributed",
+               "ol_ray.continual", "ol_ray.config", "ol_ray.records"]
 
 
 def modules() -> dict[str, pathlib.Path]:
