@@ -19,6 +19,7 @@ import http.client
 import json
 import multiprocessing
 import os
+import shutil
 import threading
 import time
 from typing import Any, Sequence
@@ -46,16 +47,22 @@ def latency_figures(answers: Sequence[tuple[float, float, int, int]], seconds: f
             "p99_ms": float(np.percentile(ok, 99) * 1000) if len(ok) else float("nan")}
 
 
-def freshness(published: dict[int, float], answered: Sequence[tuple[float, int]], since: float) -> dict[str, Any]:
-    """Seconds from each version's publish to the first answer (answered_at, version) it gave, over the versions
-    published after `since`: their count, how many answered anything (a server that pulls the newest skips the
-    others), and the median and largest delay."""
+def freshness(published: dict[int, float], answered: Sequence[tuple[float, int]],
+              windows: Sequence[tuple[float, float]]) -> dict[str, Any]:
+    """Seconds from each version's publish to the first answer (answered_at, version) that carried it, for the
+    versions published while the ol_ray server was under load (`windows`: its rounds, from start to end; between
+    them no request comes, so it pulls nothing): their count, how many an answer in the same round carried (the
+    others were superseded before a pull: a replica takes the newest), and the median and largest delay. The delay
+    is until the answer was received, so it includes that request's latency."""
     first: dict[int, float] = {}
     for answered_at, version in sorted(answered):
         first.setdefault(version, answered_at)
-    delays = [first[version] - at for version, at in published.items() if at >= since and version in first]
-    return {"versions_published": sum(1 for at in published.values() if at >= since),
-            "versions_answered": len(delays),
+    delays = []
+    inside = [(version, at, end) for version, at in published.items() for start, end in windows if start <= at < end]
+    for version, at, end in inside:
+        if version in first and at <= first[version] <= end:
+            delays.append(first[version] - at)
+    return {"versions_published": len(inside), "versions_answered": len(delays),
             "freshness_p50_s": float(np.median(delays)) if delays else float("nan"),
             "freshness_max_s": float(max(delays)) if delays else float("nan")}
 
@@ -144,8 +151,18 @@ def feedback_run_config(cfg: Config, out_dir: str, idle_timeout_s: float) -> Con
                                output=dataclasses.replace(cfg.output, run_dir=run_dir, progress=False))
 
 
-def feed(cfg: Config, items: Sequence[dict[str, Any]], rate: float, stop: threading.Event) -> None:
-    """Append the items (round and round) to the run's feedback log at `rate` per second until `stop`."""
+def feed(cfg: Config, items: Sequence[dict[str, Any]], rate: float, stop: threading.Event,
+         outcome: dict[str, Any]) -> None:
+    """Append the items (round and round) to the run's feedback log at `rate` per second until `stop`; a failure
+    goes to `outcome["feed_error"]` (the benchmark reports it rather than measuring a run that starves)."""
+    try:
+        _feed(cfg, items, rate, stop)
+    except Exception as error:
+        outcome["feed_error"] = error
+        raise
+
+
+def _feed(cfg: Config, items: Sequence[dict[str, Any]], rate: float, stop: threading.Event) -> None:
     from ol_ray.data.feedback import FeedbackLog
     from ol_ray.data.validation import FieldSpec
 
@@ -195,25 +212,28 @@ def wait_for_live_weights(port: int, runner: threading.Thread, outcome: dict[str
 # ---- the benchmark ----
 
 def measure(port: int, texts: Sequence[str], clients: Sequence[int], seconds: float, rounds: int
-            ) -> tuple[list[dict[str, Any]], list[tuple[float, int]]]:
-    """Each client count against both servers, `rounds` times in alternating order: a row per count and server, and
-    every (answered_at, version) of the ol_ray server."""
+            ) -> tuple[list[dict[str, Any]], list[tuple[float, int]], list[tuple[float, float]]]:
+    """Each client count against both servers, `rounds` times in alternating order: a row per count and server,
+    every (answered_at, version) of the ol_ray server, and the (start, end) of its rounds."""
     targets = {"ol_ray": "/predict", "bare": "/bare"}
     for path in targets.values():
         load(port, path, texts, 1, WARMUP_S)
-    rows, answered = [], []
+    rows, answered, windows = [], [], []
     with multiprocessing.get_context("spawn").Pool(1) as clients_process:
         for count in clients:
             seen: dict[str, list] = {name: [] for name in targets}
             for round_index in range(rounds):
                 order = list(targets) if round_index % 2 == 0 else list(reversed(targets))
                 for name in order:
+                    started = time.time()
                     seen[name].extend(clients_process.apply(load, (port, targets[name], texts, count,
                                                                    seconds / rounds)))
+                    if name == "ol_ray":
+                        windows.append((started, time.time()))
             answered.extend((sent + latency, version) for sent, latency, status, version in seen["ol_ray"]
                             if status == 200)
             rows.extend(compared(count, seen["ol_ray"], seen["bare"], seconds))
-    return rows, answered
+    return rows, answered, windows
 
 
 def compared(count: int, ours: list, bare: list, seconds: float) -> list[dict[str, Any]]:
@@ -243,14 +263,15 @@ def serve_bench(cfg: Config, clients: Sequence[int] = (1, 8, 32), seconds: float
     from ol_ray.driver.pipeline import run_pipeline
     from ol_ray.serve.app import application, feedback_token
 
+    if cfg.stream.id_field:
+        raise ConfigError("ol-ray bench serve feeds the stream's text and label fields only: unset stream.id_field")
     items = feedback_items(cfg, samples)
     texts = [item[cfg.stream.text_field] for item in items]
     run_cfg = feedback_run_config(cfg, out_dir, idle_timeout_s=max(2.0, 4 * cfg.stream.max_window_wait_s))
-    os.makedirs(run_cfg.output.run_dir, exist_ok=True)
-    own_ray = start_ray(run_cfg)
-    check_room(run_cfg, ray.cluster_resources().get("CPU", 0.0))
+    shutil.rmtree(run_cfg.output.run_dir, ignore_errors=True)  # the benchmark's own run, from its last time
+    os.makedirs(run_cfg.output.run_dir)
     stop, outcome = threading.Event(), {}
-    feeder = threading.Thread(target=feed, args=(run_cfg, items, feed_rate, stop), daemon=True)
+    feeder = threading.Thread(target=feed, args=(run_cfg, items, feed_rate, stop, outcome), daemon=True)
 
     def run() -> None:
         try:
@@ -260,7 +281,9 @@ def serve_bench(cfg: Config, clients: Sequence[int] = (1, 8, 32), seconds: float
             raise
 
     runner = threading.Thread(target=run, daemon=True)
+    own_ray = start_ray(run_cfg)
     try:
+        check_room(run_cfg, ray.cluster_resources().get("CPU", 0.0))
         feeder.start()
         runner.start()  # the run starts while the servers deploy; the ol_ray server finds it once it is live
         feedback_token(run_cfg)  # the same refusal as `ol-ray serve` beyond loopback without a token
@@ -270,17 +293,25 @@ def serve_bench(cfg: Config, clients: Sequence[int] = (1, 8, 32), seconds: float
                                         route_prefix="/bare")])  # both deploy at once
         port = run_cfg.serve.port
         wait_for_live_weights(port, runner, outcome)
-        since = time.time()
-        rows, answered = measure(port, texts, clients, seconds, rounds)
-        store = ray.get_actor(actor_name("weights", run_cfg.output.run_dir), namespace=NAMESPACE)
-        fresh = freshness(ray.get(store.publish_times.remote()), answered, since)
-        fresh["run_alive_throughout"] = runner.is_alive()
+        rows, answered, windows = measure(port, texts, clients, seconds, rounds)
+        alive = runner.is_alive() and "feed_error" not in outcome
+        try:
+            store = ray.get_actor(actor_name("weights", run_cfg.output.run_dir), namespace=NAMESPACE)
+            published = ray.get(store.publish_times.remote())
+        except (ValueError, ray.exceptions.RayActorError):  # the run ended (it failed): no publish times
+            published = {}
+        fresh = {**freshness(published, answered, windows), "run_alive_throughout": alive}
     finally:
         stop.set()
         runner.join(timeout=300)
-        serve.shutdown()
         if own_ray:
+            serve.shutdown()
             ray.shutdown()
+        else:  # a cluster of the user's: only what this benchmark deployed
+            for name in ("ol_ray", "bare"):
+                serve.delete(name)
+    if "feed_error" in outcome:
+        raise RuntimeError(f"the feeder failed, so the run starved: {outcome['feed_error']!r}")
     fresh["updates"] = outcome["summary"].updates if "summary" in outcome else 0
     print(write_results(rows, out_dir, "serve"))
     print("weight freshness: " + ", ".join(f"{key} {value:.3g}" if isinstance(value, float) else f"{key} {value}"

@@ -40,6 +40,9 @@ def check(cfg: Config) -> None:
     require(cfg.continual.replay_policy != "class_balanced" or cfg.model.kind == "sequence_classification",
             "continual.replay_policy=class_balanced balances classes, and model.kind=causal_lm has none; use "
             "reservoir or selected")
+    require(not cfg.serve.feedback_topic or cfg.stream.source == "kafka",
+            "serve.feedback_topic is for a run that reads Kafka (stream.source: kafka); other runs' feedback goes to "
+            "serve.feedback_path")
     require(not cfg.serve.feedback_topic or cfg.serve.feedback_topic in cfg.stream.kafka_topics,
             f"serve.feedback_topic={cfg.serve.feedback_topic!r} is not among stream.kafka_topics "
             f"{list(cfg.stream.kafka_topics)}: the run would never read the feedback sent there")

@@ -23,6 +23,8 @@ from typing import Any, Mapping, Optional
 
 import numpy as np
 
+from ol_ray.data.validation import COLUMN_DEFAULTS
+
 Columns = dict[str, np.ndarray]
 KEPT = ("sample_id", "input_ids", "label", "target_mask", "irreducible_loss", "rating")  # per-sample columns kept
 
@@ -109,10 +111,10 @@ class ReplayBuffer:
             return {}
         items = [self.slots[int(i)] for i in indices]
         columns: Columns = {}
-        for key in self.slots[0]:
-            if not all(key in item for item in items):  # a column samples from an older checkpoint lack
-                continue
-            values = [item[key] for item in items]
+        for key in self.slots[0] if not items else dict.fromkeys(key for item in items for key in item):
+            if not all(key in item for item in items) and key not in COLUMN_DEFAULTS:
+                continue  # a column samples from an older checkpoint lack, with no default
+            values = [item.get(key, COLUMN_DEFAULTS.get(key)) for item in items]
             columns[key] = object_array(values) if key in ("input_ids", "target_mask", "sample_id") \
                 else np.asarray(values)
         return columns

@@ -37,8 +37,8 @@ class StreamConfig:
     #   blank lines with empty ones left out, e.g. [instruction, input]
     response_field: str = "response"  # causal_lm: the field the loss is on in prompt/response rows
     messages_field: str = "messages"  # causal_lm: chat rows, a list of {role, content}; the loss is on assistant turns
-    rating_field: str = "rating"  # causal_lm: an optional rating of a row's response from 0 to 1 (true/false for a
-    #   thumbs up/down) that scales its training weight: 0 trains nothing on it, 1 fully; rows without one count 1
+    rating_field: str = ""  # causal_lm: the field of a response's rating from 0 to 1 (true/false: a thumbs up/down),
+    #   which scales its training weight (0 trains nothing on it, 1 fully; rows without one count 1); "" = none
     chat_template: bool = False  # causal_lm: prompt/response rows become a user and an assistant turn of the
     #   tokenizer's chat template (as messages rows always do, when the tokenizer has one)
     id_field: str = ""  # column holding a stable sample id; empty: "<file name>:<row number>"

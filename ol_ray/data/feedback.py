@@ -64,6 +64,8 @@ def checked_items(items: Sequence[Any], spec: FieldSpec, max_items: int = 0) -> 
         item = {key: value for key, value in item.items() if key not in ("id", "received")}
         ids.append(ID_PREFIX + uuid.uuid4().hex)
         line = json.dumps({"id": ids[-1], **item, "received": time.time()}, ensure_ascii=False).encode("utf-8")
+        if spec.id_field and spec.id_field != "id" and spec.id_field in item:  # the stream names rows by it
+            ids[-1] = str(item[spec.id_field]).strip()
         try:
             if spec.max_record_bytes and len(line) > spec.max_record_bytes:
                 raise RowError("oversize", f"the item is over stream.max_record_bytes ({spec.max_record_bytes})")
@@ -114,9 +116,10 @@ class KafkaFeedback:
         self.servers, self.spec, self.topic, self.max_items, self.timeout_s = (cfg.kafka_servers, spec, topic,
                                                                                   max_items, timeout_s)
         self.key_as_id = cfg.kafka_key_as_id
-        self.producer = self.kafka.Producer({"bootstrap.servers": cfg.kafka_servers, "acks": "all",
-                                             "enable.idempotence": True, "linger.ms": 5,
-                                             "message.timeout.ms": int(timeout_s * 1000), **cfg.kafka_options})
+        self.producer = self.kafka.Producer({"bootstrap.servers": cfg.kafka_servers, "linger.ms": 5,
+                                             **cfg.kafka_options,  # e.g. SASL; never the guarantees below
+                                             "acks": "all", "enable.idempotence": True,
+                                             "message.timeout.ms": int(timeout_s * 1000)})
 
     def append(self, items: Sequence[Any]) -> list[str]:
         """Check the items, produce them and wait for the broker; the ids the run will know them by."""
@@ -139,7 +142,7 @@ class KafkaFeedback:
         if failed:
             raise FeedbackUnavailable(f"{len(failed)} of {len(lines)} items were not confirmed by Kafka at "
                                       f"{self.servers} (topic {self.topic!r}): {failed[0] or 'timed out'}")
-        if self.key_as_id:
+        if self.key_as_id or self.spec.id_field:  # the run names the message by its key, or by its id field
             return ids
         return [f"{m.topic()}:{m.partition()}:{m.offset()}" for m in outcomes]
 

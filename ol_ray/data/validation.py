@@ -23,6 +23,7 @@ from ol_ray.config.schema import Config
 from ol_ray.data.source import RecordFormat
 
 RAW_EXCERPT_CHARS = 500  # how much of a bad row the quarantine keeps
+COLUMN_DEFAULTS = {"rating": 1.0}  # what a row from before a column existed (an older checkpoint's) counts as
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,7 @@ class FieldSpec:
     prompt_fields: tuple[str, ...] = ("prompt",)
     response_field: str = "response"
     messages_field: str = "messages"
-    rating_field: str = "rating"
+    rating_field: str = ""
 
     @classmethod
     def from_config(cls, cfg: Config) -> "FieldSpec":
@@ -173,10 +174,17 @@ def _clip(text: str, limit: int, keep_end: bool = False) -> tuple[str, bool]:
 
 
 def _rating(fields: dict[str, Any], spec: FieldSpec) -> float:
-    """The row's rating: a number from 0 to 1, or true/false (a thumbs up or down); 1 without one."""
-    value = fields.get(spec.rating_field)
-    if value is None:
+    """The row's rating: a number from 0 to 1, or true/false (a thumbs up or down), as JSON or as text (CSV and TSV
+    fields); 1 without one, or without `stream.rating_field`."""
+    value = fields.get(spec.rating_field) if spec.rating_field else None
+    if value is None or (isinstance(value, str) and not value.strip()):
         return 1.0
+    if isinstance(value, str):
+        text = value.strip().lower()
+        try:
+            value = {"true": True, "false": False}[text] if text in ("true", "false") else float(text)
+        except ValueError:
+            pass
     if isinstance(value, bool):
         return float(value)
     if not isinstance(value, (int, float)) or not math.isfinite(value) or not 0 <= value <= 1:

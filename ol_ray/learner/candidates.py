@@ -10,6 +10,8 @@ from typing import Optional
 
 import numpy as np
 
+from ol_ray.data.validation import COLUMN_DEFAULTS
+
 Columns = dict[str, np.ndarray]
 
 
@@ -19,7 +21,11 @@ def concat_columns(parts: list[Columns]) -> Columns:
         return parts[0]
     out = {}
     for key in parts[0]:
-        values = [part[key] for part in parts]
+        if key in COLUMN_DEFAULTS:  # candidates restored from an older checkpoint may lack it
+            values = [part[key] if key in part else np.full(len(part["sample_id"]), COLUMN_DEFAULTS[key],
+                                                             dtype=parts[0][key].dtype) for part in parts]
+        else:
+            values = [part[key] for part in parts]
         if values[0].dtype == object:
             joined = np.empty(sum(len(v) for v in values), dtype=object)
             joined[:] = [item for v in values for item in v]

@@ -134,7 +134,8 @@ def weighted_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: Tra
         if noise_probe and index == first_half - 1 and first_half < len(plan):
             half_size = sum(len(g) for g in plan[:first_half])
             stats.update(noise_small_sq=_grad_sq(params) * (size / half_size) ** 2, noise_small_size=half_size)
-    regulariser = penalty(getattr(model, "module", model)) if penalty is not None else None  # on the reduced gradient
+    core = model.module if data_parallel is not None else model  # the model under DDP
+    regulariser = penalty(core) if penalty is not None else None  # on every rank, to the reduced gradient
     if regulariser is not None:  # the data gradient's noise measure and loss leave the penalty out
         if "noise_small_sq" in stats:
             stats["noise_big_sq"] = _grad_sq(params)

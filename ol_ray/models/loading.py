@@ -139,7 +139,7 @@ def load_model(cfg: ModelConfig, pretrained: bool = True, path: Optional[str] = 
         else:
             config = AutoConfig.from_pretrained(path, trust_remote_code=trust, **head_options)
             model = auto.from_config(config, trust_remote_code=trust)
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, RuntimeError) as error:  # RuntimeError: weights that do not fit the config
         raise ModelError(f"cannot load model {cfg.name_or_path} ({path}): {error}") from None
     if model.config.pad_token_id is None and not causal:  # a decoder classifier finds its last token by padding
         model.config.pad_token_id = load_tokenizer(cfg.name_or_path, trust).pad_token_id

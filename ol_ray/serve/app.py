@@ -18,8 +18,9 @@ import asyncio
 import hmac
 import json
 import os
+import threading
 import time
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import ray
 from fastapi import FastAPI, Request
@@ -62,6 +63,7 @@ class ModelServer:
         self.cfg, self.run_dir = cfg, run_dir
         self.token = feedback_token(cfg)
         self.model = ServedModel(cfg, run_dir)
+        self.lock = threading.Lock()  # one use of the model at a time: a refresh never swaps weights under an answer
         self.looked_for_run = 0.0
         self.find_run()
         path = cfg.serve.feedback_path or os.path.join(run_dir, "feedback.jsonl")
@@ -92,6 +94,20 @@ class ModelServer:
         except ray.exceptions.RayActorError:  # the run ended (or its store is restarting): its last checkpoint
             self.model.take_newer_checkpoint()
 
+    def answer(self, work: Callable[[], Any]) -> Any:
+        """In a worker thread (the event loop stays free for /feedback and /healthz): newer weights, then `work`
+        with them, under the model's lock."""
+        with self.lock:
+            self.refresh()
+            return work()
+
+    def refresh_if_idle(self) -> None:
+        if self.lock.acquire(blocking=False):
+            try:
+                self.refresh()
+            finally:
+                self.lock.release()
+
     async def parsed(self, request: Request, kind: str = "") -> tuple[Any, Optional[JSONResponse]]:
         """The request's JSON, or the error response: the wrong model kind for the route, too large, not JSON."""
         if kind and self.cfg.model.kind != kind:
@@ -107,8 +123,7 @@ class ModelServer:
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)
     async def predict_batch(self, texts: list[str]) -> list[dict[str, Any]]:
-        self.refresh()
-        return self.model.predict(texts)
+        return await asyncio.to_thread(self.answer, lambda: self.model.predict(texts))
 
     @api.post("/predict")
     async def predict(self, request: Request) -> Any:
@@ -142,8 +157,7 @@ class ModelServer:
         if not isinstance(limit, int) or isinstance(limit, bool) or not 0 <= limit <= self.cfg.serve.max_new_tokens:
             return error(400, f"max_new_tokens must be an integer from 1 to {self.cfg.serve.max_new_tokens}",
                          field="max_new_tokens")
-        self.refresh()
-        return await asyncio.to_thread(self.model.generate, prompt, messages, limit)
+        return await asyncio.to_thread(self.answer, lambda: self.model.generate(prompt, messages, limit))
 
     @api.post("/feedback")
     async def feedback(self, request: Request) -> Any:
@@ -165,7 +179,7 @@ class ModelServer:
 
     @api.get("/healthz")
     async def healthz(self) -> Any:
-        self.refresh()
+        await asyncio.to_thread(self.refresh_if_idle)
         return {"weight_version": self.model.weight_version, "weights_from": "the live run" if self.model.client
                 else self.model.source, "kind": self.cfg.model.kind}
 

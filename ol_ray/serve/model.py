@@ -24,6 +24,7 @@ from ol_ray.state.checkpoint import CheckpointError, checkpoints_newest_first, v
 from ol_ray.weights.store import WeightClient
 
 logger = logging.getLogger(__name__)
+PRUNED_RETRIES = 3  # a server's start looks again this often when a live run pruned every checkpoint it tried
 
 
 def verified_checkpoints(run_dir: str, newer_than: int = -1) -> Iterator[tuple[str, int]]:
@@ -50,13 +51,18 @@ def newest_checkpoint(run_dir: str) -> Optional[tuple[str, int]]:
 
 
 def load_newer_checkpoint(cfg: Config, run_dir: str, newer_than: int = -1) -> Optional[tuple[Any, str, int]]:
-    """(model, folder, updates) of the newest checkpoint of more than `newer_than` updates that loads, or None. A
-    live run prunes old checkpoints (checkpoint.keep), so one checked a moment ago may be gone: the next is taken."""
+    """(model, folder, updates) of the newest checkpoint of more than `newer_than` updates, or None when there is
+    none. A live run prunes old checkpoints (checkpoint.keep), so one checked a moment ago may be gone: the next is
+    taken. One that is still there and does not load (weights that do not fit the config) is a ModelError: serving
+    another model instead would hide it."""
     for path, updates in verified_checkpoints(run_dir, newer_than):
         try:
             return load_model(cfg.model, pretrained=True, path=os.path.join(path, "model")), path, updates
         except (ModelError, OSError) as error:
-            logger.warning("ol_ray serve: checkpoint %s did not load (%s); trying an older one", path, error)
+            if os.path.isdir(path):  # checkpoints are sealed by a rename: one still there is whole
+                raise ModelError(f"checkpoint {path} does not load with this config (check the model.* overrides "
+                                 f"against the run's): {error}") from None
+            logger.warning("ol_ray serve: checkpoint %s was pruned while it loaded; trying an older one", path)
     return None
 
 
@@ -69,12 +75,17 @@ class ServedModel:
         self.device = device_for(cfg.serve.num_gpus)
         self.tokenizer = load_tokenizer(cfg.model.name_or_path, cfg.model.trust_remote_code)
         self.pad_id = pad_id_of(self.tokenizer)
-        found = load_newer_checkpoint(cfg, run_dir)
+        found = None
+        for _ in range(PRUNED_RETRIES):  # every one pruned while it loaded (a fast live run): the newer ones now
+            found = load_newer_checkpoint(cfg, run_dir)
+            if found is not None or newest_checkpoint(run_dir) is None:
+                break
         self.model, path, self.weight_version = found or (load_model(cfg.model, pretrained=True), None, 0)
         self.source = path or cfg.model.name_or_path
         self.model.to(self.device).eval()
         self.client = None
         self.checked = 0.0
+        self.unloadable = ""  # the last newer checkpoint that did not load (logged once)
         if store is not None:
             self.follow(store)
 
@@ -96,7 +107,13 @@ class ServedModel:
         """Not following a run (it ended, or none is live): serve the run directory's newest checkpoint if it is
         newer than the served weights (a run's last updates, which no request pulled before it ended)."""
         self.client = None
-        found = load_newer_checkpoint(self.cfg, self.run_dir, newer_than=self.weight_version)
+        try:
+            found = load_newer_checkpoint(self.cfg, self.run_dir, newer_than=self.weight_version)
+        except ModelError as error:  # keep serving what loaded; the next newer checkpoint gets its own try
+            if str(error) != self.unloadable:
+                logger.error("ol_ray serve: %s", error)
+            self.unloadable = str(error)
+            return False
         if found is None:
             return False
         model, self.source, self.weight_version = found

@@ -24,13 +24,14 @@ def test_latency_figures_leave_failures_out_of_the_rate_and_the_percentiles():
     assert math.isnan(latency_figures([(0.0, 1.0, 503, -1)], 1.0)["p50_ms"])
 
 
-def test_freshness_is_publish_to_first_answer_of_each_version_published_during_the_load():
-    published = {1: 5.0, 2: 10.0, 3: 11.0, 4: 12.0}  # version 1 before the load began at 9.0
-    answered = [(13.0, 4), (10.5, 2), (10.2, 1), (12.9, 2), (12.5, 4)]  # out of order, as clients finish
-    figures = freshness(published, answered, since=9.0)
-    assert figures["versions_published"] == 3 and figures["versions_answered"] == 2  # version 3 was skipped
-    assert figures["freshness_p50_s"] == pytest.approx((0.5 + 0.5) / 2) and figures["freshness_max_s"] == 0.5
-    assert math.isnan(freshness(published, [], since=0.0)["freshness_p50_s"])
+def test_freshness_is_publish_to_first_answer_of_each_version_published_during_the_servers_rounds():
+    published = {1: 5.0, 2: 10.0, 3: 11.0, 4: 12.0, 5: 14.0, 6: 21.0}  # 1 before the round, 5 between rounds
+    windows = [(9.0, 13.0), (20.0, 22.0)]  # the ol_ray server's rounds
+    answered = [(12.9, 4), (10.5, 2), (10.2, 1), (12.8, 2), (12.5, 4), (20.5, 5), (21.5, 5)]  # as clients finish
+    figures = freshness(published, answered, windows)
+    assert figures["versions_published"] == 4 and figures["versions_answered"] == 2  # 3 superseded, 6 never pulled
+    assert figures["freshness_p50_s"] == pytest.approx(0.5) and figures["freshness_max_s"] == 0.5
+    assert math.isnan(freshness(published, [], windows)["freshness_p50_s"])
 
 
 def test_the_learner_scorers_and_both_servers_must_fit_on_the_cluster():

@@ -84,6 +84,10 @@ def test_yaml_then_dotted_overrides(tmp_path):
     (("stream.phases=[{name: a, path: a.tsv, max_samples: 50}]", "eval.sets=[{name: a, path: a.tsv, skip: 10}]"),
      r"eval.sets\[0\] reads phase 'a'"),
     ("continual.replay_fraction=1", "continual.replay_fraction"),
+    ("serve.feedback_topic=fb", "serve.feedback_topic"),  # feedback goes to a topic only for a run that reads Kafka
+    (("stream.source=kafka", "stream.kafka_servers=h:9092", "stream.kafka_topics=[a]", "serve.feedback_topic=b"),
+     "serve.feedback_topic"),
+    ("serve.max_ongoing_requests=4", "serve.max_ongoing_requests"),
     ("continual.replay_policy=fifo", "continual.replay_policy"),
     (("continual.replay_policy=class_balanced", "model.kind=causal_lm"), "class_balanced"),
     ("continual.ewc_lambda=5", "continual.replay_size"),

@@ -95,3 +95,14 @@ def test_the_buffer_survives_a_checkpoint_round_trip(tmp_path):
     assert list(restored.columns()["sample_id"]) == list(buffer.columns()["sample_id"])
     with pytest.raises(ValueError, match="holds 0 samples"):
         ReplayBuffer(8).load(buffer.state_dict(), {})
+
+
+def test_samples_of_an_older_checkpoint_without_a_rating_count_as_rated_one():
+    buffer = ReplayBuffer(capacity=4)
+    buffer.add(samples(0, 2))  # an older run's samples: no rating column
+    rated = samples(2, 2)
+    rated["rating"] = np.array([0.0, 0.5], dtype=np.float32)
+    buffer.add(rated)
+    columns = buffer.take(np.arange(4))
+    assert columns["rating"].tolist() == [1.0, 1.0, 0.0, 0.5]  # what a rating-free sample trains as
+    assert "rating" not in buffer.take(np.arange(2))  # none drawn is rated: no column, and weights as they are

@@ -73,3 +73,11 @@ def test_the_source_follows_the_log_waits_for_a_whole_line_resumes_and_stops_whe
     log.append([{"sentence": "four", "label": 0}])
     assert next(resumed.records()).raw.startswith(b'{"id": "feedback:')
     assert list(records)[-1] is None  # idle for idle_timeout_s: the stream ends
+
+
+def test_a_stream_that_names_rows_by_a_field_of_its_own_gets_those_names_back(tmp_path):
+    log, _ = log_for(tmp_path / "feedback.jsonl", "stream.id_field=review")
+    assert log.append([{"review": "r-7", "sentence": "good", "label": 1}]) == ["r-7"]  # what the ledger will say
+    with pytest.raises(FeedbackError) as caught:
+        log.append([{"sentence": "no id", "label": 1}])
+    assert caught.value.field == "review"

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 import numpy as np
@@ -81,7 +82,7 @@ def test_split_records_keeps_every_row_somewhere():
 
 
 LM_SPEC = FieldSpec("text", "label", "", (), 2, 40, causal_lm=True, prompt_fields=("instruction", "input"),
-                    response_field="output")
+                    response_field="output", rating_field="rating")
 
 
 def lm_row(fields):
@@ -113,6 +114,10 @@ def test_a_rating_from_0_to_1_or_a_thumbs_up_or_down_travels_with_the_row():
     assert [row.rating for row in rows] == [0.25, 0.0, 1.0, 1.0, 0.0]
     columns = rows_to_columns(rows, window=0, causal_lm=True)
     assert columns["rating"].dtype == np.float32 and columns["rating"].tolist() == [0.25, 0.0, 1.0, 1.0, 0.0]
+    as_text = [lm_row({"text": "x", "rating": value}).rating for value in ("0.5", " true", "FALSE", "", "1")]
+    assert as_text == [0.5, 1.0, 0.0, 1.0, 1.0]  # CSV and TSV fields are text
+    unrated = dataclasses.replace(LM_SPEC, rating_field="")  # the default: no rating field, a 1-5 column is data
+    assert parse_record("r:1", b'{"text": "x", "rating": 5}', JSON, unrated).rating == 1.0
 
 
 @pytest.mark.parametrize("fields, code", [
@@ -128,6 +133,7 @@ def test_a_rating_from_0_to_1_or_a_thumbs_up_or_down_travels_with_the_row():
     ({"text": "fine", "rating": 1.5}, "bad_rating"),
     ({"text": "fine", "rating": -0.1}, "bad_rating"),
     ({"text": "fine", "rating": "good"}, "bad_rating"),
+    ({"text": "fine", "rating": "5"}, "bad_rating"),
     ({"messages": [{"role": "assistant", "content": "a"}], "rating": [1]}, "bad_rating"),
 ])
 def test_bad_causal_lm_rows_are_quarantined_with_a_reason(fields, code):

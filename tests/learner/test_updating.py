@@ -19,6 +19,15 @@ def test_ratings_scale_the_selection_weights_where_rows_have_them():
     assert rated(np.zeros(0, np.float32), {"rating": np.ones(0)}).shape == (0,)
 
 
+def test_candidates_restored_without_a_rating_join_new_ones_as_rated_one():
+    from ol_ray.learner.candidates import concat_columns
+
+    old = {"sample_id": np.array(["a", "b"], dtype=object), "label": np.zeros(2, dtype=np.int64)}
+    new = {**{key: value.copy() for key, value in old.items()}, "rating": np.array([0.0], dtype=np.float32)}
+    new["sample_id"], new["label"] = np.array(["c"], dtype=object), np.zeros(1, dtype=np.int64)
+    assert concat_columns([new, old])["rating"].tolist() == [0.0, 1.0, 1.0]
+
+
 @pytest.mark.parametrize("rating", [0.0, 1.0])
 def test_a_row_rated_zero_moves_no_weight_and_one_rated_fully_does(rating, tiny_gpt2_dir, tmp_path):
     cfg = load_config(None, [

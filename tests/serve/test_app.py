@@ -202,16 +202,18 @@ def test_ol_ray_serve_serves_a_causal_lm_and_takes_its_rated_and_chat_feedback(s
     cfg = load_config(None, [
         "stream.source=feedback", f"stream.path={run_dir / 'feedback.jsonl'}", "stream.text_field=text",
         "stream.window_size=8", "stream.max_window_wait_s=0.3", "stream.poll_interval_s=0.1",
-        "stream.idle_timeout_s=1.5", f"model.name_or_path={tiny_gpt2_dir}", "model.kind=causal_lm",
+        "stream.idle_timeout_s=1.5", "stream.rating_field=rating", f"model.name_or_path={tiny_gpt2_dir}",
+        "model.kind=causal_lm",
         "model.max_length=48", "selection.strategy=random", "selection.pool_size=8", "batching.batch_size=4",
         "learner.torch_threads=1", "learner.num_cpus=0.5", f"output.run_dir={run_dir}", "output.progress=false",
         "serve.num_cpus=0.5", "serve.max_new_tokens=8"])
     os.makedirs(run_dir)
     (run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))  # as a run leaves it
     env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
+    address = serving_ray.get_runtime_context().gcs_address
     with open(tmp_path / "serve.log", "wb") as log:
         server = subprocess.Popen([os.path.join(os.path.dirname(sys.executable), "ol-ray"), "serve", str(run_dir),
-                                   f"serve.port={port}", f"ray.address={serving_ray.get_runtime_context().gcs_address}"],
+                                   f"serve.port={port}", f"ray.address={address}"],
                                   stdout=log, stderr=subprocess.STDOUT, env=env)
     try:
         served_by_the_cli(cfg, run_dir, port, server, tmp_path / "serve.log")

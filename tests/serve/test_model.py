@@ -101,3 +101,15 @@ def test_a_lora_server_answers_as_the_learner_from_the_adapters_and_head_alone(t
     with torch.no_grad():
         expected = torch.softmax(learner(**pad_batch(ids, served.pad_id, torch.device("cpu"))).logits, -1)[0]
     assert np.allclose(served.predict(["a fine film"])[0]["probabilities"], expected.numpy(), atol=1e-5)
+
+
+def test_a_server_whose_config_loads_none_of_the_checkpoints_refuses_to_start(tiny_model_dir, tmp_path):
+    from ol_ray.models.loading import ModelError, load_model, load_tokenizer
+    from ol_ray.state.checkpoint import save_checkpoint
+
+    cfg = load_config(None, ["stream.path=x", f"model.name_or_path={tiny_model_dir}"])
+    save_checkpoint(str(tmp_path / "checkpoints"), 3, load_model(cfg.model), load_tokenizer(tiny_model_dir), {}, {},
+                    {"updates": 3}, keep=2)
+    wrong = load_config(None, ["stream.path=x", f"model.name_or_path={tiny_model_dir}", "model.num_labels=5"])
+    with pytest.raises(ModelError, match="does not load with this config"):  # not the base model, as version 0
+        ServedModel(wrong, str(tmp_path))
