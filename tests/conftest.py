@@ -82,16 +82,27 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def ray_local():
-    """A local Ray with 2 CPUs and a capped object store, shut down after the module; its Prometheus endpoint is
-    http://127.0.0.1:{ray.metrics_port}/metrics."""
+    """The suite's local Ray: 2 CPUs, a capped object store, the runs' namespace (`ol_ray`), its Prometheus
+    endpoint at http://127.0.0.1:{ray.metrics_port}/metrics. Started by the first module that asks and kept for the
+    next (a start costs about 5 s, and a dozen modules ask); shut down at the end of the session, or by a test that
+    needs no Ray (the next module that asks starts it again). A module must leave no actor behind."""
     import ray
 
-    port = free_port()
-    ray.init(address="local", num_cpus=2, object_store_memory=300 * 2**20, include_dashboard=False,
-             log_to_driver=False, _metrics_export_port=port)
-    ray.metrics_port = port
+    from ol_ray.driver.cluster import NAMESPACE
+
+    if not ray.is_initialized():
+        port = free_port()
+        ray.init(address="local", num_cpus=2, object_store_memory=300 * 2**20, include_dashboard=False,
+                 log_to_driver=False, _metrics_export_port=port, namespace=NAMESPACE)
+        ray.metrics_port = port
     yield ray
-    ray.shutdown()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def ray_shut_down_at_the_end():
+    yield
+    if "ray" in sys.modules and sys.modules["ray"].is_initialized():
+        sys.modules["ray"].shutdown()
 
 
 def alive_actors():

@@ -24,6 +24,7 @@ def test_help_explains_itself(capsys):
 def test_bad_config_fails_before_ray_starts(capsys, tmp_path):
     import ray
 
+    ray.shutdown()  # the suite's Ray, if an earlier module started it: this test must see that none starts
     config = tmp_path / "c.yaml"
     config.write_text("stream:\n  path: x.tsv\nlearner:\n  lr: -1\n")
     assert main(["run", str(config)]) == 2
@@ -47,6 +48,9 @@ def test_job_entry_point_reports_failure_in_one_line(tmp_path):
 
 def test_a_failure_inside_the_run_is_one_line_and_a_traceback_in_the_run_directory(capsys, tiny_model_dir,
                                                                                    sst2_rows, tmp_path):
+    import ray
+
+    ray.shutdown()  # the suite's Ray, if any: a run that starts its own Ray refuses resources it lacks
     data = tmp_path / "train.tsv"
     write_sst2_tsv(data, sst2_rows[:32])
     code = main(["run", os.path.join(ROOT, "configs", "sst2.yaml"), f"stream.path={data}", "eval.path=",

@@ -41,7 +41,9 @@ def test_the_learner_scorers_and_both_servers_must_fit_on_the_cluster():
     check_room(load_config("configs/sst2.yaml", ["learner.num_cpus=0.5"]), 2.0)
 
 
-def test_bench_serve_runs_a_tiny_model_against_the_bare_deployment(tiny_model_dir, sst2_rows, tmp_path):
+def test_bench_serve_runs_a_tiny_model_against_the_bare_deployment(ray_local, tiny_model_dir, sst2_rows, tmp_path):
+    from ray import serve
+
     train = tmp_path / "train.tsv"
     write_sst2_tsv(train, sst2_rows[:300])
     out = tmp_path / "bench"
@@ -52,6 +54,7 @@ def test_bench_serve_runs_a_tiny_model_against_the_bare_deployment(tiny_model_di
                  "ray.object_store_mb=300", f"serve.port={free_port()}", "serve.refresh_every_s=0.2",
                  "--clients", "2", "--seconds", "1", "--rounds", "2", "--feed-rate", "40", "--samples", "300",
                  "--out", str(out)])
+    serve.shutdown()  # on a Ray it did not start, the benchmark deletes only its applications
     assert code == 0
     rows = read_csv(str(out / "serve.csv"))
     assert [(row["clients"], row["server"]) for row in rows] == [(2, "ol_ray"), (2, "bare")]

@@ -13,7 +13,6 @@ import urllib.request
 import pytest
 
 from ol_ray.config import load_config
-from ol_ray.driver.cluster import NAMESPACE
 from ol_ray.driver.pipeline import run_pipeline
 from ol_ray.state.ledger import LEDGER_LOG
 
@@ -58,15 +57,13 @@ def replica_pids(ray_module):
 
 
 @pytest.fixture(scope="module")
-def serving_ray():
-    import ray
+def serving_ray(ray_local):
+    """The suite's Ray (in the runs' namespace, where a server finds a run's weight store); Serve ends with the
+    module."""
     from ray import serve
 
-    ray.init(address="local", num_cpus=2, object_store_memory=300 * 2**20, include_dashboard=False,
-             log_to_driver=False, namespace=NAMESPACE)  # the run's namespace: the server finds its weight store
-    yield ray
+    yield ray_local
     serve.shutdown()
-    ray.shutdown()
 
 
 def accuracy(base, rows):
