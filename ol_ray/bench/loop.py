@@ -91,8 +91,7 @@ def run_plain(cfg: Config, stream: Stream, chunk: int, max_updates: int = 0, max
         from ol_ray.observe.evaluation import EvalSet
 
         order = np.argsort([len(ids) for ids in dev.input_ids], kind="stable")
-        learner.eval_set = EvalSet([dev.input_ids[i] for i in order], dev.labels[order], 0,
-                                    cfg.model.kind)
+        learner.eval_set = EvalSet([dev.input_ids[i] for i in order], dev.labels[order], 0, cfg.model.kind)
         learner.start_records = [learner.run_evaluation()]
     head = head_layer(learner.model, cfg.model.num_labels)
     columns = columns_needed(cfg)  # what the pipeline's scorers would compute: nothing for random selection

@@ -47,9 +47,6 @@ class FeedbackError(ValueError):
         self.index, self.field, self.reason = index, field, reason
 
 
-FIELD_OF_CODE = {"oversize": "item", "malformed_json": "item"}  # faults of a whole item
-
-
 def checked_items(items: Sequence[Any], spec: FieldSpec, max_items: int = 0) -> tuple[list[str], list[bytes]]:
     """Each item's new id and its JSON line (`{"id", <the stream's fields>, "received"}`), checked by the stream's
     own validation; FeedbackError on the first bad item."""
@@ -64,14 +61,12 @@ def checked_items(items: Sequence[Any], spec: FieldSpec, max_items: int = 0) -> 
         item = {key: value for key, value in item.items() if key not in ("id", "received")}
         ids.append(ID_PREFIX + uuid.uuid4().hex)
         line = json.dumps({"id": ids[-1], **item, "received": time.time()}, ensure_ascii=False).encode("utf-8")
-        if spec.id_field and spec.id_field != "id" and spec.id_field in item:  # the stream names rows by it
-            ids[-1] = str(item[spec.id_field]).strip()
         try:
             if spec.max_record_bytes and len(line) > spec.max_record_bytes:
                 raise RowError("oversize", f"the item is over stream.max_record_bytes ({spec.max_record_bytes})")
-            parse_record("", line, JSONL, spec)
-        except RowError as error:
-            raise FeedbackError(index, error.field or FIELD_OF_CODE.get(error.code, "item"), str(error)) from None
+            ids[-1] = parse_record(ids[-1], line, JSONL, spec).sample_id  # the stream's id field, when it has one
+        except RowError as error:  # no field: a fault of the whole item
+            raise FeedbackError(index, error.field or "item", str(error)) from None
         lines.append(line)
     return ids, lines
 
@@ -84,13 +79,9 @@ class FeedbackLog:
         self.lock = threading.Lock()  # threads of one process; flock orders processes
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
 
-    def check(self, items: Sequence[Any]) -> tuple[list[str], list[bytes]]:
-        """Each item's id and the line the log will hold; FeedbackError on the first bad one."""
-        return checked_items(items, self.spec, self.max_items)
-
     def append(self, items: Sequence[Any]) -> list[str]:
         """Check, write and fsync the items; their ids, once they are durable."""
-        ids, lines = self.check(items)
+        ids, lines = checked_items(items, self.spec, self.max_items)
         data = b"".join(line + b"\n" for line in lines)
         with self.lock, open(self.path, "ab") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)

@@ -67,9 +67,3 @@ class DataParallel:
         tensor = torch.tensor(list(values), dtype=torch.float64, device=device)
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM, group=self.group)
         return tensor.tolist()
-
-    def gather_arrays(self, array: np.ndarray) -> list[np.ndarray]:
-        """Every rank's array, in rank order (per-sample figures of each share, for rank 0's accounting)."""
-        gathered: list[Any] = [None] * self.world
-        dist.all_gather_object(gathered, array, group=self.group)
-        return gathered

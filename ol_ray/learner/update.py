@@ -124,7 +124,7 @@ def weighted_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: Tra
                 logits = model(**inputs).logits
                 per_sample = sample_losses(logits, inputs, batch, group, device)
             loss = (weights * per_sample).sum() / size
-            (loss * scale if scale != 1 else loss).backward()
+            (loss * scale).backward()
         loss_sum += loss.detach()
         sample_loss_sum += 0.0 if batch.stand_in else per_sample.detach().sum()
         losses_before[group] = per_sample.detach().float().cpu().numpy()
