@@ -14,7 +14,11 @@ update synchronises, so ranks whose shares split into different numbers of micro
 rank without a sample (B < N) trains on one sample with weight 0, so that it takes part in the reduction. Every rank
 then adds the same regulariser (EWC) to the same reduced gradient, clips it and steps the same optimizer state: the
 weights stay equal without being sent. A non-finite loss or gradient on any rank reaches every rank through the
-reduction, and all skip the step together.
+reduction, and all skip the step together. An out-of-memory error in a rank's local micro-batches is agreed on
+before the synchronising one (`DataParallel.agree_on_memory`): every rank then raises `GroupOutOfMemory`, so that
+the learner retries the same update on all ranks with smaller micro-batches instead of leaving the others waiting in
+the reduction. (An out-of-memory error inside the synchronising micro-batch cannot be agreed on: the reduction has
+begun. The group fails and restarts from its newest checkpoint: `ol_ray.learner.group`.)
 
 Plain torch.distributed (gloo on CPU, NCCL on GPUs), callable without Ray: `DataParallel(group)` wraps the model
 (`wrap`) and is passed to `ol_ray.learner.update.weighted_step` with the share and the whole batch's normaliser.
@@ -48,6 +52,15 @@ def share_of(batch: TrainBatch, positions: np.ndarray) -> TrainBatch:
                       None if batch.target_masks is None else [batch.target_masks[i] for i in positions], stand_in)
 
 
+class GroupOutOfMemory(MemoryError):
+    """Some rank of the group ran out of memory in this update; `largest` is the largest micro-batch (in samples)
+    that rank tried, which the learner halves for every rank."""
+
+    def __init__(self, largest: int):
+        super().__init__(f"out of memory on a rank of the learner group, in micro-batches of up to {largest} samples")
+        self.largest = largest
+
+
 class DataParallel:
     """A rank of the process group (the default group when `group` is None): wraps its model in DDP and sums the
     update's figures over the ranks."""
@@ -67,3 +80,11 @@ class DataParallel:
         tensor = torch.tensor(list(values), dtype=torch.float64, device=device)
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM, group=self.group)
         return tensor.tolist()
+
+    def agree_on_memory(self, largest_failed: int, device: torch.device) -> None:
+        """Every rank calls this once per update, before its synchronising micro-batch, with the size of the
+        micro-batch that ran out of memory on it (0: none did); raises GroupOutOfMemory on every rank if any did."""
+        flag = torch.tensor([largest_failed], dtype=torch.int64, device=device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=self.group)
+        if int(flag.item()):
+            raise GroupOutOfMemory(int(flag.item()))

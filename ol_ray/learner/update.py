@@ -91,7 +91,8 @@ def weighted_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: Tra
     Data parallel (`ol_ray.learner.distributed`): `model` is under DDP, `batch` is this rank's share of an update
     of `normaliser` samples and `data_parallel` its rank; the gradient DDP reduces on the last micro-batch is the
     whole update's, and `loss`, `sample_loss_mean`, `grad_norm` and `skipped` are the whole update's, the same on
-    every rank; the per-sample figures are the share's.
+    every rank; the per-sample figures are the share's. An out-of-memory error in a local micro-batch of any rank
+    raises `GroupOutOfMemory` on every rank (`DataParallel.agree_on_memory`), none having stepped.
 
     Long because it is one fixed sequence (forward and backward per micro-batch, the noise probe between
     them, clip, step) whose steps share the accumulated gradient and loss; split, it would pass them around.
@@ -115,16 +116,28 @@ def weighted_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: Tra
     losses_before = np.zeros(len(batch.labels), dtype=np.float64)
     correct_before = np.zeros(len(batch.labels), dtype=np.float64)
     scale = data_parallel.world if data_parallel is not None else 1  # DDP averages over the ranks
+    failed = 0  # data parallel: the size of the local micro-batch that ran out of memory on this rank
     for index, group in enumerate(plan):
+        last = index == len(plan) - 1
+        if data_parallel is not None and last:  # once per rank and update, before the reduction
+            data_parallel.agree_on_memory(failed, device)
+        if failed:
+            continue
         inputs = pad_batch([batch.input_ids[i] for i in group], pad_id, device)
         weights = torch.as_tensor(batch.weights[group], dtype=torch.float32, device=device)
-        local = index < len(plan) - 1 and data_parallel is not None  # only the last micro-batch reduces
-        with model.no_sync() if local else contextlib.nullcontext():
-            with autocast(device, precision), (meter.hooks() if meter else contextlib.nullcontext()):
-                logits = model(**inputs).logits
-                per_sample = sample_losses(logits, inputs, batch, group, device)
-            loss = (weights * per_sample).sum() / size
-            (loss * scale).backward()
+        local = not last and data_parallel is not None  # only the last micro-batch reduces
+        try:
+            with model.no_sync() if local else contextlib.nullcontext():
+                with autocast(device, precision), (meter.hooks() if meter else contextlib.nullcontext()):
+                    logits = model(**inputs).logits
+                    per_sample = sample_losses(logits, inputs, batch, group, device)
+                loss = (weights * per_sample).sum() / size
+                (loss * scale).backward()
+        except Exception as error:  # a local micro-batch's out-of-memory error waits for the agreement
+            if not local or not is_out_of_memory(error):
+                raise
+            failed = len(group)
+            continue
         loss_sum += loss.detach()
         sample_loss_sum += 0.0 if batch.stand_in else per_sample.detach().sum()
         losses_before[group] = per_sample.detach().float().cpu().numpy()

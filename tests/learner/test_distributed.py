@@ -1,6 +1,7 @@
 """Data-parallel updates on CPU with gloo and DDP: 2 ranks in 2 processes give the single learner's update, to
 float tolerance, over 20 weighted updates with non-uniform weights, batches that do not divide by 2 (one of a single
-sample), micro-batching, a regulariser, and a non-finite update that every rank skips together."""
+sample), micro-batching, a regulariser, a non-finite update that every rank skips together, and an out-of-memory
+error on one rank that every rank retries together with smaller micro-batches."""
 
 import os
 
@@ -9,8 +10,8 @@ import pytest
 import torch
 
 from ol_ray.config import ModelConfig
-from ol_ray.learner.distributed import shares
-from ol_ray.learner.update import make_optimizer, weighted_step
+from ol_ray.learner.distributed import GroupOutOfMemory, shares
+from ol_ray.learner.update import make_optimizer, micro_batch_plan, weighted_step
 from ol_ray.models.loading import load_model
 from ol_ray.tasks.losses import TrainBatch
 
@@ -20,6 +21,7 @@ UPDATES = 20
 SKIPPED_AT = 11  # this update has an infinite weight on a sample of rank 1's share
 ALONE_AT = 3  # this update has one sample: rank 1 has none, and stands in with a sample of weight 0
 CPU = torch.device("cpu")
+TOKENS = 24  # micro-batches of at most this many padded tokens
 
 
 def batches(seed=0, sizes=(5, 10)):
@@ -42,18 +44,47 @@ def penalty(model):
 
 
 def train(model_dir, rank=0, world=1, data_parallel=None, sizes=(5, 10)):
+    """20 updates; on rank 1 of a group, the first update whose share has a local micro-batch of several samples
+    runs out of memory there once, and every rank retries it (as the learner does) with half that micro-batch."""
     torch.manual_seed(0)
     model = load_model(ModelConfig(name_or_path=model_dir, num_labels=2))
     if data_parallel is not None:
         model = data_parallel.wrap(model, CPU)
     optimizer = make_optimizer(model, 3e-3, 0.01, CPU)
-    records = []
-    for batch in batches(sizes=sizes):
+    records, ooms, limit = [], [], 0
+    for update, batch in enumerate(batches(sizes=sizes)):
         share = batch if data_parallel is None else batch_share(batch, rank, world)
-        stats = weighted_step(model, optimizer, share, 0, CPU, grad_clip=1.0, micro_batch_tokens=24, penalty=penalty,
-                              normaliser=len(batch.labels), data_parallel=data_parallel)
+        hook = None
+        if data_parallel is not None and update == oom_update(sizes, world) and rank == 1:
+            hook = model.module.register_forward_pre_hook(out_of_memory_above_one, with_kwargs=True)
+        while True:
+            try:
+                stats = weighted_step(model, optimizer, share, 0, CPU, grad_clip=1.0, micro_batch_tokens=TOKENS,
+                                      micro_batch_size=limit, penalty=penalty, normaliser=len(batch.labels),
+                                      data_parallel=data_parallel)
+                break
+            except GroupOutOfMemory as error:
+                optimizer.zero_grad(set_to_none=True)
+                ooms.append((update, error.largest))
+                limit = error.largest // 2
+                hook.remove() if hook is not None else None
         records.append((stats["loss"], stats["grad_norm"], stats["skipped"], stats["sample_losses"]))
-    return model, records
+    return model, records, ooms
+
+
+def oom_update(sizes, world):
+    """The first update whose rank-1 share splits into micro-batches, the first of them of several samples."""
+    for update, batch in enumerate(batches(sizes=sizes)):
+        share = batch_share(batch, 1, world)
+        plan, _ = micro_batch_plan([len(ids) for ids in share.input_ids], TOKENS)
+        if update != SKIPPED_AT and len(plan) > 1 and len(plan[0]) > 1:
+            return update
+    raise AssertionError("no update splits rank 1's share")
+
+
+def out_of_memory_above_one(module, args, kwargs):
+    if kwargs["input_ids"].shape[0] > 1:
+        raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB (injected by the test)")
 
 
 def batch_share(batch, rank, world):
@@ -70,9 +101,10 @@ def rank_main(rank, world, port, model_dir, out_dir):
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     try:
-        model, records = train(model_dir, rank, world, DataParallel())
+        model, records, ooms = train(model_dir, rank, world, DataParallel())
         model = model.module
-        torch.save({"state": model.state_dict(), "records": records}, os.path.join(out_dir, f"rank{rank}.pt"))
+        torch.save({"state": model.state_dict(), "records": records, "ooms": ooms},
+                   os.path.join(out_dir, f"rank{rank}.pt"))
     finally:
         dist.destroy_process_group()
 
@@ -102,8 +134,11 @@ def test_two_gloo_ranks_take_the_single_learners_updates(without_dropout, tmp_pa
 
     mp.start_processes(rank_main, args=(2, free_port(), without_dropout, str(tmp_path)), nprocs=2, join=True,
                        start_method="spawn")
-    single, expected = train(without_dropout)
+    single, expected, _ = train(without_dropout)
     ranks = [torch.load(tmp_path / f"rank{rank}.pt", weights_only=False) for rank in (0, 1)]
+    # rank 1's out-of-memory error reached rank 0 too: both retried the same update once, with the same limit
+    assert ranks[0]["ooms"] == ranks[1]["ooms"] and len(ranks[0]["ooms"]) == 1
+    assert ranks[0]["ooms"][0][0] == oom_update((5, 10), 2) and ranks[0]["ooms"][0][1] > 1
     for got in ranks:  # every rank: the whole update's loss, norm and skip decision, and the same weights
         for update, ((loss, norm, skipped, _), (want_loss, want_norm, want_skip, _)) in enumerate(
                 zip(got["records"], expected)):
