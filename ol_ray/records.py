@@ -199,6 +199,7 @@ class RunSummary:
     scorer_nodes: list[str]
     scorers: int
     config: dict[str, Any]
+    learner_ranks: int = 1  # the data-parallel learner's ranks (learner.num_workers)
     quarantine: dict[str, Any] = field(default_factory=dict)  # samples_quarantined and its reasons
     weights: dict[str, Any] = field(default_factory=dict)  # weight_publishes, weight_pulls, samples_scored, ...
     evaluation: dict[str, Any] = field(default_factory=dict)  # dev_accuracy, dev_loss, ... (None before any)

@@ -61,6 +61,21 @@ def tiny_model_dir(tmp_path_factory, sst2_rows) -> str:
 
 
 @pytest.fixture(scope="session")
+def tiny_model_without_dropout(tiny_model_dir, tmp_path_factory) -> str:
+    """The tiny classifier with dropout off: the ranks of a data-parallel learner draw other dropout masks than one
+    learner, which is not what their tests compare."""
+    import json
+    import shutil
+
+    folder = tmp_path_factory.mktemp("tiny-bert-no-dropout")
+    shutil.copytree(tiny_model_dir, folder, dirs_exist_ok=True)
+    config = json.loads((folder / "config.json").read_text())
+    config.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, classifier_dropout=0.0)
+    (folder / "config.json").write_text(json.dumps(config))
+    return str(folder)
+
+
+@pytest.fixture(scope="session")
 def tiny_gpt2_dir(tmp_path_factory) -> str:
     """A 2-layer, hidden-32 GPT-2 with a word-level tokenizer (no BOS, no pad) made offline."""
     return build_tiny_causal_lm(str(tmp_path_factory.mktemp("tiny-gpt2")), LM_SENTENCES, "gpt2")

@@ -9,7 +9,8 @@ import time
 from typing import Any
 
 import ray
-from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+from ray.util.placement_group import placement_group, remove_placement_group
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy, PlacementGroupSchedulingStrategy
 
 from ol_ray.batching.base import POLICIES
 from ol_ray.config.schema import Config
@@ -53,9 +54,11 @@ def check_resources(cfg: Config, strict: bool) -> None:
     """Compare what the learner and scorers ask for with what the cluster has: an error on a Ray this run started
     (nothing will add resources), a warning on a cluster (an autoscaler may)."""
     have = ray.cluster_resources()
-    wants = {"CPU": max(cfg.learner.num_cpus, cfg.scoring.num_cpus),
-             "GPU": max(cfg.learner.num_gpus, cfg.scoring.num_gpus)}
-    for name, amount in [*cfg.learner.resources.items(), *cfg.scoring.resources.items()]:
+    ranks = cfg.learner.num_workers  # a data-parallel learner's ranks all start together
+    wants = {"CPU": max(ranks * cfg.learner.num_cpus, cfg.scoring.num_cpus),
+             "GPU": max(ranks * cfg.learner.num_gpus, cfg.scoring.num_gpus)}
+    for name, amount in [*((name, ranks * amount) for name, amount in cfg.learner.resources.items()),
+                         *cfg.scoring.resources.items()]:
         wants[name] = max(wants.get(name, 0), amount)
     for resource, amount in wants.items():
         if amount > have.get(resource, 0):
@@ -95,11 +98,37 @@ def start_actors(cfg: Config, run_dir: str) -> dict[str, Any]:
     }
     actors["quarantine"] = ray.remote(QuarantineSink).options(name=actor_name("quarantine", run_dir), **small).remote(
         os.path.join(run_dir, "quarantine.jsonl"), actors["monitor"])
+    placement = learner_placement(cfg)
+    where = {} if placement is None else {"scheduling_strategy": PlacementGroupSchedulingStrategy(
+        placement, placement_group_bundle_index=0)}
     actors["learner"] = ray.remote(LearnerActor).options(
         num_cpus=cfg.learner.num_cpus, num_gpus=cfg.learner.num_gpus, resources=cfg.learner.resources or None,
-        max_restarts=cfg.learner.max_restarts, name=learner_actor_name(run_dir)).remote(
-        cfg, run_dir, actors["weights"], actors["monitor"], actors["quarantine"], component_entries(cfg))
+        max_restarts=cfg.learner.max_restarts, name=learner_actor_name(run_dir), **where).remote(
+        cfg, run_dir, actors["weights"], actors["monitor"], actors["quarantine"], component_entries(cfg), placement)
+    if placement is not None:
+        actors["learner_placement"] = placement
     return actors
+
+
+def learner_placement(cfg: Config) -> Any:
+    """With learner.num_workers N > 1, a placement group of N bundles, each with what one learner rank asks for,
+    packed onto as few nodes as fit (NCCL is fastest within a node): the group's ranks start together or not at all,
+    and a restarted rank 0 finds its workers' places kept. None for one learner."""
+    lcfg = cfg.learner
+    if lcfg.num_workers == 1:
+        return None
+    bundle = {name: amount for name, amount in {"CPU": lcfg.num_cpus, "GPU": lcfg.num_gpus, **lcfg.resources}.items()
+              if amount > 0}
+    return placement_group([bundle] * lcfg.num_workers, strategy="PACK", name=f"ol_ray_learner_group_{os.getpid()}")
+
+
+def stop_actors(actors: dict[str, Any]) -> None:
+    """Kill the run's actors (the learner's group workers die with it) and free the learner's placement group."""
+    for name, actor in actors.items():
+        if name == "learner_placement":
+            remove_placement_group(actor)
+        else:
+            ray.kill(actor)
 
 
 def component_entries(cfg: Config) -> dict[str, dict[str, Any]]:

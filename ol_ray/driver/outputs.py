@@ -162,5 +162,6 @@ def summarize(cfg: Config, started: float, info: dict[str, Any], samples_read: i
         learner_device=info["device"], learner_node=info["node_id"], model_parameters=info["parameters"],
         samples_holdout=(holdout_start(cfg.output.run_dir) or {}).get("read", 0) if uses_rho_loss(cfg.selection)
         else 0,
-        checkpoint=learner.get("checkpoint_path"), scorer_nodes=scorer_nodes, scorers=scorers, config=to_dict(cfg),
+        checkpoint=learner.get("checkpoint_path"), learner_ranks=learner.get("learner_ranks", 1),
+        scorer_nodes=scorer_nodes, scorers=scorers, config=to_dict(cfg),
         quarantine=quarantine, weights=weights, evaluation=evaluation, continual=learner.get("continual", {}))

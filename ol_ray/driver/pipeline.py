@@ -32,7 +32,7 @@ from ol_ray.config.schema import Config
 from ol_ray.data.factory import make_source
 from ol_ray.data.kafka import GroupCommitter
 from ol_ray.driver.cluster import (check_resources, joins_a_cluster, start_actors, start_ray, start_scorers,
-                                   wait_for_learner)
+                                   stop_actors, wait_for_learner)
 from ol_ray.driver.feeding import Feeder, LearnerLost, StreamReader, learner_reply
 from ol_ray.driver.outputs import RunOutputs, summarize, write_accuracy_matrix, write_traceback
 from ol_ray.driver.preflight import preflight, resolve_paths
@@ -119,8 +119,7 @@ def run_pipeline(cfg: Config, rows: Optional[Sequence[dict[str, Any]]] = None, r
             committer.close()
         if pool is not None:
             pool.kill()
-        for actor in actors.values():
-            ray.kill(actor)
+        stop_actors(actors)
         if started_ray:
             ray.shutdown()
 

@@ -3,9 +3,10 @@ quarantine sink and Ray's metrics. Every decision is the core's (`ol_ray.learner
 
 from __future__ import annotations
 
+import logging
 import os
 import uuid
-from typing import Any, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional
 
 import ray
 from ray.util.metrics import Counter, Gauge
@@ -13,10 +14,18 @@ from ray.util.metrics import Counter, Gauge
 from ol_ray.batching.base import POLICIES
 from ol_ray.config.schema import Config
 from ol_ray.learner.core import Columns, OnlineLearner
+from ol_ray.learner.group import GroupFailed, LearnerGroup
 from ol_ray.observe.monitor import own_memory
 from ol_ray.scoring.pool import columns_needed
 from ol_ray.selection.base import STRATEGIES, pool_length
 from ol_ray.weights.store import WeightPublisher, next_learner_epoch
+
+logger = logging.getLogger(__name__)
+
+
+def ewc_state(learner: OnlineLearner) -> Optional[dict[str, Any]]:
+    ewc = learner.continual.ewc
+    return ewc.state_dict() if ewc is not None else None
 
 
 class LearnerActor:
@@ -24,7 +33,7 @@ class LearnerActor:
     restarted actor runs __init__ again and OnlineLearner restores the run's newest checkpoint."""
 
     def __init__(self, cfg: Config, run_dir: str, weight_store: Any, monitor: Any, quarantine: Any,
-                 plugins: Optional[dict[str, dict[str, Any]]] = None):
+                 plugins: Optional[dict[str, dict[str, Any]]] = None, placement: Any = None):
         # the strategies and policies the config names, from the driver's registries (plug-ins included)
         STRATEGIES.adopt((plugins or {}).get("strategies", {}))
         POLICIES.adopt((plugins or {}).get("policies", {}))
@@ -46,9 +55,23 @@ class LearnerActor:
             "batch_size": Gauge("ol_ray_batch_size", description="Batch size of the latest update."),
             "staleness": Gauge("ol_ray_staleness", description="Mean weight staleness of the latest batch."),
         }
+        # learner.num_workers > 1: this process is rank 0 of a data-parallel group in `placement`'s bundles
+        group = (lambda learner: LearnerGroup(cfg, learner.model, learner.optimizer, learner.device, learner.pad_id,
+                                              placement, ewc_state(learner))) if placement is not None else None
+        # a group that does not form fails the actor's creation with the reason (a config error, usually)
         self.learner = OnlineLearner(cfg, run_dir, publish=self.publisher.maybe_publish, snapshot=self._snapshot,
-                                     report=self._report,
+                                     report=self._report, group=group,
                                      quarantine=lambda records: ray.get(quarantine.write.remote(records)))
+
+    @staticmethod
+    def _guarded(call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """`call`, but a failed learner group ends this process: Ray restarts the actor, which forms a new group
+        from the newest checkpoint (the driver replays from there). A group cannot go on short of a rank."""
+        try:
+            return call(*args, **kwargs)
+        except GroupFailed as error:
+            logger.error("ol_ray: %s; the learner restarts from its newest checkpoint", error)
+            os._exit(1)
 
     def _snapshot(self) -> Mapping[str, Any]:
         """The monitor's snapshot requested one update ago (ready by now), and a request for the next one."""
@@ -86,30 +109,35 @@ class LearnerActor:
     def _answer(self, records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         return self._record(records), self.learner.status()
 
+    def group_info(self) -> dict[str, Any]:
+        """The data-parallel group: its workers' process ids and each rank's parameter sums (equal when in step)."""
+        group = self.learner.group
+        return {"worker_pids": group.pids, "parameter_sums": group.parameter_sums()} if group else {}
+
     def add_candidates(self, candidates: Columns, incarnation: str) -> Optional[tuple[list[dict], dict]]:
         if incarnation != self.incarnation:
             return None
         self.weight_store.consumed.remote(pool_length(candidates))
-        return self._answer(self.learner.add_candidates(candidates))
+        return self._answer(self._guarded(self.learner.add_candidates, candidates))
 
     def tick(self, incarnation: str) -> Optional[tuple[list[dict], dict]]:
         if incarnation != self.incarnation:
             return None
-        return self._answer(self.learner.tick())
+        return self._answer(self._guarded(self.learner.tick))
 
     def begin_phase(self, name: str, incarnation: str) -> Optional[tuple[list[dict], dict]]:
         if incarnation != self.incarnation:
             return None
-        return self._answer(self.learner.begin_phase(name))
+        return self._answer(self._guarded(self.learner.begin_phase, name))
 
     def end_window(self, window_index: int, cursor: dict[str, Any], read: int, quarantined: int,
                    incarnation: str) -> Optional[tuple[list[dict], dict]]:
         if incarnation != self.incarnation:
             return None
-        return self._answer(self.learner.end_window(window_index, cursor, read, quarantined))
+        return self._answer(self._guarded(self.learner.end_window, window_index, cursor, read, quarantined))
 
     def finish(self, incarnation: str) -> Optional[tuple[list[dict[str, Any]], dict[str, Any]]]:
         if incarnation != self.incarnation:
             return None
-        records = self._record(self.learner.finish())
+        records = self._record(self._guarded(self.learner.finish))
         return records, self.learner.state()

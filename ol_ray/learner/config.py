@@ -29,6 +29,10 @@ class LearnerConfig:
     max_in_flight: int = 2  # candidate pools queued at the learner; more only adds staleness
     max_updates: int = 0  # stop after this many updates; 0 = run until the stream ends
     duplicate_window: int = 10_000_000  # remember the newest this many sample ids (16 bytes each) for repeats; 0 = all
+    num_workers: int = 1  # data-parallel learner: this many ranks (each num_cpus, num_gpus and resources) share
+    #   every update under torch DDP (NCCL on GPUs, gloo on CPU); 1 = one learner process (docs/distributed.md)
+    group_timeout_s: float = 300.0  # with num_workers > 1: a collective waiting longer fails the group, which
+    #   restarts from the newest checkpoint
     max_restarts: int = 3  # a crashed learner actor restarts from the newest checkpoint at most this many times
     start_timeout_s: float = 600.0  # give up when the learner has not started after this long (resources pending?)
 
@@ -51,6 +55,11 @@ def check_learner(lr: LearnerConfig) -> None:
                                       f"{lr.micro_batch_size}")
     require(lr.publish_every >= 1, f"learner.publish_every must be at least 1; got {lr.publish_every}")
     require(lr.max_in_flight >= 1, f"learner.max_in_flight must be at least 1; got {lr.max_in_flight}")
+    require(lr.num_workers >= 1, f"learner.num_workers must be at least 1; got {lr.num_workers}")
+    require(lr.num_workers == 1 or lr.num_cpus > 0 or lr.num_gpus > 0 or bool(lr.resources),
+            "learner.num_workers > 1 reserves each rank's learner.num_cpus / num_gpus / resources in a placement "
+            "group; give it some (learner.num_cpus > 0)")
+    require(lr.group_timeout_s > 0, f"learner.group_timeout_s must be positive; got {lr.group_timeout_s}")
     require(lr.max_restarts >= 0, f"learner.max_restarts must not be negative; got {lr.max_restarts}")
     require(lr.start_timeout_s > 0, f"learner.start_timeout_s must be positive; got {lr.start_timeout_s}")
     require(lr.max_updates >= 0, f"learner.max_updates must not be negative; got {lr.max_updates}")

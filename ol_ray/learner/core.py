@@ -50,7 +50,8 @@ class OnlineLearner:
     Callbacks, all doing nothing by default for use without Ray: publish(model, version, force=, reset=) after every
     update (the publisher decides whether to really publish); snapshot() returns the resource monitor's latest
     snapshot for the batch policy; report(stats) hands step statistics to the monitor; quarantine(records) takes
-    rejected samples (duplicate ids).
+    rejected samples (duplicate ids). `group(learner)`, when given, makes the data-parallel group that takes every
+    update's step (`ol_ray.learner.group.LearnerGroup`).
 
     With a run directory that already holds checkpoints, it restores the newest readable one (falling back past
     unreadable ones with a warning; failing on any other error): model, optimizer, scheduler, RNG states, counters,
@@ -60,7 +61,7 @@ class OnlineLearner:
 
     def __init__(self, cfg: Config, run_dir: Optional[str] = None, publish: Callable[..., Any] = _no_op,
                  snapshot: Callable[[], Mapping[str, Any]] = dict, report: Callable[..., Any] = _no_op,
-                 quarantine: Callable[..., Any] = _no_op):
+                 quarantine: Callable[..., Any] = _no_op, group: Optional[Callable[..., Any]] = None):
         torch.set_num_threads(cfg.learner.torch_threads)
         torch.manual_seed(cfg.model.seed)
         self.cfg = cfg
@@ -112,6 +113,9 @@ class OnlineLearner:
             # version 0, the starting weights; a reset, in case this is a restart before the first checkpoint
             self.publish(self.model, 0, force=True, reset=True)
             self.start_records = [self.run_evaluation()] if self.evaluates and cfg.eval.at_start else []
+        # learner.num_workers > 1: the data-parallel group (`ol_ray.learner.group`) takes every step from here on,
+        # starting from this (restored) model, optimizer and EWC state
+        self.group = group(self) if group is not None else None
 
     def _build(self, path: Optional[str] = None) -> None:
         """Model (the configured one, or a checkpoint's), optimizer and learning-rate schedule."""
@@ -189,6 +193,8 @@ class OnlineLearner:
     def refresh_ewc(self, reason: str) -> list[dict[str, Any]]:
         records = self.continual.refresh_ewc(self.model, self.pad_id, self.device, self.cfg.learner.precision,
                                              self.updates, reason)
+        if records and self.group is not None:  # every rank adds the same penalty
+            self.group.set_penalty(self.continual.ewc.state_dict())
         self.busy_s += sum(record["seconds"] for record in records)
         return records
 
@@ -375,6 +381,7 @@ class OnlineLearner:
             "cursor": self.cursor,
             "windows_done": self.windows_done,
             "device": str(self.device),
+            "learner_ranks": self.group.world if self.group is not None else 1,
             "checkpoint_path": self.checkpoint_path,
             "restored_from": self.restored_from,
         }

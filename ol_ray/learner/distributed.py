@@ -72,7 +72,8 @@ class DataParallel:
 
     def wrap(self, model: nn.Module, device: torch.device) -> DistributedDataParallel:
         """The model under DDP (its parameters broadcast from rank 0, so every rank starts from the same weights)."""
-        return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+        index = torch.cuda.current_device() if device.type == "cuda" and device.index is None else device.index
+        return DistributedDataParallel(model, device_ids=[index] if device.type == "cuda" else None,
                                        process_group=self.group, broadcast_buffers=False)
 
     def sum_values(self, values: Sequence[float], device: torch.device) -> list[float]:

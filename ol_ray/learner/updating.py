@@ -179,12 +179,15 @@ def _step_within_memory(learner: Any, batch: TrainBatch) -> tuple[dict[str, Any]
     wants_noise = getattr(learner.policy, "wants_gradient_noise", False)
     while True:
         limit = min(filter(None, (lcfg.micro_batch_size, learner.oom_ceiling)), default=0)
+        ewc = learner.continual.ewc
+        penalty = ewc.penalty if ewc is not None else None
         try:
-            ewc = learner.continual.ewc
-            stats = weighted_step(learner.model, learner.optimizer, batch, learner.pad_id, learner.device,
-                                  lcfg.grad_clip,
-                                  lcfg.precision, lcfg.micro_batch_tokens, limit, noise_probe=wants_noise,
-                                  measure_memory=True, penalty=ewc.penalty if ewc is not None else None)
+            if learner.group is not None:  # data parallel: every rank steps its share
+                stats = learner.group.step(batch, limit, penalty)
+            else:
+                stats = weighted_step(learner.model, learner.optimizer, batch, learner.pad_id, learner.device,
+                                      lcfg.grad_clip, lcfg.precision, lcfg.micro_batch_tokens, limit,
+                                      noise_probe=wants_noise, measure_memory=True, penalty=penalty)
             break
         except Exception as error:
             if not is_out_of_memory(error):
@@ -194,7 +197,8 @@ def _step_within_memory(learner: Any, batch: TrainBatch) -> tuple[dict[str, Any]
                 torch.cuda.empty_cache()
             plan, _ = micro_batch_plan([len(ids) for ids in batch.input_ids], lcfg.micro_batch_tokens, limit,
                                        wants_noise)
-            largest = max(len(group) for group in plan)
+            # a group's error names the largest micro-batch that failed on any rank
+            largest = getattr(error, "largest", 0) or max(len(group) for group in plan)
             if largest <= 1:
                 raise
             learner.oom_ceiling = largest // 2

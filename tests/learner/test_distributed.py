@@ -115,26 +115,12 @@ def test_shares_are_contiguous_and_differ_by_at_most_one():
     assert np.concatenate(shares(9, 4)).tolist() == list(range(9))
 
 
-@pytest.fixture
-def without_dropout(tiny_model_dir, tmp_path):
-    """The tiny model with dropout off: ranks draw other dropout masks than one learner, which is not the point."""
-    import json
-    import shutil
-
-    folder = tmp_path / "no-dropout"
-    shutil.copytree(tiny_model_dir, folder)
-    config = json.loads((folder / "config.json").read_text())
-    config.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, classifier_dropout=0.0)
-    (folder / "config.json").write_text(json.dumps(config))
-    return str(folder)
-
-
-def test_two_gloo_ranks_take_the_single_learners_updates(without_dropout, tmp_path):
+def test_two_gloo_ranks_take_the_single_learners_updates(tiny_model_without_dropout, tmp_path):
     import torch.multiprocessing as mp
 
-    mp.start_processes(rank_main, args=(2, free_port(), without_dropout, str(tmp_path)), nprocs=2, join=True,
+    mp.start_processes(rank_main, args=(2, free_port(), tiny_model_without_dropout, str(tmp_path)), nprocs=2, join=True,
                        start_method="spawn")
-    single, expected, _ = train(without_dropout)
+    single, expected, _ = train(tiny_model_without_dropout)
     ranks = [torch.load(tmp_path / f"rank{rank}.pt", weights_only=False) for rank in (0, 1)]
     # rank 1's out-of-memory error reached rank 0 too: both retried the same update once, with the same limit
     assert ranks[0]["ooms"] == ranks[1]["ooms"] and len(ranks[0]["ooms"]) == 1

@@ -1,0 +1,216 @@
+"""The data-parallel learner group (`learner.num_workers` N > 1): one update, decided once, taken by N ranks.
+
+Rank 0 is the LearnerActor's own process: its `OnlineLearner` makes every decision (selection, weights, batch size,
+learning rate, micro-batch ceiling) and alone evaluates, publishes, checkpoints and keeps the ledger, all from its
+unwrapped model. Ranks 1..N-1 are `GroupWorker` actors, each with a copy of the model and optimizer. For an update,
+rank 0 sends each worker its share of the batch (`ol_ray.learner.distributed.shares`), steps its own, and every rank
+runs `weighted_step` under torch DDP over the whole batch's normaliser: the gradient DDP all-reduces is the single
+learner's, and every rank steps the same optimizer state, so the copies stay equal without weights being sent. The
+shares' per-sample figures come back to rank 0 with the workers' answers.
+
+The ranks are gang-scheduled in a placement group the driver reserves (`ol_ray.driver.cluster`): bundle 0 holds
+rank 0, bundle r rank r, each with the learner's num_cpus / num_gpus / resources, packed onto as few nodes as fit.
+They form a torch.distributed process group at rank 0's address (NCCL on GPUs, gloo on CPU); DDP broadcasts rank 0's
+weights when it wraps, and rank 0 sends its optimizer and EWC state once (after a restore they are the checkpoint's).
+
+Ray Train's `TorchTrainer` runs a training function to completion over a dataset; this learner is long-lived and fed
+call by call by the driver, with its decisions on rank 0. So the group follows the pattern of verl's and OpenRLHF's
+worker groups: Ray actors in a placement group, a process group formed at rank 0, torch's own DDP all-reduce.
+
+A worker that dies, or a collective that fails or waits past `learner.group_timeout_s`, fails the whole group
+(`GroupFailed`): the LearnerActor then exits, Ray restarts it, and it forms a new group from the newest checkpoint
+(the driver replays from there), as after a crash of a single learner.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import os
+import socket
+from typing import Any, Callable, Optional
+
+import numpy as np
+import ray
+import torch
+import torch.distributed as dist
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+from ol_ray.config.schema import Config
+from ol_ray.continual.ewc import ElasticWeights
+from ol_ray.learner.distributed import DataParallel, GroupOutOfMemory, share_of, shares
+from ol_ray.learner.update import make_optimizer, weighted_step
+from ol_ray.models.loading import device_for, load_model, load_tokenizer, pad_id_of
+from ol_ray.tasks.losses import TrainBatch
+
+logger = logging.getLogger(__name__)
+SHARE_FIGURES = ("sample_losses", "sample_correct", "memory_per_sample_mb", "skipped")
+
+
+class GroupFailed(RuntimeError):
+    """A rank of the learner group died, or a collective failed: the group must restart from a checkpoint."""
+
+
+def rendezvous_address() -> str:
+    """host:port where rank 0 hosts the process group's store: this node's address and a free port."""
+    with socket.socket() as sock:
+        sock.bind(("", 0))
+        port = sock.getsockname()[1]
+    return f"{ray.util.get_node_ip_address()}:{port}"
+
+
+def join_group(address: str, rank: int, world: int, device: torch.device, timeout_s: float) -> DataParallel:
+    """Join the process group of `world` ranks whose store rank 0 hosts at `address`."""
+    if device.type == "cuda":
+        torch.cuda.set_device(torch.cuda.current_device())
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo", init_method=f"tcp://{address}",
+                            rank=rank, world_size=world, timeout=datetime.timedelta(seconds=timeout_s))
+    return DataParallel()
+
+
+def share_step(cfg: Config, model: Any, optimizer: torch.optim.Optimizer, share: TrainBatch, normaliser: int,
+               pad_id: int, device: torch.device, limit: int, data_parallel: DataParallel,
+               penalty: Optional[Callable[..., Any]]) -> dict[str, Any]:
+    """This rank's part of an update: the weighted step on its share, over the whole batch's normaliser."""
+    lcfg = cfg.learner
+    return weighted_step(model, optimizer, share, pad_id, device, lcfg.grad_clip, lcfg.precision,
+                         lcfg.micro_batch_tokens, limit, measure_memory=True, penalty=penalty, normaliser=normaliser,
+                         data_parallel=data_parallel)
+
+
+def on_cpu(value: Any) -> Any:
+    """A (nested) state dict with its tensors on the CPU, to travel through Ray's object store."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu()
+    if isinstance(value, dict):
+        return {key: on_cpu(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(on_cpu(item) for item in value)
+    return value
+
+
+class GroupWorker:
+    """Rank `rank` > 0 of the learner group: a model copy and optimizer that step the shares rank 0 sends. Create
+    with ray.remote(...) in the group's placement group; it joins the process group as it starts."""
+
+    def __init__(self, cfg: Config, rank: int, world: int, address: str):
+        torch.set_num_threads(cfg.learner.torch_threads)
+        self.cfg = cfg
+        self.device = device_for(cfg.learner.num_gpus)
+        self.pad_id = pad_id_of(load_tokenizer(cfg.model.name_or_path, cfg.model.trust_remote_code))
+        model = load_model(cfg.model, pretrained=False).to(self.device)  # rank 0's weights come with the wrap
+        self.data_parallel = join_group(address, rank, world, self.device, cfg.learner.group_timeout_s)
+        self.model = self.data_parallel.wrap(model, self.device)
+        self.optimizer = make_optimizer(model, cfg.learner.lr, cfg.learner.weight_decay, self.device)
+        self.ewc = ElasticWeights(cfg.continual.ewc_lambda, cfg.continual.ewc_decay) if cfg.continual.ewc_lambda \
+            else None
+
+    def load(self, state: dict[str, Any]) -> int:
+        """Rank 0's optimizer and EWC state; returns this process's id."""
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.set_penalty(state.get("ewc"))
+        return os.getpid()
+
+    def set_penalty(self, state: Optional[dict[str, Any]]) -> None:
+        if self.ewc is not None and state is not None:
+            self.ewc.load_state_dict(state, self.device)
+
+    def step(self, share: TrainBatch, normaliser: int, lrs: list[float], limit: int) -> dict[str, Any]:
+        """Step this rank's share at rank 0's learning rates; its per-sample figures, or {"out_of_memory": size}
+        when some rank ran out of memory (nothing stepped: rank 0 retries the update with smaller micro-batches)."""
+        for group, lr in zip(self.optimizer.param_groups, lrs):
+            group["lr"] = lr
+        try:
+            stats = share_step(self.cfg, self.model, self.optimizer, share, normaliser, self.pad_id, self.device,
+                               limit, self.data_parallel, self.ewc.penalty if self.ewc is not None else None)
+        except GroupOutOfMemory as error:
+            self.optimizer.zero_grad(set_to_none=True)
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            return {"out_of_memory": error.largest}
+        return {key: stats[key] for key in SHARE_FIGURES}
+
+    def parameter_sums(self) -> list[float]:
+        """Each parameter's sum: equal on every rank while the group is in step."""
+        return [float(p.detach().double().sum()) for p in self.model.module.parameters()]
+
+
+class LearnerGroup:
+    """Rank 0's side of the group: starts the workers in bundles 1..N-1 of `placement`, joins them, wraps rank 0's
+    model in DDP and sends its optimizer and EWC state; `step` takes an update on every rank."""
+
+    def __init__(self, cfg: Config, model: Any, optimizer: torch.optim.Optimizer, device: torch.device,
+                 pad_id: int, placement: Any, ewc_state: Optional[dict[str, Any]] = None):
+        lcfg = cfg.learner
+        self.cfg, self.optimizer, self.device, self.pad_id = cfg, optimizer, device, pad_id
+        self.world = world = lcfg.num_workers
+        address = rendezvous_address()
+        remote = ray.remote(GroupWorker)
+        self.workers = [remote.options(
+            num_cpus=lcfg.num_cpus, num_gpus=lcfg.num_gpus, resources=lcfg.resources or None, max_restarts=0,
+            scheduling_strategy=PlacementGroupSchedulingStrategy(placement, placement_group_bundle_index=rank),
+        ).remote(cfg, rank, world, address) for rank in range(1, world)]
+        try:
+            self.data_parallel = join_group(address, 0, world, device, lcfg.group_timeout_s)
+            self.model = self.data_parallel.wrap(model, device)
+            state = ray.put({"optimizer": on_cpu(optimizer.state_dict()), "ewc": on_cpu(ewc_state)})
+            self.pids = ray.get([worker.load.remote(state) for worker in self.workers],
+                                timeout=lcfg.group_timeout_s)
+        except Exception as error:
+            raise GroupFailed(f"the learner group of {world} ranks did not form: {self._cause(error)}") from error
+        logger.info("ol_ray: learner group of %d ranks formed at %s (%s)", world, address,
+                    dist.get_backend())
+
+    def _cause(self, error: BaseException) -> str:
+        """The workers' own failure, if one failed (their error explains rank 0's), else `error`."""
+        for worker in self.workers:
+            try:
+                ray.get(worker.parameter_sums.remote(), timeout=1)
+            except ray.exceptions.GetTimeoutError:
+                continue
+            except ray.exceptions.RayError as failure:
+                return str(failure).strip().splitlines()[-1]
+        return str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
+
+    def step(self, batch: TrainBatch, limit: int, penalty: Optional[Callable[..., Any]]) -> dict[str, Any]:
+        """The update of `batch` on every rank, each on its share; the figures of the whole batch (per-sample ones in
+        batch order, stand-ins left out). Raises GroupOutOfMemory when any rank ran out of memory (none stepped)."""
+        size = len(batch.labels)
+        positions = shares(size, len(self.workers) + 1)
+        lrs = [group["lr"] for group in self.optimizer.param_groups]
+        refs = [worker.step.remote(share_of(batch, part), size, lrs, limit)
+                for worker, part in zip(self.workers, positions[1:])]
+        out_of_memory = 0
+        try:
+            stats = share_step(self.cfg, self.model, self.optimizer, share_of(batch, positions[0]), size,
+                               self.pad_id, self.device, limit, self.data_parallel, penalty)
+        except GroupOutOfMemory as error:
+            out_of_memory = error.largest
+        except Exception as error:
+            raise GroupFailed(f"an update of the learner group failed: {self._cause(error)}") from error
+        answers = self._answers(refs)
+        out_of_memory = max([out_of_memory, *(answer.get("out_of_memory", 0) for answer in answers)])
+        if out_of_memory:
+            raise GroupOutOfMemory(out_of_memory)
+        figures = [stats, *(answer for answer, part in zip(answers, positions[1:]) if len(part))]
+        for key in ("sample_losses", "sample_correct"):
+            stats[key] = np.concatenate([figure[key] for figure in figures])
+        stats["memory_per_sample_mb"] = max(figure["memory_per_sample_mb"] for figure in figures)
+        return stats
+
+    def _answers(self, refs: list[Any]) -> list[dict[str, Any]]:
+        try:
+            return ray.get(refs, timeout=self.cfg.learner.group_timeout_s)
+        except ray.exceptions.RayError as error:
+            raise GroupFailed(f"a worker of the learner group failed: {self._cause(error)}") from error
+
+    def set_penalty(self, state: dict[str, Any]) -> None:
+        """EWC's new Fisher estimate and anchor, for every worker's next update (calls run in order)."""
+        ref = ray.put(on_cpu(state))
+        for worker in self.workers:
+            worker.set_penalty.remote(ref)
+
+    def parameter_sums(self) -> list[list[float]]:
+        """Each rank's parameter sums, rank 0's first (the test that the ranks are in step)."""
+        own = [float(p.detach().double().sum()) for p in self.model.module.parameters()]
+        return [own, *self._answers([worker.parameter_sums.remote() for worker in self.workers])]

@@ -1,0 +1,95 @@
+"""The data-parallel learner group in real runs (learner.num_workers=2, gloo on CPU, the tiny model without
+dropout): it trains exactly what one learner trains, its checkpoint resumes with one learner on the same path, and
+a killed worker brings the group back from its newest checkpoint with every sample accounted for."""
+
+import json
+import os
+import signal
+
+import pytest
+import ray
+
+from ol_ray.config import load_config
+from ol_ray.driver.cluster import learner_actor_name
+from ol_ray.driver.pipeline import run_pipeline
+from ol_ray.state.ledger import LEDGER_LOG
+
+from conftest import no_actors_left
+from data_files import write_sst2_tsv
+
+LOCKSTEP = ["stream.text_field=sentence", "stream.window_size=96", "model.max_length=32", "scoring.batch_size=32",
+            "scoring.max_lead_updates=0", "selection.strategy=entropy", "selection.pool_size=24",
+            "batching.batch_size=8", "learner.lr=3e-3", "learner.torch_threads=1", "learner.num_cpus=0.5",
+            "learner.publish_every=1", "eval.path=", "continual.drift_detector=none", "output.progress=false"]
+
+
+def trained(run_dir):
+    with open(os.path.join(run_dir, LEDGER_LOG), encoding="utf-8") as handle:
+        return [json.loads(line)["trained"] for line in handle]
+
+
+def updates(run_dir):
+    with open(os.path.join(run_dir, "metrics.jsonl"), encoding="utf-8") as handle:
+        return [r for r in map(json.loads, handle) if r["kind"] == "update"]
+
+
+def test_two_ranks_train_what_one_learner_trains_and_resume_as_one(ray_local, tiny_model_without_dropout, sst2_rows,
+                                                                    tmp_path):
+    """Lockstep (each pool scored with the weights of the update just made): 2 ranks on the first 96 rows, then
+    the same run resumed from their checkpoint by one learner to 192 rows, pick and lose what the single-process
+    loop does on the 192 rows, update by update."""
+    from ol_ray.bench.loop import read_stream, run_plain
+
+    stream = write_sst2_tsv(tmp_path / "train.tsv", sst2_rows[:192])
+    run_dir = tmp_path / "run"
+    base = [f"stream.path={stream}", f"model.name_or_path={tiny_model_without_dropout}", *LOCKSTEP,
+            f"output.run_dir={run_dir}"]
+    first = run_pipeline(load_config(None, [*base, "stream.max_samples=96", "learner.num_workers=2"]))
+    assert first["updates"] == 4 and first["accounting_ok"] and first["learner_ranks"] == 2
+    second = run_pipeline(load_config(None, [*base, "stream.max_samples=192", "learner.num_workers=1"]), resume=True)
+    assert second["restored_from"] and second["updates"] == 8 and second["accounting_ok"]
+    assert second["learner_ranks"] == 1
+    assert second["samples_read"] == 192 and no_actors_left() == []
+
+    (tmp_path / "plain").mkdir()
+    cfg = load_config(None, [*base, "stream.max_samples=192"])
+    _, plain_updates = run_plain(cfg, read_stream(cfg, 192, 0.0, 0), chunk=24, run_dir=str(tmp_path / "plain"))
+    assert trained(run_dir) == trained(tmp_path / "plain")  # the same picks, update by update
+    assert [r["loss"] for r in updates(run_dir)] == pytest.approx([r["loss"] for r in plain_updates], rel=1e-4)
+    assert [r["grad_norm"] for r in updates(run_dir)] == pytest.approx([r["grad_norm"] for r in plain_updates],
+                                                                       rel=1e-3)
+
+
+def test_a_killed_worker_restarts_the_group_from_its_checkpoint(ray_local, tiny_model_dir, sst2_rows, tmp_path):
+    """A worker killed mid-run: the group fails, rank 0 restarts and forms a new group from the newest checkpoint,
+    the driver replays from there, the ranks are in step again, and every sample read is accounted for once."""
+    from tests.bench.test_faults import assert_balanced, in_thread, records, result_of, small_config, wait_for
+
+    stream = write_sst2_tsv(tmp_path / "train.tsv", sst2_rows[:450])
+    run_dir = str(tmp_path / "run")
+    cfg = small_config(tiny_model_dir, stream, run_dir, "learner.num_workers=2", "learner.group_timeout_s=60",
+                       "continual.replay_size=64", "continual.replay_fraction=0.25", "continual.ewc_lambda=10",
+                       "continual.ewc_every_updates=4", "stream.rate=120")
+    thread, box = in_thread(run_pipeline, cfg)
+    learner = wait_for(lambda: sum(r["kind"] == "checkpoint" for r in records(run_dir)) >= 1
+                       and ray.get_actor(learner_actor_name(run_dir)), what="a checkpoint")
+    first = ray.get(learner.group_info.remote())
+    os.kill(first["worker_pids"][0], signal.SIGKILL)
+    again = wait_for(lambda: _group_after(learner, first["worker_pids"]), timeout=120, what="a new group")
+    for sums in again["parameter_sums"][1:]:  # the new worker holds rank 0's weights
+        assert sums == pytest.approx(again["parameter_sums"][0], rel=1e-6)
+    summary = result_of(thread, box)
+    assert summary["learner_restarts"] == 1
+    assert_balanced(summary, 450)
+    kinds = {r["kind"] for r in records(run_dir)}
+    assert "ewc_refresh" in kinds and any(r.get("replayed") for r in records(run_dir) if r["kind"] == "update")
+    assert no_actors_left() == []
+
+
+def _group_after(learner, old_pids):
+    """The group's info once a new group (other worker processes) has formed and updated; None before."""
+    try:
+        info = ray.get(learner.group_info.remote(), timeout=5)
+    except ray.exceptions.RayError:
+        return None
+    return info if info and info["worker_pids"] != old_pids else None
