@@ -7,14 +7,15 @@ import argparse
 from types import ModuleType
 from typing import Any
 
-from ol_ray.bench import batching, chaos, forgetting, memory, pipeline, scaling, selection, serving, time_to_accuracy
+from ol_ray.bench import (batching, chaos, forgetting, learner_scaling, memory, pipeline, scaling, selection, serving,
+                          time_to_accuracy)
 from ol_ray.config import load_config
 from ol_ray.errors import ConfigError
 
 BENCHMARKS: dict[str, ModuleType] = {
     "pipeline": pipeline, "memory": memory, "scaling": scaling, "selection": selection, "batching": batching,
     "forgetting": forgetting, "time-to-accuracy": time_to_accuracy, "chaos": chaos,
-    "serve": serving,
+    "serve": serving, "learner-scaling": learner_scaling,
 }
 
 

@@ -7,18 +7,20 @@ rank computes the weighted loss of its share of the batch over the same normalis
 
     sum_r grad( sum_{i in share_r} w_i L_i / B )  =  grad( sum_i w_i L_i / B )
 
-is exactly the gradient one learner takes on the whole batch: not an average of per-rank means, which would weight
-a sample of a small share more than one of a large share when B does not divide by N. DDP averages over the N
-ranks, so each rank's loss is scaled by N. Micro-batches accumulate locally (`no_sync`) and only the last one of an
-update synchronises, so ranks whose shares split into different numbers of micro-batches still reduce once each. A
-rank without a sample (B < N) trains on one sample with weight 0, so that it takes part in the reduction. Every rank
-then adds the same regulariser (EWC) to the same reduced gradient, clips it and steps the same optimizer state: the
-weights stay equal without being sent. A non-finite loss or gradient on any rank reaches every rank through the
-reduction, and all skip the step together. An out-of-memory error in a rank's local micro-batches is agreed on
-before the synchronising one (`DataParallel.agree_on_memory`): every rank then raises `GroupOutOfMemory`, so that
-the learner retries the same update on all ranks with smaller micro-batches instead of leaving the others waiting in
-the reduction. (An out-of-memory error inside the synchronising micro-batch cannot be agreed on: the reduction has
-begun. The group fails and restarts from its newest checkpoint: `ol_ray.learner.group`.)
+is exactly the gradient one learner takes on the whole batch: not an average of per-rank means, which would weight a
+sample of a small share more than one of a large share when B does not divide by N. DDP averages over the N ranks,
+so each rank's loss is scaled by N. Micro-batches accumulate locally (through the wrapped module itself, as
+`no_sync` would, but without DDP's forward: its one-off bucket rebuild is a collective, which ranks with different
+numbers of micro-batches would reach at different points) and only the last one of an update synchronises, so ranks
+whose shares split into different numbers of micro-batches still reduce once each. A rank without a sample (B < N)
+trains on one sample with weight 0, so that it takes part in the reduction. Every rank then adds the same
+regulariser (EWC) to the same reduced gradient, clips it and steps the same optimizer state: the weights stay equal
+without being sent. A non-finite loss or gradient on any rank reaches every rank through the reduction, and all skip
+the step together. An out-of-memory error in a rank's local micro-batches is agreed on before the synchronising one
+(`DataParallel.agree_on_memory`): every rank then raises `GroupOutOfMemory`, so that the learner retries the same
+update on all ranks with smaller micro-batches instead of leaving the others waiting in the reduction. (An out-of-
+memory error inside the synchronising micro-batch cannot be agreed on: the reduction has begun. The group fails and
+restarts from its newest checkpoint: `ol_ray.learner.group`.)
 
 Plain torch.distributed (gloo on CPU, NCCL on GPUs), callable without Ray: `DataParallel(group)` wraps the model
 (`wrap`) and is passed to `ol_ray.learner.update.weighted_step` with the share and the whole batch's normaliser.
@@ -26,6 +28,7 @@ Plain torch.distributed (gloo on CPU, NCCL on GPUs), callable without Ray: `Data
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Optional, Sequence
 
 import numpy as np
@@ -35,6 +38,11 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from ol_ray.tasks.losses import TrainBatch
+
+# buffers (position ids) are synced once, when DDP wraps, not on every forward; torch 2.13 renamed the option
+NO_BUFFER_SYNC = ({"forward_sync_buffers": False}
+                  if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
+                  else {"broadcast_buffers": False})
 
 
 def shares(size: int, world: int) -> list[np.ndarray]:
@@ -74,7 +82,7 @@ class DataParallel:
         """The model under DDP (its parameters broadcast from rank 0, so every rank starts from the same weights)."""
         index = torch.cuda.current_device() if device.type == "cuda" and device.index is None else device.index
         return DistributedDataParallel(model, device_ids=[index] if device.type == "cuda" else None,
-                                       process_group=self.group, broadcast_buffers=False)
+                                       process_group=self.group, **NO_BUFFER_SYNC)
 
     def sum_values(self, values: Sequence[float], device: torch.device) -> list[float]:
         """Each value summed over the ranks."""

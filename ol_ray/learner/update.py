@@ -125,14 +125,16 @@ def weighted_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: Tra
             continue
         inputs = pad_batch([batch.input_ids[i] for i in group], pad_id, device)
         weights = torch.as_tensor(batch.weights[group], dtype=torch.float32, device=device)
-        local = not last and data_parallel is not None  # only the last micro-batch reduces
+        # only the last micro-batch goes through DDP and reduces; the others accumulate in the module itself,
+        # which starts no collective (DDP's forward may: its one-off bucket rebuild, so every rank must reach it at
+        # the same point of the update)
+        local = not last and data_parallel is not None
         try:
-            with model.no_sync() if local else contextlib.nullcontext():
-                with autocast(device, precision), (meter.hooks() if meter else contextlib.nullcontext()):
-                    logits = model(**inputs).logits
-                    per_sample = sample_losses(logits, inputs, batch, group, device)
-                loss = (weights * per_sample).sum() / size
-                (loss * scale).backward()
+            with autocast(device, precision), (meter.hooks() if meter else contextlib.nullcontext()):
+                logits = (model.module if local else model)(**inputs).logits
+                per_sample = sample_losses(logits, inputs, batch, group, device)
+            loss = (weights * per_sample).sum() / size
+            (loss * scale).backward()
         except Exception as error:  # a local micro-batch's out-of-memory error waits for the agreement
             if not local or not is_out_of_memory(error):
                 raise
