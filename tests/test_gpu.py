@@ -90,3 +90,12 @@ def test_ewc_fisher_and_penalty_stay_on_the_gpu_in_bf16(tiny_model_dir, sst2_row
     weighted_step(model, optimizer, batch, 0, device, precision="bf16")
     stats = weighted_step(model, optimizer, batch, 0, device, precision="bf16", penalty=ewc.penalty)
     assert stats["penalty"] > 0 and np.isfinite(stats["loss"])
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 CUDA GPUs")
+def test_two_nccl_ranks_take_the_single_learners_updates(tiny_model_without_dropout, tmp_path):
+    """The gloo test of `tests/learner/test_distributed.py` with NCCL: 2 GPUs, one rank each, against one learner
+    on the first GPU."""
+    from tests.learner.test_distributed import check_two_ranks
+
+    check_two_ranks(tiny_model_without_dropout, tmp_path, "nccl", torch.device("cuda", 0), tolerance=1e-4)

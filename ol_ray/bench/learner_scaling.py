@@ -21,6 +21,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import shutil
+import tempfile
 import time
 from typing import Any, Sequence
 
@@ -107,16 +109,16 @@ def bare_steps(cfg: Config, batches: list[dict[str, np.ndarray]], pad_id: int) -
     return seconds
 
 
-def measure(cfg: Config, count: int, batches: list[dict[str, np.ndarray]], warmup: int, out_dir: str,
-            bare: bool, pad_id: int) -> tuple[dict[str, Any], list[float]]:
+def measure(cfg: Config, count: int, batches: list[dict[str, np.ndarray]], warmup: int, bare: bool,
+            pad_id: int) -> tuple[dict[str, Any], list[float]]:
     """One rank count on a fresh local Ray: its row, and the bare steps' seconds (with `bare`)."""
     import ray
 
     from ol_ray.driver.cluster import NAMESPACE, start_actors, stop_actors, wait_for_learner
 
-    run_cfg = bench_config(cfg, count, os.path.join(out_dir, f"run-{count}-{int(time.time())}"))
+    run_dir = tempfile.mkdtemp(prefix=f"ol-ray-learner-scaling-{count}-")  # its ledger and monitor readings
+    run_cfg = bench_config(cfg, count, run_dir)
     lcfg = run_cfg.learner
-    os.makedirs(run_cfg.output.run_dir, exist_ok=True)
     ray.init(address="local", namespace=NAMESPACE, include_dashboard=False, log_to_driver=False,
              num_cpus=max(os.cpu_count() or 1, int(np.ceil(count * lcfg.num_cpus)) + 1))
     try:
@@ -142,6 +144,7 @@ def measure(cfg: Config, count: int, batches: list[dict[str, np.ndarray]], warmu
         return row, seconds
     finally:
         ray.shutdown()
+        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def learner_scaling(cfg: Config, workers: Sequence[int] = (1, 2, 4), updates: int = 20, warmup: int = 3,
@@ -158,7 +161,7 @@ def learner_scaling(cfg: Config, workers: Sequence[int] = (1, 2, 4), updates: in
     rows, bare = [], []
     for count in workers:
         batches = pools(head, size, updates + warmup, f"r{count}")
-        row, seconds = measure(cfg, count, batches, warmup, out_dir, bare=not bare, pad_id=pad_id)
+        row, seconds = measure(cfg, count, batches, warmup, bare=not bare, pad_id=pad_id)
         rows.append(row)
         bare = bare or seconds
     for row in rows:

@@ -112,14 +112,15 @@ def start_actors(cfg: Config, run_dir: str) -> dict[str, Any]:
 
 def learner_placement(cfg: Config) -> Any:
     """With learner.num_workers N > 1, a placement group of N bundles, each with what one learner rank asks for,
-    packed onto as few nodes as fit (NCCL is fastest within a node): the group's ranks start together or not at all,
-    and a restarted rank 0 finds its workers' places kept. None for one learner."""
+    placed by learner.placement_strategy: the group's ranks start together or not at all, and a restarted rank 0
+    finds its workers' places kept. None for one learner."""
     lcfg = cfg.learner
     if lcfg.num_workers == 1:
         return None
     bundle = {name: amount for name, amount in {"CPU": lcfg.num_cpus, "GPU": lcfg.num_gpus, **lcfg.resources}.items()
               if amount > 0}
-    return placement_group([bundle] * lcfg.num_workers, strategy="PACK", name=f"ol_ray_learner_group_{os.getpid()}")
+    return placement_group([bundle] * lcfg.num_workers, strategy=lcfg.placement_strategy,
+                           name=f"ol_ray_learner_group_{os.getpid()}")
 
 
 def stop_actors(actors: dict[str, Any]) -> None:

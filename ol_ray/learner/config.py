@@ -31,6 +31,8 @@ class LearnerConfig:
     duplicate_window: int = 10_000_000  # remember the newest this many sample ids (16 bytes each) for repeats; 0 = all
     num_workers: int = 1  # data-parallel learner: this many ranks (each num_cpus, num_gpus and resources) share
     #   every update under torch DDP (NCCL on GPUs, gloo on CPU); 1 = one learner process (docs/distributed.md)
+    placement_strategy: Literal["PACK", "STRICT_PACK", "SPREAD"] = "PACK"  # with num_workers > 1: where the ranks'
+    #   bundles go: as few nodes as fit (PACK), one node (STRICT_PACK: NCCL stays off the network), or spread out
     group_timeout_s: float = 300.0  # with num_workers > 1: a collective waiting longer fails the group, which
     #   restarts from the newest checkpoint
     max_restarts: int = 3  # a crashed learner actor restarts from the newest checkpoint at most this many times

@@ -30,9 +30,15 @@ def test_cluster_yaml_passes_ray_validation():
     types = config["available_node_types"]
     assert types["scorer_cpu"]["resources"]["scorer"] > 0 and types["scorer_cpu"]["max_workers"] > 1
     assert types["learner_gpu"]["resources"]["GPU"] == 1 and types["learner_gpu"]["resources"]["learner"] == 1
+    # the 4-GPU node holds a data-parallel learner of 4 ranks of configs/sst2_cluster.yaml's learner, on one node
+    from ol_ray.config import load_config
+
+    learner = load_config(os.path.join(ROOT, "configs", "sst2_cluster.yaml"), ["learner.num_workers=4"]).learner
+    wants = {"CPU": learner.num_cpus, "GPU": learner.num_gpus, **learner.resources}
+    assert all(4 * amount <= types["learner_4gpu"]["resources"][name] for name, amount in wants.items())
     assert any("--dashboard-host=127.0.0.1" in command for command in config["head_start_ray_commands"])
     installs = [config["head_setup_commands"], types["scorer_cpu"]["worker_setup_commands"],
-                types["learner_gpu"]["worker_setup_commands"]]
+                types["learner_gpu"]["worker_setup_commands"], types["learner_4gpu"]["worker_setup_commands"]]
     for commands in installs:  # every node type installs torch first, then this package
         torch_at = next(i for i, c in enumerate(commands) if "install" in c and "torch" in c)
         package_at = next(i for i, c in enumerate(commands) if "install" in c and "ol_ray" in c)

@@ -48,14 +48,14 @@ def penalty(model):
     return 0.01 * sum((p.float() ** 2).sum() for name, p in model.named_parameters() if "classifier" in name)
 
 
-def train(model_dir, rank=0, world=1, data_parallel=None, sizes=(5, 10)):
+def train(model_dir, rank=0, world=1, data_parallel=None, sizes=(5, 10), device=CPU):
     """20 updates; on rank 1 of a group, the first update whose share has a local micro-batch of several samples
     runs out of memory there once, and every rank retries it (as the learner does) with half that micro-batch."""
     torch.manual_seed(0)
-    model = load_model(ModelConfig(name_or_path=model_dir, num_labels=2))
+    model = load_model(ModelConfig(name_or_path=model_dir, num_labels=2)).to(device)
     if data_parallel is not None:
-        model = data_parallel.wrap(model, CPU)
-    optimizer = make_optimizer(model, 3e-3, 0.01, CPU)
+        model = data_parallel.wrap(model, device)
+    optimizer = make_optimizer(model, 3e-3, 0.01, device)
     records, ooms, limit = [], [], 0
     for update, batch in enumerate(batches(sizes=sizes)):
         share = batch if data_parallel is None else batch_share(batch, rank, world)
@@ -64,7 +64,7 @@ def train(model_dir, rank=0, world=1, data_parallel=None, sizes=(5, 10)):
             hook = model.module.register_forward_pre_hook(out_of_memory_above_one, with_kwargs=True)
         while True:
             try:
-                stats = weighted_step(model, optimizer, share, 0, CPU, grad_clip=1.0, micro_batch_tokens=TOKENS,
+                stats = weighted_step(model, optimizer, share, 0, device, grad_clip=1.0, micro_batch_tokens=TOKENS,
                                       micro_batch_size=limit, penalty=penalty, normaliser=len(batch.labels),
                                       data_parallel=data_parallel)
                 break
@@ -98,17 +98,20 @@ def batch_share(batch, rank, world):
     return share_of(batch, shares(len(batch.labels), world)[rank])
 
 
-def rank_main(rank, world, port, model_dir, out_dir):
+def rank_main(rank, world, port, model_dir, out_dir, backend="gloo"):
     import torch.distributed as dist
 
     from ol_ray.learner.distributed import DataParallel
 
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world,
+    device = torch.device("cuda", rank) if backend == "nccl" else CPU
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world,
                             timeout=datetime.timedelta(seconds=30))  # ranks out of step fail, not hang
     try:
-        model, records, ooms = train(model_dir, rank, world, DataParallel())
-        model = model.module
+        model, records, ooms = train(model_dir, rank, world, DataParallel(), device=device)
+        model = model.module.cpu()
         torch.save({"state": model.state_dict(), "records": records, "ooms": ooms},
                    os.path.join(out_dir, f"rank{rank}.pt"))
     finally:
@@ -122,11 +125,17 @@ def test_shares_are_contiguous_and_differ_by_at_most_one():
 
 
 def test_two_gloo_ranks_take_the_single_learners_updates(tiny_model_without_dropout, tmp_path):
+    check_two_ranks(tiny_model_without_dropout, tmp_path, "gloo")
+
+
+def check_two_ranks(model_dir, tmp_path, backend, device=CPU, tolerance=1e-5):
+    """2 ranks of `backend` (spawned processes) against 1 learner on `device`: the same updates and weights."""
     import torch.multiprocessing as mp
 
-    mp.start_processes(rank_main, args=(2, free_port(), tiny_model_without_dropout, str(tmp_path)), nprocs=2, join=True,
+    mp.start_processes(rank_main, args=(2, free_port(), model_dir, str(tmp_path), backend), nprocs=2, join=True,
                        start_method="spawn")
-    single, expected, _ = train(tiny_model_without_dropout)
+    single, expected, _ = train(model_dir, device=device)
+    single = single.cpu()
     ranks = [torch.load(tmp_path / f"rank{rank}.pt", weights_only=False) for rank in (0, 1)]
     # rank 1's out-of-memory error reached rank 0 too: both retried the same update once, with the same limit
     assert ranks[0]["ooms"] == ranks[1]["ooms"] and len(ranks[0]["ooms"]) == 1
@@ -136,10 +145,10 @@ def test_two_gloo_ranks_take_the_single_learners_updates(tiny_model_without_drop
                 zip(got["records"], expected)):
             assert skipped == want_skip == (update == SKIPPED_AT), update
             if not skipped:
-                assert loss == pytest.approx(want_loss, rel=1e-5) and norm == pytest.approx(want_norm, rel=1e-4)
+                assert loss == pytest.approx(want_loss, rel=tolerance) and norm == pytest.approx(want_norm, rel=10 * tolerance)
         for name, value in single.state_dict().items():
-            assert torch.allclose(got["state"][name], value, atol=1e-5), name
+            assert torch.allclose(got["state"][name], value, atol=tolerance), name
     for update, (_, _, _, want) in enumerate(expected):  # the shares' per-sample losses, in rank order
         real = [rank for rank, share in enumerate(shares(len(want), 2)) if len(share)]
         got = np.concatenate([ranks[rank]["records"][update][3] for rank in real])
-        assert np.allclose(got, want, atol=1e-5) and (update != ALONE_AT or real == [0]), update
+        assert np.allclose(got, want, atol=tolerance) and (update != ALONE_AT or real == [0]), update
