@@ -27,6 +27,12 @@ class BatchingConfig:
     period_s: float = 10.0  # periodic: seconds between updates
 
 
+def measures_gradient_noise(b: BatchingConfig) -> bool:
+    """Whether a policy the section names reads the gradient noise of the learner's batch (`adaptive`)."""
+    entries = POLICIES.entries([name for name in (b.policy, *b.policies) if name in POLICIES])
+    return any(getattr(factory, "wants_gradient_noise", False) for factory, _ in entries.values())
+
+
 def check_batching(b: BatchingConfig) -> None:
     """The batching section's own rules, names checked against the registered policies."""
     POLICIES.check(b.policy)

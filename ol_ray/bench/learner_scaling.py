@@ -111,7 +111,8 @@ def bare_steps(cfg: Config, batches: list[dict[str, np.ndarray]], pad_id: int) -
 
 def measure(cfg: Config, count: int, batches: list[dict[str, np.ndarray]], warmup: int, bare: bool,
             pad_id: int) -> tuple[dict[str, Any], list[float]]:
-    """One rank count on a fresh local Ray: its row, and the bare steps' seconds (with `bare`)."""
+    """One rank count on a fresh local Ray (or the one this process is connected to, which it leaves running): its
+    row, and the bare steps' seconds (with `bare`)."""
     import ray
 
     from ol_ray.driver.cluster import NAMESPACE, start_actors, stop_actors, wait_for_learner
@@ -119,8 +120,10 @@ def measure(cfg: Config, count: int, batches: list[dict[str, np.ndarray]], warmu
     run_dir = tempfile.mkdtemp(prefix=f"ol-ray-learner-scaling-{count}-")  # its ledger and monitor readings
     run_cfg = bench_config(cfg, count, run_dir)
     lcfg = run_cfg.learner
-    ray.init(address="local", namespace=NAMESPACE, include_dashboard=False, log_to_driver=False,
-             num_cpus=max(os.cpu_count() or 1, int(np.ceil(count * lcfg.num_cpus)) + 1))
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address="local", namespace=NAMESPACE, include_dashboard=False, log_to_driver=False,
+                 num_cpus=max(os.cpu_count() or 1, int(np.ceil(count * lcfg.num_cpus)) + 1))
     try:
         actors = start_actors(run_cfg, run_cfg.output.run_dir)
         try:
@@ -143,7 +146,8 @@ def measure(cfg: Config, count: int, batches: list[dict[str, np.ndarray]], warmu
             seconds = ray.get(task.remote(run_cfg, batches, pad_id))[warmup:]
         return row, seconds
     finally:
-        ray.shutdown()
+        if started:
+            ray.shutdown()
         shutil.rmtree(run_dir, ignore_errors=True)
 
 

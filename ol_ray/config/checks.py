@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import os
 
-from ol_ray.batching.config import check_batching
-from ol_ray.batching.policies import make_policy
+from ol_ray.batching.config import check_batching, measures_gradient_noise
 from ol_ray.config.schema import Config
 from ol_ray.continual.config import check_continual
 from ol_ray.data.config import check_stream
@@ -47,8 +46,9 @@ def check(cfg: Config) -> None:
     require(not cfg.serve.feedback_topic or cfg.serve.feedback_topic in cfg.stream.kafka_topics,
             f"serve.feedback_topic={cfg.serve.feedback_topic!r} is not among stream.kafka_topics "
             f"{list(cfg.stream.kafka_topics)}: the run would never read the feedback sent there")
-    require(cfg.learner.num_workers == 1 or not getattr(make_policy(cfg.batching), "wants_gradient_noise", False),
-            f"batching.policy={cfg.batching.policy} measures the gradient noise of one learner's batch, which a "
+    require(cfg.learner.num_workers == 1 or not measures_gradient_noise(cfg.batching),
+            f"batching.policy={cfg.batching.policy} {list(cfg.batching.policies) or ''} measures the gradient noise "
+            f"of one learner's batch, which a "
             f"data-parallel learner (learner.num_workers={cfg.learner.num_workers}) does not take; use another "
             f"policy or learner.num_workers=1")
     check_dev_overlap(cfg)

@@ -162,3 +162,11 @@ def test_shipped_configs_load_and_pass_every_check(path):
     cfg = load_config(path)  # builds every section and runs every check, cross-section ones included
     assert load_config(path, ["output.name=again"]).output.name == "again"
     assert cfg.selection.strategy and cfg.batching.policy
+
+
+def test_a_data_parallel_learner_refuses_a_policy_of_min_of_that_reads_the_gradient_noise():
+    with pytest.raises(ConfigError, match="gradient noise"):
+        load_config(None, ["stream.path=x.tsv", "learner.num_workers=2", "batching.policy=min_of",
+                           "batching.policies=[resource, adaptive]"])
+    load_config(None, ["stream.path=x.tsv", "learner.num_workers=2", "batching.policy=min_of",
+                       "batching.policies=[resource, fixed]"])
