@@ -93,3 +93,15 @@ def _group_after(learner, old_pids):
     except ray.exceptions.RayError:
         return None
     return info if info and info["worker_pids"] != old_pids else None
+
+
+def test_the_groups_ranks_are_counted_against_the_cluster_before_it_starts(ray_local):
+    """3 ranks of 1 CPU do not fit the suite's 2-CPU Ray: an error naming the total, before any actor starts."""
+    from ol_ray.driver.cluster import check_resources, learner_placement
+    from ol_ray.driver.feeding import PipelineError
+
+    cfg = load_config(None, ["stream.path=x.tsv", "learner.num_workers=3", "learner.num_cpus=1"])
+    with pytest.raises(PipelineError, match="ask for 3 CPU"):
+        check_resources(cfg, strict=True)
+    check_resources(load_config(None, ["stream.path=x.tsv", "learner.num_workers=2", "learner.num_cpus=1"]), True)
+    assert learner_placement(load_config(None, ["stream.path=x.tsv"])) is None  # one learner: no placement group
