@@ -99,10 +99,11 @@ def serve_command(run_dir: str, overrides: Sequence[str]) -> int:
     from ray import serve
 
     from ol_ray.driver.cluster import start_ray
-    from ol_ray.serve.app import start
+    from ol_ray.serve.app import APP_NAME, start
 
     cfg = load_run_config(run_dir, list(overrides))
     started_ray = start_ray(cfg)
+    started_serve = not serve_is_running()
     try:
         start(cfg, run_dir)
         print(f"ol-ray: serving {run_dir} on http://{cfg.serve.host}:{cfg.serve.port} (Ctrl-C stops)")
@@ -111,9 +112,25 @@ def serve_command(run_dir: str, overrides: Sequence[str]) -> int:
     except KeyboardInterrupt:
         return 0
     finally:
-        serve.shutdown()
+        # this command's application goes first (its replicas stop while nothing else is shutting down); Serve
+        # itself only if this command started it: other applications on the cluster keep running
+        serve.delete(APP_NAME)
+        if started_serve:
+            serve.shutdown()
         if started_ray:
             ray.shutdown()
+
+
+def serve_is_running() -> bool:
+    """Whether Ray Serve already runs on the connected Ray (its controller actor exists)."""
+    import ray
+    from ray.serve._private.constants import SERVE_CONTROLLER_NAME, SERVE_NAMESPACE
+
+    try:
+        ray.get_actor(SERVE_CONTROLLER_NAME, namespace=SERVE_NAMESPACE)
+    except ValueError:
+        return False
+    return True
 
 
 def report_command(run_dir: str) -> int:

@@ -120,7 +120,7 @@ def learner_placement(cfg: Config) -> Any:
     bundle = {name: amount for name, amount in {"CPU": lcfg.num_cpus, "GPU": lcfg.num_gpus, **lcfg.resources}.items()
               if amount > 0}
     return placement_group([bundle] * lcfg.num_workers, strategy=lcfg.placement_strategy,
-                           name=f"ol_ray_learner_group_{os.getpid()}")
+                           name=actor_name("learner_group", cfg.output.run_dir))
 
 
 def stop_actors(actors: dict[str, Any]) -> None:

@@ -34,6 +34,7 @@ from ol_ray.driver.cluster import NAMESPACE, actor_name
 from ol_ray.serve.model import ServedModel
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+APP_NAME = "ol_ray"  # the Serve application's name (`ol-ray serve` deletes only it when it stops)
 FIND_RUN_EVERY_S = 2.0  # with no live run, look for one (a run started after the server) this often
 
 api = FastAPI(title="ol_ray", docs_url=None, redoc_url=None)
@@ -203,4 +204,4 @@ def start(cfg: Config, run_dir: str) -> Any:
     """Deploy the application on the connected Ray, listening on serve.host:serve.port; returns its handle."""
     feedback_token(cfg)  # fail here, in one sentence, rather than in every replica
     serve.start(http_options={"host": cfg.serve.host, "port": cfg.serve.port})
-    return serve.run(application(cfg, run_dir), name="ol_ray", route_prefix="/")
+    return serve.run(application(cfg, run_dir), name=APP_NAME, route_prefix="/")

@@ -69,7 +69,7 @@ def test_a_killed_worker_restarts_the_group_from_its_checkpoint(ray_local, tiny_
     run_dir = str(tmp_path / "run")
     cfg = small_config(tiny_model_dir, stream, run_dir, "learner.num_workers=2", "learner.group_timeout_s=60",
                        "continual.replay_size=64", "continual.replay_fraction=0.25", "continual.ewc_lambda=10",
-                       "continual.ewc_every_updates=4", "stream.rate=120")
+                       "continual.ewc_every_updates=4")
     thread, box = in_thread(run_pipeline, cfg)
     learner = wait_for(lambda: sum(r["kind"] == "checkpoint" for r in records(run_dir)) >= 1
                        and ray.get_actor(learner_actor_name(run_dir)), what="a checkpoint")
