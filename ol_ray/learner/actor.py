@@ -110,9 +110,11 @@ class LearnerActor:
         return self._record(records), self.learner.status()
 
     def group_info(self) -> dict[str, Any]:
-        """The data-parallel group: its workers' process ids and each rank's parameter sums (equal when in step)."""
+        """The data-parallel group: its workers' process ids, each rank's parameter sums (equal when in step) and the
+        updates made."""
         group = self.learner.group
-        return {"worker_pids": group.pids, "parameter_sums": group.parameter_sums()} if group else {}
+        return ({"worker_pids": group.pids, "parameter_sums": group.parameter_sums(), "updates": self.learner.updates}
+                if group else {})
 
     def add_candidates(self, candidates: Columns, incarnation: str) -> Optional[tuple[list[dict], dict]]:
         if incarnation != self.incarnation:

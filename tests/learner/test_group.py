@@ -23,6 +23,15 @@ LOCKSTEP = ["stream.text_field=sentence", "stream.window_size=96", "model.max_le
             "learner.publish_every=1", "eval.path=", "continual.drift_detector=none", "output.progress=false"]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def fresh_ray_after():
+    """The suite's Ray is shut down after this module (the next module that asks starts another): in full-suite
+    runs, `ol-ray serve`'s Ctrl-C in tests/serve then stalled in Serve's shutdown on the Ray these groups had used;
+    why is not understood yet."""
+    yield
+    ray.shutdown()
+
+
 def trained(run_dir):
     with open(os.path.join(run_dir, LEDGER_LOG), encoding="utf-8") as handle:
         return [json.loads(line)["trained"] for line in handle]
@@ -61,13 +70,17 @@ def test_two_ranks_train_what_one_learner_trains_and_resume_as_one(ray_local, ti
 
 
 def test_a_killed_worker_restarts_the_group_from_its_checkpoint(ray_local, tiny_model_dir, sst2_rows, tmp_path):
-    """A worker killed mid-run: the group fails, rank 0 restarts and forms a new group from the newest checkpoint,
-    the driver replays from there, the ranks are in step again, and every sample read is accounted for once."""
+    """A worker killed mid-run: the group fails, rank 0 restarts and forms a new group from the newest checkpoint
+    (optimizer and EWC state sent to the new worker), the driver replays from there, the ranks are still in step two
+    updates past where the old group stopped, and every sample read is accounted for once; evaluation, replay and
+    EWC run throughout."""
     from tests.bench.test_faults import assert_balanced, in_thread, records, result_of, small_config, wait_for
 
     stream = write_sst2_tsv(tmp_path / "train.tsv", sst2_rows[:450])
+    dev = write_sst2_tsv(tmp_path / "dev.tsv", sst2_rows[-100:])
     run_dir = str(tmp_path / "run")
     cfg = small_config(tiny_model_dir, stream, run_dir, "learner.num_workers=2", "learner.group_timeout_s=60",
+                       f"eval.path={dev}", "eval.every_updates=5",
                        "continual.replay_size=64", "continual.replay_fraction=0.25", "continual.ewc_lambda=10",
                        "continual.ewc_every_updates=4")
     thread, box = in_thread(run_pipeline, cfg)
@@ -75,7 +88,7 @@ def test_a_killed_worker_restarts_the_group_from_its_checkpoint(ray_local, tiny_
                        and ray.get_actor(learner_actor_name(run_dir)), what="a checkpoint")
     first = ray.get(learner.group_info.remote())
     os.kill(first["worker_pids"][0], signal.SIGKILL)
-    again = wait_for(lambda: _group_after(learner, first["worker_pids"]), timeout=120, what="a new group")
+    again = wait_for(lambda: _group_after(learner, first), timeout=120, what="a new group two updates on")
     for sums in again["parameter_sums"][1:]:  # the new worker holds rank 0's weights
         assert sums == pytest.approx(again["parameter_sums"][0], rel=1e-6)
     summary = result_of(thread, box)
@@ -83,16 +96,19 @@ def test_a_killed_worker_restarts_the_group_from_its_checkpoint(ray_local, tiny_
     assert_balanced(summary, 450)
     kinds = {r["kind"] for r in records(run_dir)}
     assert "ewc_refresh" in kinds and any(r.get("replayed") for r in records(run_dir) if r["kind"] == "update")
+    assert summary["dev_accuracy"] is not None
     assert no_actors_left() == []
 
 
-def _group_after(learner, old_pids):
-    """The group's info once a new group (other worker processes) has formed and updated; None before."""
+def _group_after(learner, old):
+    """The group's info once a new group (other worker processes) has made two updates past where the old one
+    stood (its workers' optimizer state then counts); None before."""
     try:
         info = ray.get(learner.group_info.remote(), timeout=5)
     except ray.exceptions.RayError:
         return None
-    return info if info and info["worker_pids"] != old_pids else None
+    fresh = info and info["worker_pids"] != old["worker_pids"] and info["updates"] >= old["updates"] + 2
+    return info if fresh else None
 
 
 def test_the_groups_ranks_are_counted_against_the_cluster_before_it_starts(ray_local):
