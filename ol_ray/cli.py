@@ -16,8 +16,9 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 from ol_ray.config import load_config, load_run_config
 from ol_ray.errors import ConfigError
@@ -104,6 +105,7 @@ def serve_command(run_dir: str, overrides: Sequence[str]) -> int:
     cfg = load_run_config(run_dir, list(overrides))
     started_ray = start_ray(cfg)
     started_serve = not serve_is_running()
+    signal.signal(signal.SIGTERM, stop_on_sigterm)  # docker stop, systemd, kill: the same clean stop as Ctrl-C
     try:
         start(cfg, run_dir)
         print(f"ol-ray: serving {run_dir} on http://{cfg.serve.host}:{cfg.serve.port} (Ctrl-C stops)")
@@ -119,6 +121,10 @@ def serve_command(run_dir: str, overrides: Sequence[str]) -> int:
             serve.shutdown()
         if started_ray:
             ray.shutdown()
+
+
+def stop_on_sigterm(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
 
 
 def serve_is_running() -> bool:

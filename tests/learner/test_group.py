@@ -23,15 +23,6 @@ LOCKSTEP = ["stream.text_field=sentence", "stream.window_size=96", "model.max_le
             "learner.publish_every=1", "eval.path=", "continual.drift_detector=none", "output.progress=false"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def fresh_ray_after():
-    """The suite's Ray is shut down after this module (the next module that asks starts another): in full-suite
-    runs, `ol-ray serve`'s Ctrl-C in tests/serve then stalled in Serve's shutdown on the Ray these groups had used;
-    why is not understood yet."""
-    yield
-    ray.shutdown()
-
-
 def trained(run_dir):
     with open(os.path.join(run_dir, LEDGER_LOG), encoding="utf-8") as handle:
         return [json.loads(line)["trained"] for line in handle]

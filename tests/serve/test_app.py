@@ -216,8 +216,8 @@ def test_ol_ray_serve_serves_a_causal_lm_and_takes_its_rated_and_chat_feedback(s
         served_by_the_cli(cfg, run_dir, port, server, tmp_path / "serve.log")
     finally:
         if server.poll() is None:
-            server.send_signal(signal.SIGINT)
-        assert server.wait(timeout=60) == 0  # Ctrl-C stops it cleanly
+            server.send_signal(signal.SIGTERM)  # as docker stop and systemd stop it (Ctrl-C: KeyboardInterrupt)
+        assert server.wait(timeout=60) == 0  # stops cleanly
 
 
 def served_by_the_cli(cfg, run_dir, port, server, log):
