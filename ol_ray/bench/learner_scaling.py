@@ -3,13 +3,13 @@ one rank, and one rank's step against a bare Hugging Face training step at the s
 
     ol-ray bench learner-scaling configs/sst2.yaml --workers 1 2 4 --updates 20
 
-For each rank count: a fresh local Ray (at least as many logical CPUs as the ranks ask for: on a small machine the
-ranks share its cores, which the table says), the run's actors started as `ol-ray run` starts them
-(`learner.num_workers` = the count), and the learner fed directly with tokenized rows of the configured stream,
-one batch (`batching.batch_size`, random selection, fixed policy) per call with two calls in flight, so that the
-figure is the learner's own: no scoring, no stream, no evaluation, no checkpoint. The first `--warmup` updates are
-left out. `step_samples_per_s` is the learner's step time alone (the update records' step_s); `samples_per_s`
-is wall time from the driver, Ray calls included.
+For each rank count: a fresh local Ray (or the one this process is connected to; a fresh one has at least as many
+logical CPUs as the ranks ask for: on a small machine the ranks share its cores, which the table says), the run's
+actors started as `ol-ray run` starts them (`learner.num_workers` = the count), and the learner fed directly with
+tokenized rows of the configured stream, one batch (`batching.batch_size`, random selection, fixed policy) per call
+with two calls in flight, so that the figure is the learner's own: no scoring, no stream, no evaluation, no
+checkpoint. The first `--warmup` updates are left out. `step_samples_per_s` is the learner's step time alone (the
+update records' step_s); `samples_per_s` is wall time from the driver, Ray calls included.
 
 The bare step (in a Ray task with the learner's resources, after the one-rank learner is gone) is what a user
 would write: pad the batch to its longest row, `model(**batch, labels=...).loss`, backward, clip, AdamW, at the
@@ -30,6 +30,7 @@ import numpy as np
 
 from ol_ray.bench.harness import write_results
 from ol_ray.config.schema import Config
+from ol_ray.data.tokenization import object_column
 
 IN_FLIGHT = 2  # feeding calls queued at the learner (learner.max_in_flight's default)
 
@@ -57,7 +58,7 @@ def pools(head: Any, size: int, count: int, tag: str) -> list[dict[str, np.ndarr
         out.append({"sample_id": np.array([f"{tag}-{index}-{i}" for i in range(size)], dtype=object),
                     "label": np.asarray(head.labels)[positions].astype(np.int64),
                     "window": np.zeros(size, np.int64),
-                    "input_ids": np.array([head.input_ids[p] for p in positions] + [None], dtype=object)[:-1]})
+                    "input_ids": object_column([head.input_ids[p] for p in positions])})
     return out
 
 
@@ -66,16 +67,18 @@ def feed(learner: Any, incarnation: str, batches: list[dict[str, np.ndarray]]) -
     import ray
 
     records, times, pending = [], [], []
-    for pool in batches:
-        pending.append(learner.add_candidates.remote(pool, incarnation))
-        if len(pending) >= IN_FLIGHT:
-            reply, _ = ray.get(pending.pop(0))
-            records.extend(r for r in reply if r["kind"] == "update")
-            times.append(time.perf_counter())
-    for ref in pending:
+
+    def answer(ref: Any) -> None:
         reply, _ = ray.get(ref)
         records.extend(r for r in reply if r["kind"] == "update")
         times.append(time.perf_counter())
+
+    for pool in batches:
+        pending.append(learner.add_candidates.remote(pool, incarnation))
+        if len(pending) >= IN_FLIGHT:
+            answer(pending.pop(0))
+    for ref in pending:
+        answer(ref)
     return records, times
 
 

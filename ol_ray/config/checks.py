@@ -46,11 +46,11 @@ def check(cfg: Config) -> None:
     require(not cfg.serve.feedback_topic or cfg.serve.feedback_topic in cfg.stream.kafka_topics,
             f"serve.feedback_topic={cfg.serve.feedback_topic!r} is not among stream.kafka_topics "
             f"{list(cfg.stream.kafka_topics)}: the run would never read the feedback sent there")
+    policies = f" (batching.policies={list(cfg.batching.policies)})" if cfg.batching.policies else ""
     require(cfg.learner.num_workers == 1 or not measures_gradient_noise(cfg.batching),
-            f"batching.policy={cfg.batching.policy} {list(cfg.batching.policies) or ''} measures the gradient noise "
-            f"of one learner's batch, which a "
-            f"data-parallel learner (learner.num_workers={cfg.learner.num_workers}) does not take; use another "
-            f"policy or learner.num_workers=1")
+            f"batching.policy={cfg.batching.policy}{policies} measures the gradient noise of one learner's batch, "
+            f"which a data-parallel learner (learner.num_workers={cfg.learner.num_workers}) does not take; use "
+            f"another policy or learner.num_workers=1")
     check_dev_overlap(cfg)
     check_kind(cfg)
     check_domains(cfg)

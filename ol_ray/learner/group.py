@@ -40,7 +40,7 @@ from ol_ray.config.schema import Config
 from ol_ray.continual.ewc import ElasticWeights
 from ol_ray.learner.distributed import DataParallel, GroupOutOfMemory, share_of, shares
 from ol_ray.learner.update import make_optimizer, weighted_step
-from ol_ray.models.loading import device_for, load_model, load_tokenizer, pad_id_of
+from ol_ray.models.loading import device_for, load_model
 from ol_ray.tasks.losses import TrainBatch
 
 logger = logging.getLogger(__name__)
@@ -61,8 +61,6 @@ def rendezvous_address() -> str:
 
 def join_group(address: str, rank: int, world: int, device: torch.device, timeout_s: float) -> DataParallel:
     """Join the process group of `world` ranks whose store rank 0 hosts at `address`."""
-    if device.type == "cuda":
-        torch.cuda.set_device(torch.cuda.current_device())
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo", init_method=f"tcp://{address}",
                             rank=rank, world_size=world, timeout=datetime.timedelta(seconds=timeout_s))
     return DataParallel()
@@ -76,6 +74,11 @@ def share_step(cfg: Config, model: Any, optimizer: torch.optim.Optimizer, share:
     return weighted_step(model, optimizer, share, pad_id, device, lcfg.grad_clip, lcfg.precision,
                          lcfg.micro_batch_tokens, limit, measure_memory=True, penalty=penalty, normaliser=normaliser,
                          data_parallel=data_parallel)
+
+
+def parameter_sums(model: Any) -> list[float]:
+    """Each parameter's sum: equal on every rank while the group is in step."""
+    return [float(p.detach().double().sum()) for p in model.parameters()]
 
 
 def on_cpu(value: Any) -> Any:
@@ -93,11 +96,11 @@ class GroupWorker:
     """Rank `rank` > 0 of the learner group: a model copy and optimizer that step the shares rank 0 sends. Create
     with ray.remote(...) in the group's placement group; it joins the process group as it starts."""
 
-    def __init__(self, cfg: Config, rank: int, world: int, address: str):
+    def __init__(self, cfg: Config, rank: int, world: int, address: str, pad_id: int):
         torch.set_num_threads(cfg.learner.torch_threads)
         self.cfg = cfg
         self.device = device_for(cfg.learner.num_gpus)
-        self.pad_id = pad_id_of(load_tokenizer(cfg.model.name_or_path, cfg.model.trust_remote_code))
+        self.pad_id = pad_id
         model = load_model(cfg.model, pretrained=False).to(self.device)  # rank 0's weights come with the wrap
         self.data_parallel = join_group(address, rank, world, self.device, cfg.learner.group_timeout_s)
         self.model = self.data_parallel.wrap(model, self.device)
@@ -131,8 +134,7 @@ class GroupWorker:
         return {key: stats[key] for key in SHARE_FIGURES}
 
     def parameter_sums(self) -> list[float]:
-        """Each parameter's sum: equal on every rank while the group is in step."""
-        return [float(p.detach().double().sum()) for p in self.model.module.parameters()]
+        return parameter_sums(self.model.module)
 
 
 class LearnerGroup:
@@ -149,7 +151,7 @@ class LearnerGroup:
         self.workers = [remote.options(
             num_cpus=lcfg.num_cpus, num_gpus=lcfg.num_gpus, resources=lcfg.resources or None, max_restarts=0,
             scheduling_strategy=PlacementGroupSchedulingStrategy(placement, placement_group_bundle_index=rank),
-        ).remote(cfg, rank, world, address) for rank in range(1, world)]
+        ).remote(cfg, rank, world, address, pad_id) for rank in range(1, world)]
         try:
             self.data_parallel = join_group(address, 0, world, device, lcfg.group_timeout_s)
             self.model = self.data_parallel.wrap(model, device)
@@ -212,5 +214,5 @@ class LearnerGroup:
 
     def parameter_sums(self) -> list[list[float]]:
         """Each rank's parameter sums, rank 0's first (the test that the ranks are in step)."""
-        own = [float(p.detach().double().sum()) for p in self.model.module.parameters()]
+        own = parameter_sums(self.model.module)
         return [own, *self._answers([worker.parameter_sums.remote() for worker in self.workers])]
