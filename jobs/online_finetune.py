@@ -13,13 +13,10 @@ run there from its newest checkpoint instead of starting over; with a run direct
 
 import sys
 
-from ol_ray.cli import main
+from ol_ray.cli import job_arguments, main
 
 if __name__ == "__main__":
     if len(sys.argv) < 2 or sys.argv[1] in ("-h", "--help"):
         print(__doc__)
         sys.exit(0 if len(sys.argv) > 1 else 2)
-    arguments = sys.argv[1:]
-    if "--resume" not in arguments and "--resume-or-start" not in arguments:
-        arguments = ["--resume-or-start", *arguments]  # a job submitted again continues its run
-    sys.exit(main(["run", *arguments]))
+    sys.exit(main(job_arguments(sys.argv[1:])))  # a job submitted again continues its run

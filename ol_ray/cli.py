@@ -182,6 +182,15 @@ def resume_or_start(config: Optional[str], overrides: Sequence[str]) -> Optional
     return run_dir if os.path.isfile(os.path.join(run_dir, "config.yaml")) else None
 
 
+def job_arguments(arguments: Sequence[str]) -> list[str]:
+    """`ol-ray` arguments of the job entry point (`jobs/online_finetune.py ARGS`): `run ARGS`, with
+    `--resume-or-start` unless ARGS resume explicitly, so that a job submitted again continues its run."""
+    arguments = list(arguments)
+    if "--resume" not in arguments and "--resume-or-start" not in arguments:
+        arguments = ["--resume-or-start", *arguments]
+    return ["run", *arguments]
+
+
 def run_config(config: Optional[str], overrides: Sequence[str], resume: Optional[str]):
     """The config of a new run, or of the run in `resume` (its config.yaml, with its run directory)."""
     import os

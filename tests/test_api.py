@@ -34,5 +34,7 @@ def test_the_example_runs_with_a_plug_in_strategy_and_resumes(ray_local, tiny_mo
         assert summary.config["selection"]["strategy"] == "shortest_first" and not summary.scored
         again = ol_ray.resume(run_dir, ["output.progress=false"], rows=namespace["rows"])
         assert again.restored_from and again.accounting_ok and again.samples_read == 96
+        # a finished run resumed (a job submitted again) trains nothing twice
+        assert again.samples_trained == summary.samples_trained and again.samples_trained_twice == 0
     finally:
         ol_ray.STRATEGIES._factories.pop("shortest_first", None)  # the registry is the process's: leave it as found

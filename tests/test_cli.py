@@ -92,6 +92,15 @@ def test_resume_or_start_finds_the_run_of_a_fixed_run_directory(tmp_path):
     assert resume_or_start(config, []) is None  # runs/{name}-{time}: every submission is a new run
 
 
+def test_the_job_entry_point_resumes_or_starts_unless_told_to_resume():
+    from ol_ray.cli import job_arguments
+
+    assert job_arguments(["configs/sst2.yaml", "learner.lr=1e-4"]) == [
+        "run", "--resume-or-start", "configs/sst2.yaml", "learner.lr=1e-4"]  # a job submitted again continues
+    assert job_arguments(["--resume", "runs/x"]) == ["run", "--resume", "runs/x"]
+    assert job_arguments(["--resume-or-start", "c.yaml"]) == ["run", "--resume-or-start", "c.yaml"]
+
+
 def test_benchmarks_refuse_a_causal_lm_in_one_line(capsys):
     assert main(["bench", "pipeline", os.path.join(ROOT, "configs", "lm_lora.yaml")]) == 2
     assert "sequence classifiers" in capsys.readouterr().err

@@ -153,7 +153,7 @@ def submit_and_wait(address: str, env: dict[str, str], job_id: str, arguments: l
     status = ""  # `ray job status` ends with "Job '<id>' succeeded" (or failed, was stopped, is running)
     deadline = time.time() + 300
     while time.time() < deadline and status not in ("succeeded", "failed", "stopped"):
-        time.sleep(2)
+        time.sleep(0.5)
         result = subprocess.run([RAY, "job", "status", "--address", address, job_id], env=env,
                                 capture_output=True, text=True, timeout=60)
         said = (result.stdout + result.stderr).lower()
@@ -190,12 +190,6 @@ def test_job_submitted_with_ray_job_submit_scores_on_the_scorer_node(real_cluste
     assert summary["scorer_nodes"] == [scorer_node]
     head_node = next(n["node_id"] for n in nodes if n["resources_total"].get("learner"))
     assert summary["learner_node"] == head_node  # placed by learner.resources
-    # the same job submitted again (a scheduler's retry) continues the run instead of starting over
-    submit_and_wait(address, env, f"ol-ray-test-again-{int(time.time())}", arguments)
-    with open(run_dir / "summary.json", encoding="utf-8") as handle:
-        again = json.load(handle)
-    assert again["restored_from"] and again["accounting_ok"] and again["samples_read"] == 240
-    assert again["samples_trained"] == summary["samples_trained"] and again["samples_trained_twice"] == 0
 
 
 def test_bench_scaling_places_scorers_on_scorer_nodes(tiny_model_dir, sst2_rows, tmp_path):
