@@ -71,7 +71,9 @@ class GroupOutOfMemory(MemoryError):
 
 class DataParallel:
     """A rank of the process group (the default group when `group` is None): wraps its model in DDP and sums the
-    update's figures over the ranks."""
+    update's figures over the ranks. (`ol_ray.learner.sharded.Sharded` is the FSDP2 rank.)"""
+
+    sharded = False  # DDP: a full copy on every rank, micro-batches local until the last
 
     def __init__(self, group: Optional[Any] = None):
         self.group = group
@@ -83,6 +85,14 @@ class DataParallel:
         index = torch.cuda.current_device() if device.type == "cuda" and device.index is None else device.index
         return DistributedDataParallel(model, device_ids=[index] if device.type == "cuda" else None,
                                        process_group=self.group, **NO_BUFFER_SYNC)
+
+    def core(self, model: nn.Module) -> nn.Module:
+        """The model inside the wrapper (what a regulariser and the per-rank checks read)."""
+        return model.module
+
+    def even_plan(self, plan: list[Any], device: torch.device) -> list[Any]:
+        """The micro-batches every rank runs: DDP's own (they need not be as many on every rank)."""
+        return plan
 
     def sum_values(self, values: Sequence[float], device: torch.device) -> list[float]:
         """Each value summed over the ranks."""

@@ -92,7 +92,9 @@ def weighted_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: Tra
     of `normaliser` samples and `data_parallel` its rank; the gradient DDP reduces on the last micro-batch is the
     whole update's, and `loss`, `sample_loss_mean`, `grad_norm` and `skipped` are the whole update's, the same on
     every rank; the per-sample figures are the share's. An out-of-memory error in a local micro-batch of any rank
-    raises `GroupOutOfMemory` on every rank (`DataParallel.agree_on_memory`), none having stepped.
+    raises `GroupOutOfMemory` on every rank (`DataParallel.agree_on_memory`), none having stepped. Sharded
+    (`ol_ray.learner.sharded`), every micro-batch goes through the sharded model, the ranks' plans padded to one
+    count with weight-0 micro-batches; an out-of-memory error there propagates (the group fails).
 
     Long because it is one fixed sequence (forward and backward per micro-batch, the noise probe between
     them, clip, step) whose steps share the accumulated gradient and loss; split, it would pass them around.
@@ -104,13 +106,18 @@ def weighted_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: Tra
     size = normaliser or len(batch.labels)
     lengths = [len(ids) for ids in batch.input_ids]
     plan, first_half = micro_batch_plan(lengths, micro_batch_tokens, micro_batch_size, noise_probe)
+    real = len(plan)  # FSDP: the plan is padded to every rank's count with weight-0 stand-ins (None)
+    if data_parallel is not None:
+        if data_parallel.sharded and penalty is not None:
+            raise ValueError("a regulariser (EWC) reads every parameter whole; it is not taken sharded")
+        plan = data_parallel.even_plan(plan, device)
     params = [p for group in optimizer.param_groups for p in group["params"]]
     meter = ActivationMeter(model) if measure_memory and device.type != "cuda" else None
     if measure_memory and device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
         allocated_before = torch.cuda.memory_allocated(device)
     per_sample_mb = 0.0
-    stats: dict[str, Any] = {"micro_batches": len(plan)}
+    stats: dict[str, Any] = {"micro_batches": real}
     loss_sum = torch.zeros((), device=device)
     sample_loss_sum = torch.zeros((), device=device)
     losses_before = np.zeros(len(batch.labels), dtype=np.float64)
@@ -119,16 +126,18 @@ def weighted_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: Tra
     failed = 0  # data parallel: the size of the local micro-batch that ran out of memory on this rank
     for index, group in enumerate(plan):
         last = index == len(plan) - 1
-        if data_parallel is not None and last:  # once per rank and update, before the reduction
+        if data_parallel is not None and last and not data_parallel.sharded:  # before the reduction, once
             data_parallel.agree_on_memory(failed, device)
         if failed:
             continue
+        padding = group is None
+        group = np.zeros(1, dtype=np.int64) if padding else group
         inputs = pad_batch([batch.input_ids[i] for i in group], pad_id, device)
-        weights = torch.as_tensor(batch.weights[group], dtype=torch.float32, device=device)
-        # only the last micro-batch goes through DDP and reduces; the others accumulate in the module itself,
+        weights = torch.as_tensor(0.0 if padding else batch.weights[group], dtype=torch.float32, device=device)
+        # DDP: only the last micro-batch goes through DDP and reduces; the others accumulate in the module itself,
         # which starts no collective (DDP's forward may: its one-off bucket rebuild, so every rank must reach it at
-        # the same point of the update)
-        local = not last and data_parallel is not None
+        # the same point of the update). FSDP: every micro-batch goes through the sharded model
+        local = not last and data_parallel is not None and not data_parallel.sharded
         try:
             with autocast(device, precision), (meter.hooks() if meter else contextlib.nullcontext()):
                 logits = (model.module if local else model)(**inputs).logits
@@ -141,6 +150,8 @@ def weighted_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: Tra
             failed = len(group)
             continue
         loss_sum += loss.detach()
+        if padding:
+            continue
         sample_loss_sum += 0.0 if batch.stand_in else per_sample.detach().sum()
         losses_before[group] = per_sample.detach().float().cpu().numpy()
         correct_before[group] = sample_correct(logits, inputs, batch, group, device).cpu().numpy()
@@ -149,21 +160,22 @@ def weighted_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: Tra
         if noise_probe and index == first_half - 1 and first_half < len(plan):
             half_size = sum(len(g) for g in plan[:first_half])
             stats.update(noise_small_sq=_grad_sq(params) * (size / half_size) ** 2, noise_small_size=half_size)
-    core = model.module if data_parallel is not None else model  # the model under DDP
+    core = data_parallel.core(model) if data_parallel is not None else model  # the model under DDP
     regulariser = penalty(core) if penalty is not None else None  # on every rank, to the reduced gradient
     if regulariser is not None:  # the data gradient's noise measure and loss leave the penalty out
         if "noise_small_sq" in stats:
             stats["noise_big_sq"] = _grad_sq(params)
         regulariser.backward()
         stats["penalty"] = float(regulariser.detach())
-    if measure_memory and device.type == "cuda" and plan:
-        largest = max(len(group) for group in plan)
+    if measure_memory and device.type == "cuda" and real:
+        largest = max(len(group) for group in plan[:real])
         per_sample_mb = (torch.cuda.max_memory_allocated(device) - allocated_before) / 2**20 / largest
     loss_total, sample_loss_total = float(loss_sum), float(sample_loss_sum)
     if data_parallel is not None:  # the whole update's loss, on every rank
         loss_total, sample_loss_total = data_parallel.sum_values([loss_total, sample_loss_total], device)
     grads = [p for p in params if p.grad is not None]
     grad_norm = torch.nn.utils.clip_grad_norm_(grads, grad_clip if grad_clip > 0 else math.inf)
+    grad_norm = grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm  # FSDP: a DTensor
     stats.update(loss=loss_total, sample_loss_mean=sample_loss_total / size, grad_norm=float(grad_norm),
                  sample_losses=losses_before, sample_correct=correct_before)
     if "noise_small_sq" in stats:

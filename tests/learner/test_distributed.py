@@ -1,7 +1,8 @@
-"""Data-parallel updates on CPU with gloo and DDP: 2 ranks in 2 processes give the single learner's update, to
-float tolerance, over 20 weighted updates with non-uniform weights, batches that do not divide by 2 (one of a single
-sample), micro-batching, a regulariser, a non-finite update that every rank skips together, and an out-of-memory
-error on one rank that every rank retries together with smaller micro-batches."""
+"""Data-parallel updates on CPU with gloo, under DDP and under FSDP2: 2 ranks in 2 processes give the single
+learner's update, to float tolerance, over 20 weighted updates with non-uniform weights, batches that do not divide
+by 2 (one of a single sample), micro-batching (shares of different micro-batch counts), a non-finite update that
+every rank skips together; under DDP also a regulariser, and an out-of-memory error on one rank that every rank
+retries together with smaller micro-batches."""
 
 import datetime
 import os
@@ -48,7 +49,7 @@ def penalty(model):
     return 0.01 * sum((p.float() ** 2).sum() for name, p in model.named_parameters() if "classifier" in name)
 
 
-def train(model_dir, rank=0, world=1, data_parallel=None, sizes=(5, 10), device=CPU):
+def train(model_dir, rank=0, world=1, data_parallel=None, sizes=(5, 10), device=CPU, regularised=True):
     """20 updates; on rank 1 of a group, the first update whose share has a local micro-batch of several samples
     runs out of memory there once, and every rank retries it (as the learner does) with half that micro-batch."""
     torch.manual_seed(0)
@@ -59,13 +60,15 @@ def train(model_dir, rank=0, world=1, data_parallel=None, sizes=(5, 10), device=
     records, ooms, limit = [], [], 0
     for update, batch in enumerate(batches(sizes=sizes)):
         share = batch if data_parallel is None else batch_share(batch, rank, world)
-        hook = None
-        if data_parallel is not None and update == oom_update(sizes, world) and rank == 1:
+        hook = None  # FSDP: an out-of-memory error inside a micro-batch's collectives fails the group instead
+        if data_parallel is not None and not data_parallel.sharded and update == oom_update(sizes, world) \
+                and rank == 1:
             hook = model.module.register_forward_pre_hook(out_of_memory_above_one, with_kwargs=True)
         while True:
             try:
                 stats = weighted_step(model, optimizer, share, 0, device, grad_clip=1.0, micro_batch_tokens=TOKENS,
-                                      micro_batch_size=limit, penalty=penalty, normaliser=len(batch.labels),
+                                      micro_batch_size=limit, penalty=penalty if regularised else None,
+                                      normaliser=len(batch.labels),
                                       data_parallel=data_parallel)
                 break
             except GroupOutOfMemory as error:
@@ -102,6 +105,7 @@ def rank_main(rank, world, port, model_dir, out_dir, backend="gloo"):
     import torch.distributed as dist
 
     from ol_ray.learner.distributed import DataParallel
+    from ol_ray.learner.sharded import Sharded, full
 
     torch.set_num_threads(1)
     device = torch.device("cuda", rank) if backend == "nccl" else CPU
@@ -111,9 +115,11 @@ def rank_main(rank, world, port, model_dir, out_dir, backend="gloo"):
                             timeout=datetime.timedelta(seconds=30))  # ranks out of step fail, not hang
     try:
         model, records, ooms = train(model_dir, rank, world, DataParallel(), device=device)
-        model = model.module.cpu()
-        torch.save({"state": model.state_dict(), "records": records, "ooms": ooms},
+        torch.save({"state": model.module.cpu().state_dict(), "records": records, "ooms": ooms},
                    os.path.join(out_dir, f"rank{rank}.pt"))
+        model, records, _ = train(model_dir, rank, world, Sharded(), device=device, regularised=False)
+        state = {name: full(value).cpu() for name, value in model.state_dict().items()}  # every shard gathered
+        torch.save({"state": state, "records": records}, os.path.join(out_dir, f"rank{rank}-fsdp.pt"))
     finally:
         dist.destroy_process_group()
 
@@ -140,6 +146,14 @@ def check_two_ranks(model_dir, tmp_path, backend, device=CPU, tolerance=1e-5):
     # rank 1's out-of-memory error reached rank 0 too: both retried the same update once, with the same limit
     assert ranks[0]["ooms"] == ranks[1]["ooms"] and len(ranks[0]["ooms"]) == 1
     assert ranks[0]["ooms"][0][0] == oom_update((5, 10), 2) and ranks[0]["ooms"][0][1] > 1
+    check_same_updates(ranks, single, expected, tolerance)
+    # FSDP: each rank held half of every block; their uneven micro-batch counts were padded to one
+    single, expected, _ = train(model_dir, device=device, regularised=False)  # EWC is refused with FSDP
+    check_same_updates([torch.load(tmp_path / f"rank{rank}-fsdp.pt", weights_only=False) for rank in (0, 1)],
+                       single.cpu(), expected, tolerance)
+
+
+def check_same_updates(ranks, single, expected, tolerance):
     for got in ranks:  # every rank: the whole update's loss, norm and skip decision, and the same weights
         for update, ((loss, norm, skipped, _), (want_loss, want_norm, want_skip, _)) in enumerate(
                 zip(got["records"], expected)):
