@@ -14,7 +14,7 @@ from ray.util.metrics import Counter, Gauge
 from ol_ray.batching.base import POLICIES
 from ol_ray.config.schema import Config
 from ol_ray.learner.core import Columns, OnlineLearner
-from ol_ray.learner.group import GroupFailed, LearnerGroup
+from ol_ray.learner.group import GroupFailed, LearnerGroup, start_workers
 from ol_ray.observe.monitor import own_memory
 from ol_ray.scoring.pool import columns_needed
 from ol_ray.selection.base import STRATEGIES, pool_length
@@ -55,9 +55,11 @@ class LearnerActor:
             "batch_size": Gauge("ol_ray_batch_size", description="Batch size of the latest update."),
             "staleness": Gauge("ol_ray_staleness", description="Mean weight staleness of the latest batch."),
         }
-        # learner.num_workers > 1: this process is rank 0 of a data-parallel group in `placement`'s bundles
+        # learner.num_workers > 1: this process is rank 0 of a data-parallel group in `placement`'s bundles; the
+        # other ranks start now, while this one loads and restores
+        workers = start_workers(cfg, placement) if placement is not None else None
         group = (lambda learner: LearnerGroup(cfg, learner.model, learner.optimizer, learner.device, learner.pad_id,
-                                              placement, ewc_state(learner))) if placement is not None else None
+                                              workers, ewc_state(learner))) if workers is not None else None
         # a group that does not form fails the actor's creation with the reason (a config error, usually)
         self.learner = OnlineLearner(cfg, run_dir, publish=self.publisher.maybe_publish, snapshot=self._snapshot,
                                      report=self._report, group=group,

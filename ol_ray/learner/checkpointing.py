@@ -106,7 +106,7 @@ def save(learner: Any) -> dict[str, Any]:
         "oom_ceiling": learner.oom_ceiling, "memory_per_sample": list(learner.memory_per_sample),
         **component_names(learner.cfg),
     }
-    training_state = {"optimizer": learner.optimizer.state_dict(), "scheduler": learner.scheduler.state_dict(),
+    training_state = {"optimizer": learner.optimizer_state(), "scheduler": learner.scheduler.state_dict(),
                       "torch_rng": torch.get_rng_state()}
     if learner.device.type == "cuda":
         training_state["cuda_rng"] = torch.cuda.get_rng_state_all()

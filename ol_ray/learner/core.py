@@ -129,6 +129,10 @@ class OnlineLearner:
     def rewind_ledger_log(self) -> None:
         rewind_ledger_log(self.run_dir, self.updates, self.ledger)
 
+    def optimizer_state(self) -> dict[str, Any]:
+        """The optimizer state a checkpoint saves (a sharded group's gathered into the single learner's format)."""
+        return self.group.optimizer_state() if self.group is not None else self.optimizer.state_dict()
+
     def stateful_parts(self) -> dict[str, Any]:
         """The parts whose JSON state a checkpoint saves by name (`ol_ray.state.contract`); the model, optimizer,
         schedule, RNG states, ledger and buffered candidates are saved beside them (`ol_ray.learner.checkpointing`)."""

@@ -8,10 +8,16 @@ runs `weighted_step` under torch DDP over the whole batch's normaliser: the grad
 learner's, and every rank steps the same optimizer state, so the copies stay equal without weights being sent. The
 shares' per-sample figures come back to rank 0 with the workers' answers.
 
+With `learner.sharding: fsdp` each rank, rank 0 included, holds an FSDP2 shard of the model and of the optimizer
+state instead of a copy (`ol_ray.learner.sharded`); rank 0 also keeps the learner's full model, into which every
+update's trainable weights are all-gathered, and a checkpoint gathers the optimizer state from the shards into the
+single learner's format, so it resumes with any N and either sharding.
+
 The ranks are gang-scheduled in a placement group the driver reserves (`ol_ray.driver.cluster`): bundle 0 holds
 rank 0, bundle r rank r, each with the learner's num_cpus / num_gpus / resources, packed onto as few nodes as fit.
-They form a torch.distributed process group at rank 0's address (NCCL on GPUs, gloo on CPU); DDP broadcasts rank 0's
-weights when it wraps, and rank 0 sends its optimizer and EWC state once (after a restore they are the checkpoint's).
+The workers start first (`start_workers`), while rank 0 loads and restores; they form a torch.distributed process
+group at rank 0's address (NCCL on GPUs, gloo on CPU); rank 0's weights are broadcast when the model is wrapped, and
+rank 0 sends its optimizer and EWC state once (after a restore they are the checkpoint's).
 
 Ray Train's `TorchTrainer` runs a training function to completion over a dataset; this learner is long-lived and fed
 call by call by the driver, with its decisions on rank 0. So the group follows the pattern of verl's and OpenRLHF's
@@ -24,6 +30,7 @@ A worker that dies, or a collective that fails or waits past `learner.group_time
 
 from __future__ import annotations
 
+import copy
 import datetime
 import logging
 import os
@@ -39,6 +46,7 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 from ol_ray.config.schema import Config
 from ol_ray.continual.ewc import ElasticWeights
 from ol_ray.learner.distributed import DataParallel, GroupOutOfMemory, share_of, shares
+from ol_ray.learner.sharded import Sharded, full
 from ol_ray.learner.update import make_optimizer, weighted_step
 from ol_ray.models.loading import device_for, load_model
 from ol_ray.tasks.losses import TrainBatch
@@ -59,11 +67,24 @@ def rendezvous_address() -> str:
     return f"{ray.util.get_node_ip_address()}:{port}"
 
 
-def join_group(address: str, rank: int, world: int, device: torch.device, timeout_s: float) -> DataParallel:
-    """Join the process group of `world` ranks whose store rank 0 hosts at `address`."""
+def join_group(address: str, rank: int, world: int, device: torch.device, cfg: Config) -> DataParallel:
+    """Join the process group of `world` ranks whose store rank 0 hosts at `address`, as a DDP or an FSDP rank."""
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo", init_method=f"tcp://{address}",
-                            rank=rank, world_size=world, timeout=datetime.timedelta(seconds=timeout_s))
-    return DataParallel()
+                            rank=rank, world_size=world,
+                            timeout=datetime.timedelta(seconds=cfg.learner.group_timeout_s))
+    return Sharded() if cfg.learner.sharding == "fsdp" else DataParallel()
+
+
+def start_workers(cfg: Config, placement: Any) -> tuple[str, list[Any]]:
+    """The rendezvous address and ranks 1..N-1, started in bundles 1..N-1 of `placement`. Each builds its model and
+    then waits in the rendezvous, so they start while rank 0 loads and restores."""
+    lcfg = cfg.learner
+    address = rendezvous_address()
+    remote = ray.remote(GroupWorker)
+    return address, [remote.options(
+        num_cpus=lcfg.num_cpus, num_gpus=lcfg.num_gpus, resources=lcfg.resources or None, max_restarts=0,
+        scheduling_strategy=PlacementGroupSchedulingStrategy(placement, placement_group_bundle_index=rank),
+    ).remote(cfg, rank, lcfg.num_workers, address) for rank in range(1, lcfg.num_workers)]
 
 
 def share_step(cfg: Config, model: Any, optimizer: torch.optim.Optimizer, share: TrainBatch, normaliser: int,
@@ -77,8 +98,9 @@ def share_step(cfg: Config, model: Any, optimizer: torch.optim.Optimizer, share:
 
 
 def parameter_sums(model: Any) -> list[float]:
-    """Each parameter's sum: equal on every rank while the group is in step."""
-    return [float(p.detach().double().sum()) for p in model.parameters()]
+    """Each parameter's sum (of the whole parameter: a shard's are all-gathered, on every rank together): equal on
+    every rank while the group is in step."""
+    return [float(full(p.detach()).double().sum()) for p in model.parameters()]
 
 
 def on_cpu(value: Any) -> Any:
@@ -93,24 +115,33 @@ def on_cpu(value: Any) -> Any:
 
 
 class GroupWorker:
-    """Rank `rank` > 0 of the learner group: a model copy and optimizer that step the shares rank 0 sends. Create
-    with ray.remote(...) in the group's placement group; it joins the process group as it starts."""
+    """Rank `rank` > 0 of the learner group: a model copy (or shard) and optimizer that step the shares rank 0
+    sends. Create with ray.remote(...) in the group's placement group; it joins the process group as it starts."""
 
-    def __init__(self, cfg: Config, rank: int, world: int, address: str, pad_id: int):
+    def __init__(self, cfg: Config, rank: int, world: int, address: str):
         torch.set_num_threads(cfg.learner.torch_threads)
         self.cfg = cfg
         self.device = device_for(cfg.learner.num_gpus)
-        self.pad_id = pad_id
+        self.pad_id = 0  # rank 0's, with its state
         model = load_model(cfg.model, pretrained=False).to(self.device)  # rank 0's weights come with the wrap
-        self.data_parallel = join_group(address, rank, world, self.device, cfg.learner.group_timeout_s)
+        self.data_parallel = join_group(address, rank, world, self.device, cfg)
         self.model = self.data_parallel.wrap(model, self.device)
-        self.optimizer = make_optimizer(model, cfg.learner.lr, cfg.learner.weight_decay, self.device)
+        self.optimizer = make_optimizer(self.data_parallel.core(self.model), cfg.learner.lr, cfg.learner.weight_decay,
+                                        self.device)
         self.ewc = ElasticWeights(cfg.continual.ewc_lambda, cfg.continual.ewc_decay) if cfg.continual.ewc_lambda \
             else None
 
+    def ping(self) -> int:
+        return os.getpid()
+
     def load(self, state: dict[str, Any]) -> int:
-        """Rank 0's optimizer and EWC state; returns this process's id."""
-        self.optimizer.load_state_dict(state["optimizer"])
+        """Rank 0's pad id, optimizer state (scattered to the shards: with rank 0) and EWC state; returns this
+        process's id."""
+        self.pad_id = state["pad_id"]
+        if self.data_parallel.sharded:
+            self.data_parallel.load_optimizer(self.model, self.optimizer, state["optimizer"])
+        else:
+            self.optimizer.load_state_dict(state["optimizer"])
         self.set_penalty(state.get("ewc"))
         return os.getpid()
 
@@ -120,7 +151,8 @@ class GroupWorker:
 
     def step(self, share: TrainBatch, normaliser: int, lrs: list[float], limit: int) -> dict[str, Any]:
         """Step this rank's share at rank 0's learning rates; its per-sample figures, or {"out_of_memory": size}
-        when some rank ran out of memory (nothing stepped: rank 0 retries the update with smaller micro-batches)."""
+        when some rank ran out of memory (nothing stepped: rank 0 retries the update with smaller micro-batches).
+        Sharded, the stepped parameters are then all-gathered for rank 0's full copy."""
         for group, lr in zip(self.optimizer.param_groups, lrs):
             group["lr"] = lr
         try:
@@ -131,43 +163,52 @@ class GroupWorker:
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
             return {"out_of_memory": error.largest}
+        if self.data_parallel.sharded and not stats["skipped"]:
+            self.data_parallel.gather_into(self.model, None)
         return {key: stats[key] for key in SHARE_FIGURES}
 
+    def optimizer_state(self) -> None:
+        """Sharded: this rank's part of gathering the optimizer state on rank 0 (for a checkpoint)."""
+        self.data_parallel.gather_optimizer(self.model, self.optimizer)
+
     def parameter_sums(self) -> list[float]:
-        return parameter_sums(self.model.module)
+        return parameter_sums(self.data_parallel.core(self.model))
 
 
 class LearnerGroup:
-    """Rank 0's side of the group: starts the workers in bundles 1..N-1 of `placement`, joins them, wraps rank 0's
-    model in DDP and sends its optimizer and EWC state; `step` takes an update on every rank."""
+    """Rank 0's side of the group: joins the workers `start_workers` started, wraps rank 0's model in DDP (or shards
+    a copy of it: FSDP) and sends its pad id, optimizer and EWC state; `step` takes an update on every rank."""
 
     def __init__(self, cfg: Config, model: Any, optimizer: torch.optim.Optimizer, device: torch.device,
-                 pad_id: int, placement: Any, ewc_state: Optional[dict[str, Any]] = None):
+                 pad_id: int, workers: tuple[str, list[Any]], ewc_state: Optional[dict[str, Any]] = None):
         lcfg = cfg.learner
-        self.cfg, self.optimizer, self.device, self.pad_id = cfg, optimizer, device, pad_id
+        self.cfg, self.optimizer, self.device, self.pad_id, self.plain = cfg, optimizer, device, pad_id, model
         self.world = world = lcfg.num_workers
-        address = rendezvous_address()
-        remote = ray.remote(GroupWorker)
-        self.workers = [remote.options(
-            num_cpus=lcfg.num_cpus, num_gpus=lcfg.num_gpus, resources=lcfg.resources or None, max_restarts=0,
-            scheduling_strategy=PlacementGroupSchedulingStrategy(placement, placement_group_bundle_index=rank),
-        ).remote(cfg, rank, world, address, pad_id) for rank in range(1, world)]
+        address, self.workers = workers
         try:
-            self.data_parallel = join_group(address, 0, world, device, lcfg.group_timeout_s)
-            self.model = self.data_parallel.wrap(model, device)
-            state = ray.put({"optimizer": on_cpu(optimizer.state_dict()), "ewc": on_cpu(ewc_state)})
-            self.pids = ray.get([worker.load.remote(state) for worker in self.workers],
-                                timeout=lcfg.group_timeout_s)
+            self.data_parallel = join_group(address, 0, world, device, cfg)
+            sharded = self.data_parallel.sharded
+            # DDP steps the learner's own model and optimizer; FSDP a sharded copy, with an optimizer of its own
+            # (the learner's keeps the learning rate and is given the gathered state for checkpoints)
+            self.model = self.data_parallel.wrap(copy.deepcopy(model) if sharded else model, device)
+            self.stepper = make_optimizer(self.model, lcfg.lr, lcfg.weight_decay, device) if sharded else optimizer
+            state = {"pad_id": pad_id, "optimizer": on_cpu(optimizer.state_dict()), "ewc": on_cpu(ewc_state)}
+            shared = ray.put(state)
+            loads = [worker.load.remote(shared) for worker in self.workers]
+            if sharded:  # scattered on every rank together; the learner's own copy is not stepped from here on
+                self.data_parallel.load_optimizer(self.model, self.stepper, state["optimizer"])
+                optimizer.state.clear()
+            self.pids = ray.get(loads, timeout=lcfg.group_timeout_s)
         except Exception as error:
             raise GroupFailed(f"the learner group of {world} ranks did not form: {self._cause(error)}") from error
-        logger.info("ol_ray: learner group of %d ranks formed at %s (%s)", world, address,
-                    dist.get_backend())
+        logger.info("ol_ray: learner group of %d ranks formed at %s (%s, %s)", world, address, dist.get_backend(),
+                    lcfg.sharding)
 
     def _cause(self, error: BaseException) -> str:
         """The workers' own failure, if one failed (their error explains rank 0's), else `error`."""
         for worker in self.workers:
             try:
-                ray.get(worker.parameter_sums.remote(), timeout=1)
+                ray.get(worker.ping.remote(), timeout=1)
             except ray.exceptions.GetTimeoutError:
                 continue
             except ray.exceptions.RayError as failure:
@@ -180,12 +221,16 @@ class LearnerGroup:
         size = len(batch.labels)
         positions = shares(size, len(self.workers) + 1)
         lrs = [group["lr"] for group in self.optimizer.param_groups]
+        for group, lr in zip(self.stepper.param_groups, lrs):
+            group["lr"] = lr
         refs = [worker.step.remote(share_of(batch, part), size, lrs, limit)
                 for worker, part in zip(self.workers, positions[1:])]
         out_of_memory = 0
         try:
-            stats = share_step(self.cfg, self.model, self.optimizer, share_of(batch, positions[0]), size,
+            stats = share_step(self.cfg, self.model, self.stepper, share_of(batch, positions[0]), size,
                                self.pad_id, self.device, limit, self.data_parallel, penalty)
+            if self.data_parallel.sharded and not stats["skipped"]:  # rank 0's full copy takes the new weights
+                self.data_parallel.gather_into(self.model, self.plain)
         except GroupOutOfMemory as error:
             out_of_memory = error.largest
         except Exception as error:
@@ -212,7 +257,19 @@ class LearnerGroup:
         for worker in self.workers:
             worker.set_penalty.remote(ref)
 
+    def optimizer_state(self) -> dict[str, Any]:
+        """The optimizer state, in the single learner's format (for a checkpoint): rank 0's own under DDP, gathered
+        from the shards (on every rank together) under FSDP."""
+        if not self.data_parallel.sharded:
+            return self.optimizer.state_dict()
+        refs = [worker.optimizer_state.remote() for worker in self.workers]
+        state = self.data_parallel.gather_optimizer(self.model, self.stepper)
+        self._answers(refs)
+        return state
+
     def parameter_sums(self) -> list[list[float]]:
-        """Each rank's parameter sums, rank 0's first (the test that the ranks are in step)."""
-        own = parameter_sums(self.model.module)
-        return [own, *self._answers([worker.parameter_sums.remote() for worker in self.workers])]
+        """Each rank's parameter sums (FSDP: the shards' gathered), after rank 0's full copy: all equal while the
+        group is in step."""
+        refs = [worker.parameter_sums.remote() for worker in self.workers]
+        sharded = [parameter_sums(self.model)] if self.data_parallel.sharded else []
+        return [parameter_sums(self.plain), *sharded, *self._answers(refs)]

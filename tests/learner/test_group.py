@@ -17,7 +17,7 @@ from ol_ray.state.ledger import LEDGER_LOG
 from conftest import no_actors_left
 from data_files import write_sst2_tsv
 
-LOCKSTEP = ["stream.text_field=sentence", "stream.window_size=96", "model.max_length=32", "scoring.batch_size=32",
+LOCKSTEP = ["stream.text_field=sentence", "stream.window_size=48", "model.max_length=32", "scoring.batch_size=32",
             "scoring.max_lead_updates=0", "selection.strategy=entropy", "selection.pool_size=24",
             "batching.batch_size=8", "learner.lr=3e-3", "learner.torch_threads=1", "learner.num_cpus=0.5",
             "learner.publish_every=1", "eval.path=", "continual.drift_detector=none", "output.progress=false"]
@@ -33,27 +33,32 @@ def updates(run_dir):
         return [r for r in map(json.loads, handle) if r["kind"] == "update"]
 
 
-def test_two_ranks_train_what_one_learner_trains_and_resume_as_one(ray_local, tiny_model_without_dropout, sst2_rows,
-                                                                    tmp_path):
-    """Lockstep (each pool scored with the weights of the update just made): 2 ranks on the first 96 rows, then
-    the same run resumed from their checkpoint by one learner to 192 rows, pick and lose what the single-process
-    loop does on the 192 rows, update by update."""
+def test_two_ranks_train_what_one_learner_trains_and_resume_sharded_and_as_one(ray_local, tiny_model_without_dropout,
+                                                                                sst2_rows, tmp_path):
+    """Lockstep (each pool scored with the weights of the update just made): 2 DDP ranks on the first 48 rows, then
+    the same run resumed from their checkpoint by 2 FSDP ranks to 96 rows (the checkpoint's optimizer state
+    scattered to the shards), then by one learner to 144 rows (from the state the shards gathered), pick and lose
+    what the single-process loop does on the 144 rows, update by update."""
     from ol_ray.bench.loop import read_stream, run_plain
 
-    stream = write_sst2_tsv(tmp_path / "train.tsv", sst2_rows[:192])
+    stream = write_sst2_tsv(tmp_path / "train.tsv", sst2_rows[:144])
     run_dir = tmp_path / "run"
     base = [f"stream.path={stream}", f"model.name_or_path={tiny_model_without_dropout}", *LOCKSTEP,
             f"output.run_dir={run_dir}"]
-    first = run_pipeline(load_config(None, [*base, "stream.max_samples=96", "learner.num_workers=2"]))
-    assert first["updates"] == 4 and first["accounting_ok"] and first["learner_ranks"] == 2
-    second = run_pipeline(load_config(None, [*base, "stream.max_samples=192", "learner.num_workers=1"]), resume=True)
-    assert second["restored_from"] and second["updates"] == 8 and second["accounting_ok"]
-    assert second["learner_ranks"] == 1
-    assert second["samples_read"] == 192 and no_actors_left() == []
+    first = run_pipeline(load_config(None, [*base, "stream.max_samples=48", "learner.num_workers=2"]))
+    assert first["updates"] == 2 and first["accounting_ok"] and first["learner_ranks"] == 2
+    sharded = run_pipeline(load_config(None, [*base, "stream.max_samples=96", "learner.num_workers=2",
+                                              "learner.sharding=fsdp"]), resume=True)
+    assert sharded["restored_from"] and sharded["updates"] == 4 and sharded["accounting_ok"]
+    assert sharded["learner_ranks"] == 2 and sharded["config"]["learner"]["sharding"] == "fsdp"
+    last = run_pipeline(load_config(None, [*base, "stream.max_samples=144", "learner.num_workers=1",
+                                           "learner.sharding=ddp"]), resume=True)
+    assert last["restored_from"] and last["updates"] == 6 and last["accounting_ok"] and last["learner_ranks"] == 1
+    assert last["samples_read"] == 144 and no_actors_left() == []
 
     (tmp_path / "plain").mkdir()
-    cfg = load_config(None, [*base, "stream.max_samples=192"])
-    _, plain_updates = run_plain(cfg, read_stream(cfg, 192, 0.0, 0), chunk=24, run_dir=str(tmp_path / "plain"))
+    cfg = load_config(None, [*base, "stream.max_samples=144"])
+    _, plain_updates = run_plain(cfg, read_stream(cfg, 144, 0.0, 0), chunk=24, run_dir=str(tmp_path / "plain"))
     assert trained(run_dir) == trained(tmp_path / "plain")  # the same picks, update by update
     assert [r["loss"] for r in updates(run_dir)] == pytest.approx([r["loss"] for r in plain_updates], rel=1e-4)
     assert [r["grad_norm"] for r in updates(run_dir)] == pytest.approx([r["grad_norm"] for r in plain_updates],
