@@ -41,8 +41,7 @@ def bench_config(cfg: Config, workers: int, run_dir: str) -> Config:
     return dataclasses.replace(
         cfg, selection=dataclasses.replace(cfg.selection, strategy="random", mix={}, pool_size=size),
         batching=dataclasses.replace(cfg.batching, policy="fixed", policies=()),
-        learner=dataclasses.replace(cfg.learner, num_workers=workers, max_updates=0, publish_for_serving=False,
-                                    sharding=cfg.learner.sharding if workers > 1 else "ddp"),  # 1: one learner
+        learner=dataclasses.replace(cfg.learner, num_workers=workers, max_updates=0, publish_for_serving=False),
         eval=dataclasses.replace(cfg.eval, path="", sets=(), at_start=False),
         continual=dataclasses.replace(cfg.continual, drift_detector="none"),
         checkpoint=dataclasses.replace(cfg.checkpoint, every_updates=0),

@@ -33,7 +33,7 @@ class LearnerConfig:
     #   every update under torch DDP (NCCL on GPUs, gloo on CPU); 1 = one learner process (docs/distributed.md)
     sharding: Literal["ddp", "fsdp"] = "ddp"  # with num_workers > 1: every rank holds the whole model (ddp), or
     #   1/N of its parameters, gradients and optimizer state (fsdp: FSDP2 fully_shard per block; rank 0 also keeps
-    #   the full weights for evaluation, publishing and checkpoints; not with EWC)
+    #   the full weights for evaluation, publishing and checkpoints; not with EWC). One learner shards nothing
     placement_strategy: Literal["PACK", "STRICT_PACK", "SPREAD"] = "PACK"  # with num_workers > 1: where the ranks'
     #   bundles go: as few nodes as fit (PACK), one node (STRICT_PACK: NCCL stays off the network), or spread out
     group_timeout_s: float = 300.0  # with num_workers > 1: a collective waiting longer fails the group, which
@@ -64,9 +64,6 @@ def check_learner(lr: LearnerConfig) -> None:
     require(lr.num_workers == 1 or lr.num_cpus > 0 or lr.num_gpus > 0 or bool(lr.resources),
             "learner.num_workers > 1 reserves each rank's learner.num_cpus / num_gpus / resources in a placement "
             "group; give it some (learner.num_cpus > 0)")
-    require(lr.sharding == "ddp" or lr.num_workers > 1,
-            f"learner.sharding={lr.sharding} shards the model over the ranks of learner.num_workers > 1; with one "
-            f"learner there is nothing to shard")
     require(lr.group_timeout_s > 0, f"learner.group_timeout_s must be positive; got {lr.group_timeout_s}")
     require(lr.max_restarts >= 0, f"learner.max_restarts must not be negative; got {lr.max_restarts}")
     require(lr.start_timeout_s > 0, f"learner.start_timeout_s must be positive; got {lr.start_timeout_s}")

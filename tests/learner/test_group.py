@@ -51,8 +51,7 @@ def test_two_ranks_train_what_one_learner_trains_and_resume_sharded_and_as_one(r
                                               "learner.sharding=fsdp"]), resume=True)
     assert sharded["restored_from"] and sharded["updates"] == 4 and sharded["accounting_ok"]
     assert sharded["learner_ranks"] == 2 and sharded["config"]["learner"]["sharding"] == "fsdp"
-    last = run_pipeline(load_config(None, [*base, "stream.max_samples=144", "learner.num_workers=1",
-                                           "learner.sharding=ddp"]), resume=True)
+    last = run_pipeline(load_config(None, [*base, "stream.max_samples=144", "learner.num_workers=1"]), resume=True)
     assert last["restored_from"] and last["updates"] == 6 and last["accounting_ok"] and last["learner_ranks"] == 1
     assert last["samples_read"] == 144 and no_actors_left() == []
 
