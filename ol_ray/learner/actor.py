@@ -13,8 +13,10 @@ from ray.util.metrics import Counter, Gauge
 
 from ol_ray.batching.base import POLICIES
 from ol_ray.config.schema import Config
+from ol_ray.learner.checkpointing import save_memory_ceiling
 from ol_ray.learner.core import Columns, OnlineLearner
-from ol_ray.learner.group import GroupFailed, LearnerGroup, start_workers
+from ol_ray.learner.distributed import GroupFailed
+from ol_ray.learner.group import LearnerGroup, start_workers
 from ol_ray.observe.monitor import own_memory
 from ol_ray.scoring.pool import columns_needed
 from ol_ray.selection.base import STRATEGIES, pool_length
@@ -65,14 +67,15 @@ class LearnerActor:
                                      report=self._report, group=group,
                                      quarantine=lambda records: ray.get(quarantine.write.remote(records)))
 
-    @staticmethod
-    def _guarded(call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    def _guarded(self, call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """`call`, but a failed learner group ends this process: Ray restarts the actor, which forms a new group
         from the newest checkpoint (the driver replays from there). A group cannot go on short of a rank."""
         try:
             return call(*args, **kwargs)
         except GroupFailed as error:
             logger.error("ol_ray: %s; the learner restarts from its newest checkpoint", error)
+            if error.out_of_memory > 1:  # the restarted group starts with that micro-batch halved
+                save_memory_ceiling(self.learner.run_dir, error.out_of_memory // 2)
             os._exit(1)
 
     def _snapshot(self) -> Mapping[str, Any]:

@@ -4,6 +4,7 @@ checkpoint written at a window boundary. Kept apart from `ol_ray.learner.core` s
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -23,6 +24,27 @@ from ol_ray.state.fit import check_state_fits, component_names, saved_parts
 from ol_ray.state.ledger import Ledger
 
 logger = logging.getLogger(__name__)
+MEMORY_CEILING = "learner_memory.json"  # a micro-batch ceiling that outlives the learner group's restart
+
+
+def save_memory_ceiling(run_dir: str, ceiling: int) -> None:
+    """Before a learner group that ran out of memory where it could not retry restarts: the micro-batch ceiling
+    the restarted group starts under (a checkpoint's own ceiling predates the failure)."""
+    with open(os.path.join(run_dir, MEMORY_CEILING), "w", encoding="utf-8") as handle:
+        json.dump({"micro_batch_samples": ceiling}, handle)
+
+
+def carried_memory_ceiling(learner: Any) -> None:
+    """The lower of the learner's ceiling and one a failed group left for it (`save_memory_ceiling`)."""
+    path = os.path.join(learner.run_dir or "", MEMORY_CEILING)
+    if not learner.run_dir or not os.path.exists(path):
+        return
+    with open(path, encoding="utf-8") as handle:
+        carried = int(json.load(handle)["micro_batch_samples"])
+    if learner.oom_ceiling is None or carried < learner.oom_ceiling:
+        logger.warning("ol_ray: the learner group ran out of memory before it restarted; micro-batches of at most %d "
+                       "samples from here", carried)
+        learner.oom_ceiling = carried
 
 
 def restore_newest(learner: Any) -> bool:

@@ -24,7 +24,7 @@ from ol_ray.config.schema import Config
 from ol_ray.continual.learning import ContinualLearning
 from ol_ray.data.tokenization import ragged
 from ol_ray.learner.candidates import CandidateBuffer, take
-from ol_ray.learner.checkpointing import restore_newest, save
+from ol_ray.learner.checkpointing import carried_memory_ceiling, restore_newest, save
 from ol_ray.learner.update import lr_factor, make_optimizer
 from ol_ray.learner.updating import apply_update
 from ol_ray.models.loading import device_for, load_model, load_tokenizer, pad_id_of
@@ -113,6 +113,7 @@ class OnlineLearner:
             # version 0, the starting weights; a reset, in case this is a restart before the first checkpoint
             self.publish(self.model, 0, force=True, reset=True)
             self.start_records = [self.run_evaluation()] if self.evaluates and cfg.eval.at_start else []
+        carried_memory_ceiling(self)  # a group that failed of an out-of-memory error left a lower ceiling
         # learner.num_workers > 1: the data-parallel group (`ol_ray.learner.group`) takes every step from here on,
         # starting from this (restored) model, optimizer and EWC state
         self.group = group(self) if group is not None else None

@@ -19,8 +19,9 @@ without being sent. A non-finite loss or gradient on any rank reaches every rank
 the step together. An out-of-memory error in a rank's local micro-batches is agreed on before the synchronising one
 (`DataParallel.agree_on_memory`): every rank then raises `GroupOutOfMemory`, so that the learner retries the same
 update on all ranks with smaller micro-batches instead of leaving the others waiting in the reduction. (An out-of-
-memory error inside the synchronising micro-batch cannot be agreed on: the reduction has begun. The group fails and
-restarts from its newest checkpoint: `ol_ray.learner.group`.)
+memory error inside the synchronising micro-batch cannot be agreed on: the reduction has begun. It raises
+`UnagreedOutOfMemory`, the group fails (`GroupFailed`) and restarts from its newest checkpoint with that micro-batch
+halved: `ol_ray.learner.group`.)
 
 Plain torch.distributed (gloo on CPU, NCCL on GPUs), callable without Ray: `DataParallel(group)` wraps the model
 (`wrap`) and is passed to `ol_ray.learner.update.weighted_step` with the share and the whole batch's normaliser.
@@ -67,6 +68,26 @@ class GroupOutOfMemory(MemoryError):
     def __init__(self, largest: int):
         super().__init__(f"out of memory on a rank of the learner group, in micro-batches of up to {largest} samples")
         self.largest = largest
+
+
+class GroupFailed(RuntimeError):
+    """A rank of the learner group died, or a collective failed: the group must restart from a checkpoint.
+    `out_of_memory`, when the cause was an out-of-memory error the ranks could not agree on, is the failed
+    micro-batch's size (the restarted group halves it)."""
+
+    def __init__(self, message: str, out_of_memory: int = 0):
+        super().__init__(message)
+        self.out_of_memory = out_of_memory
+
+
+class UnagreedOutOfMemory(RuntimeError):
+    """An out-of-memory error inside a micro-batch whose collectives the other ranks are already in (DDP's
+    synchronising one, any one under FSDP): it cannot be agreed on and retried, so the group fails; `size` is that
+    micro-batch's sample count."""
+
+    def __init__(self, size: int):
+        super().__init__(f"out of memory in a micro-batch of {size} samples, inside the group's collectives")
+        self.size = size
 
 
 class DataParallel:

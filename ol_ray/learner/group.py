@@ -45,7 +45,8 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from ol_ray.config.schema import Config
 from ol_ray.continual.ewc import ElasticWeights
-from ol_ray.learner.distributed import DataParallel, GroupOutOfMemory, share_of, shares
+from ol_ray.learner.distributed import (DataParallel, GroupFailed, GroupOutOfMemory, UnagreedOutOfMemory, share_of,
+                                        shares)
 from ol_ray.learner.sharded import Sharded, full
 from ol_ray.learner.update import make_optimizer, weighted_step
 from ol_ray.models.loading import device_for, load_model
@@ -53,10 +54,6 @@ from ol_ray.tasks.losses import TrainBatch
 
 logger = logging.getLogger(__name__)
 SHARE_FIGURES = ("sample_losses", "sample_correct", "memory_per_sample_mb", "skipped")
-
-
-class GroupFailed(RuntimeError):
-    """A rank of the learner group died, or a collective failed: the group must restart from a checkpoint."""
 
 
 def rendezvous_address() -> str:
@@ -163,6 +160,9 @@ class GroupWorker:
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
             return {"out_of_memory": error.largest}
+        except UnagreedOutOfMemory:  # the others wait inside a collective: leave the group, so theirs fails now
+            dist.destroy_process_group()  # (gloo at once; NCCL's after learner.group_timeout_s)
+            raise
         if self.data_parallel.sharded and not stats["skipped"]:
             self.data_parallel.gather_into(self.model, None)
         return {key: stats[key] for key in SHARE_FIGURES}
@@ -234,7 +234,8 @@ class LearnerGroup:
         except GroupOutOfMemory as error:
             out_of_memory = error.largest
         except Exception as error:
-            raise GroupFailed(f"an update of the learner group failed: {self._cause(error)}") from error
+            raise GroupFailed(f"an update of the learner group failed: {self._cause(error)}",
+                              out_of_memory=self._unagreed(error, refs)) from error
         answers = self._answers(refs)
         out_of_memory = max([out_of_memory, *(answer.get("out_of_memory", 0) for answer in answers)])
         if out_of_memory:
@@ -244,6 +245,23 @@ class LearnerGroup:
             stats[key] = np.concatenate([figure[key] for figure in figures])
         stats["memory_per_sample_mb"] = max(figure["memory_per_sample_mb"] for figure in figures)
         return stats
+
+    @staticmethod
+    def _unagreed(error: BaseException, refs: list[Any]) -> int:
+        """The size of the micro-batch whose out-of-memory error failed the group, on rank 0 or on a worker that
+        answered by now; 0 when the failure was no such error."""
+        if isinstance(error, UnagreedOutOfMemory):
+            return error.size
+        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=5)
+        for ref in ready:
+            try:
+                ray.get(ref)
+            except ray.exceptions.RayTaskError as failure:
+                if isinstance(failure.cause, UnagreedOutOfMemory):
+                    return failure.cause.size
+            except ray.exceptions.RayError:
+                continue
+        return 0
 
     def _answers(self, refs: list[Any]) -> list[dict[str, Any]]:
         try:

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from ol_ray.data.tokenization import length_groups, pad_batch
+from ol_ray.learner.distributed import GroupFailed, UnagreedOutOfMemory
 from ol_ray.models.loading import autocast
 from ol_ray.tasks.losses import TrainBatch, sample_correct, sample_losses
 
@@ -94,7 +95,8 @@ def weighted_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: Tra
     every rank; the per-sample figures are the share's. An out-of-memory error in a local micro-batch of any rank
     raises `GroupOutOfMemory` on every rank (`DataParallel.agree_on_memory`), none having stepped. Sharded
     (`ol_ray.learner.sharded`), every micro-batch goes through the sharded model, the ranks' plans padded to one
-    count with weight-0 micro-batches; an out-of-memory error there propagates (the group fails).
+    count with weight-0 micro-batches. An out-of-memory error where the other ranks are inside the micro-batch's
+    collectives (DDP's last micro-batch, any under FSDP) raises `UnagreedOutOfMemory` (the group fails).
 
     Long because it is one fixed sequence (forward and backward per micro-batch, the noise probe between
     them, clip, step) whose steps share the accumulated gradient and loss; split, it would pass them around.
@@ -145,7 +147,11 @@ def weighted_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: Tra
             loss = (weights * per_sample).sum() / size
             (loss * scale).backward()
         except Exception as error:  # a local micro-batch's out-of-memory error waits for the agreement
-            if not local or not is_out_of_memory(error):
+            if not is_out_of_memory(error):
+                raise
+            if not local and data_parallel is not None:  # the others are inside this micro-batch's collectives
+                raise UnagreedOutOfMemory(len(group)) from error
+            if not local:
                 raise
             failed = len(group)
             continue
@@ -192,7 +198,10 @@ def weighted_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: Tra
 
 
 def is_out_of_memory(error: BaseException) -> bool:
-    """A device or host allocation failure (CUDA's OutOfMemoryError, or the CPU allocator's RuntimeError)."""
+    """A device or host allocation failure (CUDA's OutOfMemoryError, or the CPU allocator's RuntimeError); not a
+    learner group that failed of one (it cannot retry: it restarts)."""
+    if isinstance(error, (GroupFailed, UnagreedOutOfMemory)):
+        return False
     if isinstance(error, torch.cuda.OutOfMemoryError):
         return True
     return isinstance(error, (RuntimeError, MemoryError)) and (

@@ -2,7 +2,8 @@
 learner's update, to float tolerance, over 20 weighted updates with non-uniform weights, batches that do not divide
 by 2 (one of a single sample), micro-batching (shares of different micro-batch counts), a non-finite update that
 every rank skips together; under DDP also a regulariser, and an out-of-memory error on one rank that every rank
-retries together with smaller micro-batches."""
+retries together with smaller micro-batches; under FSDP also a LoRA model, and an out-of-memory error on one rank
+that fails both at once (it cannot be agreed on inside the collectives)."""
 
 import datetime
 import os
@@ -49,11 +50,12 @@ def penalty(model):
     return 0.01 * sum((p.float() ** 2).sum() for name, p in model.named_parameters() if "classifier" in name)
 
 
-def train(model_dir, rank=0, world=1, data_parallel=None, sizes=(5, 10), device=CPU, regularised=True):
+def train(model_dir, rank=0, world=1, data_parallel=None, sizes=(5, 10), device=CPU, regularised=True, lora=False):
     """20 updates; on rank 1 of a group, the first update whose share has a local micro-batch of several samples
     runs out of memory there once, and every rank retries it (as the learner does) with half that micro-batch."""
     torch.manual_seed(0)
-    model = load_model(ModelConfig(name_or_path=model_dir, num_labels=2)).to(device)
+    adapters = {"lora_r": 4, "lora_targets": ("query", "value")} if lora else {}
+    model = load_model(ModelConfig(name_or_path=model_dir, num_labels=2, **adapters)).to(device)
     if data_parallel is not None:
         model = data_parallel.wrap(model, device)
     optimizer = make_optimizer(model, 3e-3, 0.01, device)
@@ -120,8 +122,43 @@ def rank_main(rank, world, port, model_dir, out_dir, backend="gloo"):
         model, records, _ = train(model_dir, rank, world, Sharded(), device=device, regularised=False)
         state = {name: full(value).cpu() for name, value in model.state_dict().items()}  # every shard gathered
         torch.save({"state": state, "records": records}, os.path.join(out_dir, f"rank{rank}-fsdp.pt"))
+        model, records, _ = train(model_dir, rank, world, Sharded(), device=device, regularised=False, lora=True)
+        state = {name: full(value).cpu() for name, value in model.state_dict().items()}
+        torch.save({"state": state, "records": records}, os.path.join(out_dir, f"rank{rank}-fsdp-lora.pt"))
+        torch.save(unagreed_out_of_memory(model, rank, device), os.path.join(out_dir, f"rank{rank}-oom.pt"))
     finally:
+        if dist.is_initialized():
+            try:
+                dist.destroy_process_group()
+            except Exception:  # a group a rank has left (the out-of-memory case) may not tear down cleanly
+                pass
+
+
+def unagreed_out_of_memory(model, rank, device):
+    """Under FSDP, rank 1 runs out of memory in a micro-batch: it raises UnagreedOutOfMemory and leaves the group,
+    as a group worker does; rank 0, waiting in that micro-batch's collectives, fails at once, not after the
+    process group's 30 s timeout. What each saw, and how long rank 0 took to see it."""
+    import time
+
+    import torch.distributed as dist
+
+    from ol_ray.learner.distributed import UnagreedOutOfMemory
+    from ol_ray.learner.sharded import Sharded
+
+    if rank == 1:
+        model.register_forward_pre_hook(out_of_memory_above_one, with_kwargs=True)
+    optimizer = make_optimizer(model, 3e-3, 0.01, device)
+    batch = batches()[0]
+    started = time.monotonic()
+    try:
+        weighted_step(model, optimizer, batch_share(batch, rank, 2), 0, device, micro_batch_tokens=TOKENS,
+                      normaliser=len(batch.labels), data_parallel=Sharded())
+    except UnagreedOutOfMemory as error:
         dist.destroy_process_group()
+        return {"error": "UnagreedOutOfMemory", "size": error.size}
+    except Exception as error:
+        return {"error": type(error).__name__, "seconds": time.monotonic() - started}
+    return {"error": None}
 
 
 def test_shares_are_contiguous_and_differ_by_at_most_one():
@@ -151,6 +188,15 @@ def check_two_ranks(model_dir, tmp_path, backend, device=CPU, tolerance=1e-5):
     single, expected, _ = train(model_dir, device=device, regularised=False)  # EWC is refused with FSDP
     check_same_updates([torch.load(tmp_path / f"rank{rank}-fsdp.pt", weights_only=False) for rank in (0, 1)],
                        single.cpu(), expected, tolerance)
+    # LoRA under FSDP: the adapters and the head train, sharded with the frozen weights
+    single, expected, _ = train(model_dir, device=device, regularised=False, lora=True)
+    check_same_updates([torch.load(tmp_path / f"rank{rank}-fsdp-lora.pt", weights_only=False) for rank in (0, 1)],
+                       single.cpu(), expected, tolerance)
+    # an out-of-memory error inside FSDP's collectives on rank 1: it names its micro-batch (of several samples)
+    # and leaves; rank 0 fails well before the 30 s timeout
+    waited, failed = (torch.load(tmp_path / f"rank{rank}-oom.pt", weights_only=False) for rank in (0, 1))
+    assert failed["error"] == "UnagreedOutOfMemory" and failed["size"] > 1
+    assert waited["error"] is not None and waited["error"] != "UnagreedOutOfMemory" and waited["seconds"] < 15
 
 
 def check_same_updates(ranks, single, expected, tolerance):

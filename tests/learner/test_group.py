@@ -116,3 +116,18 @@ def test_the_groups_ranks_are_counted_against_the_cluster_before_it_starts(ray_l
         check_resources(cfg, strict=True)
     check_resources(load_config(None, ["stream.path=x.tsv", "learner.num_workers=2", "learner.num_cpus=1"]), True)
     assert learner_placement(load_config(None, ["stream.path=x.tsv"])) is None  # one learner: no placement group
+
+
+def test_a_workers_unagreed_out_of_memory_error_names_the_micro_batch_to_halve(ray_local):
+    """A rank that ran out of memory inside the group's collectives answers with the error; rank 0 reads the failed
+    micro-batch's size from it (the restarted group halves it), and nothing from other failures."""
+    from ol_ray.learner.distributed import UnagreedOutOfMemory
+    from ol_ray.learner.group import LearnerGroup
+
+    @ray.remote(num_cpus=0)
+    def fail(error):
+        raise error
+
+    assert LearnerGroup._unagreed(RuntimeError("gloo: connection closed"), [fail.remote(UnagreedOutOfMemory(6))]) == 6
+    assert LearnerGroup._unagreed(UnagreedOutOfMemory(4), []) == 4  # rank 0's own
+    assert LearnerGroup._unagreed(RuntimeError("gloo"), [fail.remote(ValueError("another bug"))]) == 0

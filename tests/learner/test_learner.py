@@ -339,6 +339,14 @@ def test_out_of_memory_halves_the_micro_batch_and_retrains_the_same_samples(lear
     assert cramped.ledger.balanced()  # read = not selected + trained, nothing lost to the errors
     cramped.finish()  # checkpoints
     assert OnlineLearner(cfg, str(tmp_path / "run")).oom_ceiling == 2
+    # a learner group that failed of an out-of-memory error it could not retry leaves a ceiling for its restart:
+    # the lower one wins, whichever it is
+    from ol_ray.learner.checkpointing import save_memory_ceiling
+
+    save_memory_ceiling(str(tmp_path / "run"), 1)
+    assert OnlineLearner(cfg, str(tmp_path / "run")).oom_ceiling == 1
+    save_memory_ceiling(str(tmp_path / "run"), 3)
+    assert OnlineLearner(cfg, str(tmp_path / "run")).oom_ceiling == 2
     single = dataclasses.replace(cfg, learner=dataclasses.replace(cfg.learner, micro_batch_size=1))
     hopeless = OnlineLearner(single)
     hopeless.model.forward = lambda *a, **k: (_ for _ in ()).throw(torch.cuda.OutOfMemoryError("out of memory"))

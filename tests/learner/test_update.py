@@ -128,3 +128,8 @@ def test_out_of_memory_errors_are_recognised():
     assert is_out_of_memory(torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"))
     assert is_out_of_memory(RuntimeError("[enforce fail at alloc_cpu.cpp] DefaultCPUAllocator: can't allocate memory"))
     assert not is_out_of_memory(RuntimeError("shape mismatch"))
+    # a learner group that failed of one cannot retry (its ranks are out of step): it restarts instead
+    from ol_ray.learner.distributed import GroupFailed, UnagreedOutOfMemory
+
+    assert not is_out_of_memory(GroupFailed("an update of the learner group failed: CUDA out of memory", 8))
+    assert not is_out_of_memory(UnagreedOutOfMemory(8))
