@@ -30,6 +30,7 @@ A worker that dies, or a collective that fails or waits past `learner.group_time
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import datetime
 import logging
@@ -160,8 +161,9 @@ class GroupWorker:
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
             return {"out_of_memory": error.largest}
-        except UnagreedOutOfMemory:  # the others wait inside a collective: leave the group, so theirs fails now
-            dist.destroy_process_group()  # (gloo at once; NCCL's after learner.group_timeout_s)
+        except Exception:  # an unagreed out-of-memory error, or any other: the others wait in (or for) a
+            with contextlib.suppress(Exception):  # collective; leave the group so that theirs fails now (gloo at
+                dist.destroy_process_group()  # once, NCCL after learner.group_timeout_s), then answer the error
             raise
         if self.data_parallel.sharded and not stats["skipped"]:
             self.data_parallel.gather_into(self.model, None)

@@ -233,6 +233,9 @@ def lm_rows(count, seed):
 
 
 def test_a_causal_lm_pipeline_lowers_held_out_perplexity(ray_local, tiny_gpt2_dir, tmp_path):
+    """A causal LM trained by a sharded learner of 2 ranks (FSDP, GPT-2's tied embeddings in the root unit; the
+    single learner trains one in tests/serve/test_app.py): prompt/response and chat rows, bad rows quarantined, the
+    held-out perplexity lowered."""
     from ol_ray.observe.report import write_report
 
     stream, dev = tmp_path / "stream.jsonl", tmp_path / "dev.jsonl"
@@ -245,9 +248,11 @@ def test_a_causal_lm_pipeline_lowers_held_out_perplexity(ray_local, tiny_gpt2_di
         "model.kind=causal_lm", "model.max_length=48", "scoring.batch_size=32", "selection.strategy=entropy",
         "selection.pool_size=20", "batching.batch_size=10", "learner.lr=1e-2", "learner.torch_threads=1",
         "learner.num_cpus=0.5", "learner.publish_every=2", f"eval.path={dev}", "eval.every_updates=100",
-        f"output.run_dir={tmp_path / 'run'}", "output.progress=false"])
+        f"output.run_dir={tmp_path / 'run'}", "output.progress=false", "learner.num_workers=2",
+        "learner.sharding=fsdp"])
     summary = run_pipeline(cfg)
     assert summary["accounting_ok"] and summary["samples_read"] == 163 and summary["samples_quarantined"] == 3
+    assert summary["learner_ranks"] == 2
     with open(tmp_path / "run" / "quarantine.jsonl", encoding="utf-8") as handle:
         codes = sorted(json.loads(line)["code"] for line in handle)
     assert codes == ["bad_messages", "missing_text", "no_targets"]
