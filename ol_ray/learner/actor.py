@@ -59,7 +59,7 @@ class LearnerActor:
         }
         # learner.num_workers > 1: this process is rank 0 of a data-parallel group in `placement`'s bundles; the
         # other ranks start now, while this one loads and restores
-        workers = start_workers(cfg, placement) if placement is not None else None
+        workers = start_workers(cfg, placement, run_dir) if placement is not None else None
         group = (lambda learner: LearnerGroup(cfg, learner.model, learner.optimizer, learner.device, learner.pad_id,
                                               workers, ewc_state(learner))) if workers is not None else None
         # a group that does not form fails the actor's creation with the reason (a config error, usually)
@@ -74,9 +74,11 @@ class LearnerActor:
             return call(*args, **kwargs)
         except GroupFailed as error:
             logger.error("ol_ray: %s; the learner restarts from its newest checkpoint", error)
-            if error.out_of_memory > 1:  # the restarted group starts with that micro-batch halved
-                save_memory_ceiling(self.learner.run_dir, error.out_of_memory // 2)
-            os._exit(1)
+            try:
+                if error.out_of_memory > 1:  # the restarted group starts with that micro-batch halved
+                    save_memory_ceiling(self.learner.run_dir, error.out_of_memory // 2)
+            finally:
+                os._exit(1)
 
     def _snapshot(self) -> Mapping[str, Any]:
         """The monitor's snapshot requested one update ago (ready by now), and a request for the next one."""

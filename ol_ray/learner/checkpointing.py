@@ -141,6 +141,8 @@ def save(learner: Any) -> dict[str, Any]:
         replay.columns() if replay is not None else None)
     learner.updates_at_checkpoint = learner.updates
     learner.changed_since_checkpoint = False
+    if os.path.exists(os.path.join(learner.run_dir, MEMORY_CEILING)):  # the checkpoint carries the ceiling now
+        os.remove(os.path.join(learner.run_dir, MEMORY_CEILING))
     return CheckpointRecord(
         update=learner.updates, time=time.time(), path=learner.checkpoint_path, cursor=learner.cursor,
         checkpoint_s=time.perf_counter() - started, checkpoint_mb=folder_mb(learner.checkpoint_path),

@@ -46,6 +46,7 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from ol_ray.config.schema import Config
 from ol_ray.continual.ewc import ElasticWeights
+from ol_ray.learner.checkpointing import save_memory_ceiling
 from ol_ray.learner.distributed import (DataParallel, GroupFailed, GroupOutOfMemory, UnagreedOutOfMemory, share_of,
                                         shares)
 from ol_ray.learner.sharded import Sharded, full
@@ -73,16 +74,16 @@ def join_group(address: str, rank: int, world: int, device: torch.device, cfg: C
     return Sharded() if cfg.learner.sharding == "fsdp" else DataParallel()
 
 
-def start_workers(cfg: Config, placement: Any) -> tuple[str, list[Any]]:
-    """The rendezvous address and ranks 1..N-1, started in bundles 1..N-1 of `placement`. Each builds its model and
-    then waits in the rendezvous, so they start while rank 0 loads and restores."""
+def start_workers(cfg: Config, placement: Any, run_dir: str) -> tuple[str, list[Any]]:
+    """The rendezvous address and ranks 1..N-1, started in bundles 1..N-1 of `placement`. Each builds its model
+    while rank 0 loads and restores, and joins the process group when rank 0 is ready (`LearnerGroup`)."""
     lcfg = cfg.learner
     address = rendezvous_address()
     remote = ray.remote(GroupWorker)
     return address, [remote.options(
         num_cpus=lcfg.num_cpus, num_gpus=lcfg.num_gpus, resources=lcfg.resources or None, max_restarts=0,
         scheduling_strategy=PlacementGroupSchedulingStrategy(placement, placement_group_bundle_index=rank),
-    ).remote(cfg, rank, lcfg.num_workers, address) for rank in range(1, lcfg.num_workers)]
+    ).remote(cfg, rank, lcfg.num_workers, address, run_dir) for rank in range(1, lcfg.num_workers)]
 
 
 def share_step(cfg: Config, model: Any, optimizer: torch.optim.Optimizer, share: TrainBatch, normaliser: int,
@@ -114,16 +115,21 @@ def on_cpu(value: Any) -> Any:
 
 class GroupWorker:
     """Rank `rank` > 0 of the learner group: a model copy (or shard) and optimizer that step the shares rank 0
-    sends. Create with ray.remote(...) in the group's placement group; it joins the process group as it starts."""
+    sends. Create with ray.remote(...) in the group's placement group: it builds its model as it starts, and joins
+    the process group when rank 0, ready, calls `join`."""
 
-    def __init__(self, cfg: Config, rank: int, world: int, address: str):
+    def __init__(self, cfg: Config, rank: int, world: int, address: str, run_dir: str):
         torch.set_num_threads(cfg.learner.torch_threads)
-        self.cfg = cfg
+        self.cfg, self.rank, self.world, self.address, self.run_dir = cfg, rank, world, address, run_dir
         self.device = device_for(cfg.learner.num_gpus)
         self.pad_id = 0  # rank 0's, with its state
-        model = load_model(cfg.model, pretrained=False).to(self.device)  # rank 0's weights come with the wrap
-        self.data_parallel = join_group(address, rank, world, self.device, cfg)
-        self.model = self.data_parallel.wrap(model, self.device)
+        self.model = load_model(cfg.model, pretrained=False).to(self.device)  # rank 0's weights come with the wrap
+
+    def join(self) -> None:
+        """Join rank 0's process group and wrap the model (rank 0's weights broadcast), as rank 0 does."""
+        cfg = self.cfg
+        self.data_parallel = join_group(self.address, self.rank, self.world, self.device, cfg)
+        self.model = self.data_parallel.wrap(self.model, self.device)
         self.optimizer = make_optimizer(self.data_parallel.core(self.model), cfg.learner.lr, cfg.learner.weight_decay,
                                         self.device)
         self.ewc = ElasticWeights(cfg.continual.ewc_lambda, cfg.continual.ewc_decay) if cfg.continual.ewc_lambda \
@@ -156,17 +162,20 @@ class GroupWorker:
         try:
             stats = share_step(self.cfg, self.model, self.optimizer, share, normaliser, self.pad_id, self.device,
                                limit, self.data_parallel, self.ewc.penalty if self.ewc is not None else None)
+            if self.data_parallel.sharded and not stats["skipped"]:
+                self.data_parallel.gather_into(self.model, None)
         except GroupOutOfMemory as error:
             self.optimizer.zero_grad(set_to_none=True)
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
             return {"out_of_memory": error.largest}
-        except Exception:  # an unagreed out-of-memory error, or any other: the others wait in (or for) a
+        except Exception as error:  # an unagreed out-of-memory error, or any other: the others wait in (or for) a
+            if isinstance(error, UnagreedOutOfMemory) and error.size > 1:  # for the restart, whether or not rank 0
+                with contextlib.suppress(OSError):  # lives to write it (NCCL's watchdog may end it first)
+                    save_memory_ceiling(self.run_dir, error.size // 2)
             with contextlib.suppress(Exception):  # collective; leave the group so that theirs fails now (gloo at
                 dist.destroy_process_group()  # once, NCCL after learner.group_timeout_s), then answer the error
             raise
-        if self.data_parallel.sharded and not stats["skipped"]:
-            self.data_parallel.gather_into(self.model, None)
         return {key: stats[key] for key in SHARE_FIGURES}
 
     def optimizer_state(self) -> None:
@@ -188,18 +197,23 @@ class LearnerGroup:
         self.world = world = lcfg.num_workers
         address, self.workers = workers
         try:
+            joins = [worker.join.remote() for worker in self.workers]  # they rendezvous now that rank 0 is ready
             self.data_parallel = join_group(address, 0, world, device, cfg)
             sharded = self.data_parallel.sharded
+            state = {"pad_id": pad_id, "optimizer": on_cpu(optimizer.state_dict()), "ewc": on_cpu(ewc_state)}
+            if sharded:  # the learner's optimizer is not stepped from here on: its restored state off the device
+                optimizer.state.clear()
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
             # DDP steps the learner's own model and optimizer; FSDP a sharded copy, with an optimizer of its own
             # (the learner's keeps the learning rate and is given the gathered state for checkpoints)
             self.model = self.data_parallel.wrap(copy.deepcopy(model) if sharded else model, device)
             self.stepper = make_optimizer(self.model, lcfg.lr, lcfg.weight_decay, device) if sharded else optimizer
-            state = {"pad_id": pad_id, "optimizer": on_cpu(optimizer.state_dict()), "ewc": on_cpu(ewc_state)}
+            ray.get(joins, timeout=lcfg.group_timeout_s)
             shared = ray.put(state)
             loads = [worker.load.remote(shared) for worker in self.workers]
-            if sharded:  # scattered on every rank together; the learner's own copy is not stepped from here on
+            if sharded:  # scattered on every rank together
                 self.data_parallel.load_optimizer(self.model, self.stepper, state["optimizer"])
-                optimizer.state.clear()
             self.pids = ray.get(loads, timeout=lcfg.group_timeout_s)
         except Exception as error:
             raise GroupFailed(f"the learner group of {world} ranks did not form: {self._cause(error)}") from error
@@ -283,7 +297,10 @@ class LearnerGroup:
         if not self.data_parallel.sharded:
             return self.optimizer.state_dict()
         refs = [worker.optimizer_state.remote() for worker in self.workers]
-        state = self.data_parallel.gather_optimizer(self.model, self.stepper)
+        try:
+            state = self.data_parallel.gather_optimizer(self.model, self.stepper)
+        except Exception as error:
+            raise GroupFailed(f"gathering the optimizer state failed: {self._cause(error)}") from error
         self._answers(refs)
         return state
 
@@ -291,5 +308,8 @@ class LearnerGroup:
         """Each rank's parameter sums (FSDP: the shards' gathered), after rank 0's full copy: all equal while the
         group is in step."""
         refs = [worker.parameter_sums.remote() for worker in self.workers]
-        sharded = [parameter_sums(self.model)] if self.data_parallel.sharded else []
+        try:
+            sharded = [parameter_sums(self.model)] if self.data_parallel.sharded else []
+        except Exception as error:
+            raise GroupFailed(f"gathering the parameters failed: {self._cause(error)}") from error
         return [parameter_sums(self.plain), *sharded, *self._answers(refs)]

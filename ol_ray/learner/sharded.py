@@ -112,14 +112,16 @@ class Sharded(DataParallel):
             for name, param in model.named_parameters():
                 if param.requires_grad:
                     value = full(param)
-                    if name in into:
-                        into[name].copy_(value)
+                    if plain is not None:
+                        into[name].copy_(value)  # a name rank 0's model lacks is an error, not a stale weight
 
     def gather_optimizer(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> Optional[dict[str, Any]]:
         """Every rank: the optimizer state gathered; on rank 0 in the single learner's format (by index, on the
         CPU), elsewhere None."""
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
 
+        if not optimizer.state:  # nothing stepped yet (the same on every rank); torch would initialise the state
+            return {"state": {}, "param_groups": optimizer.state_dict()["param_groups"]} if self.rank == 0 else None
         state = get_optimizer_state_dict(model, optimizer,
                                          options=StateDictOptions(full_state_dict=True, cpu_offload=True))
         return keyed_by_index(state, trainable_names(model)) if self.rank == 0 else None

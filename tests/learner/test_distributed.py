@@ -125,13 +125,43 @@ def rank_main(rank, world, port, model_dir, out_dir, backend="gloo"):
         model, records, _ = train(model_dir, rank, world, Sharded(), device=device, regularised=False, lora=True)
         state = {name: full(value).cpu() for name, value in model.state_dict().items()}
         torch.save({"state": state, "records": records}, os.path.join(out_dir, f"rank{rank}-fsdp-lora.pt"))
-        torch.save(unagreed_out_of_memory(model, rank, device), os.path.join(out_dir, f"rank{rank}-oom.pt"))
+        torch.save(optimizer_round_trip(model_dir, rank, device), os.path.join(out_dir, f"rank{rank}-optim.pt"))
+        if backend == "gloo":  # NCCL cannot fail rank 0 at once: it waits out the timeout (docs/distributed.md)
+            torch.save(unagreed_out_of_memory(model, rank, device), os.path.join(out_dir, f"rank{rank}-oom.pt"))
     finally:
         if dist.is_initialized():
             try:
                 dist.destroy_process_group()
             except Exception:  # a group a rank has left (the out-of-memory case) may not tear down cleanly
                 pass
+
+
+def optimizer_round_trip(model_dir, rank, device):
+    """Under FSDP: a fresh optimizer's state gathered for a checkpoint without stepping it (torch's gather would
+    initialise it with a step); a stepped one's gathered to rank 0 in the single learner's format, scattered into
+    fresh shards and gathered again, unchanged."""
+    import torch.distributed as dist
+
+    from ol_ray.learner.sharded import Sharded
+
+    def sharded():
+        torch.manual_seed(0)
+        model = Sharded().wrap(load_model(ModelConfig(name_or_path=model_dir, num_labels=2)).to(device), device)
+        return model, make_optimizer(model, 3e-3, 0.01, device)
+
+    model, optimizer = sharded()
+    empty = Sharded().gather_optimizer(model, optimizer)
+    untouched = not optimizer.state
+    batch = batches()[0]
+    weighted_step(model, optimizer, batch_share(batch, rank, 2), 0, device, micro_batch_tokens=TOKENS,
+                  normaliser=len(batch.labels), data_parallel=Sharded())
+    gathered = [Sharded().gather_optimizer(model, optimizer)]
+    dist.broadcast_object_list(gathered, src=0)  # rank 0's, as a forming group sends it to every rank
+    again_model, again_optimizer = sharded()
+    Sharded().load_optimizer(again_model, again_optimizer, gathered[0])
+    again = Sharded().gather_optimizer(again_model, again_optimizer)
+    return {"untouched": untouched, "empty": None if empty is None else empty["state"], "gathered": gathered[0],
+            "again": again}
 
 
 def unagreed_out_of_memory(model, rank, device):
@@ -192,6 +222,16 @@ def check_two_ranks(model_dir, tmp_path, backend, device=CPU, tolerance=1e-5):
     single, expected, _ = train(model_dir, device=device, regularised=False, lora=True)
     check_same_updates([torch.load(tmp_path / f"rank{rank}-fsdp-lora.pt", weights_only=False) for rank in (0, 1)],
                        single.cpu(), expected, tolerance)
+    # the optimizer state between the shards and rank 0: a fresh one untouched, a stepped one's round trip exact
+    first, second = (torch.load(tmp_path / f"rank{rank}-optim.pt", weights_only=False) for rank in (0, 1))
+    assert first["untouched"] and second["untouched"] and first["empty"] == {}
+    gathered, again = first["gathered"], first["again"]
+    assert sorted(gathered["state"]) == list(range(len(gathered["state"]))) and len(gathered["state"]) > 10
+    for index, values in gathered["state"].items():
+        for key, value in values.items():
+            assert torch.equal(torch.as_tensor(value), torch.as_tensor(again["state"][index][key])), (index, key)
+    if backend != "gloo":
+        return
     # an out-of-memory error inside FSDP's collectives on rank 1: it names its micro-batch (of several samples)
     # and leaves; rank 0 fails well before the 30 s timeout
     waited, failed = (torch.load(tmp_path / f"rank{rank}-oom.pt", weights_only=False) for rank in (0, 1))
