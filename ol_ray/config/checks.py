@@ -51,10 +51,6 @@ def check(cfg: Config) -> None:
             f"batching.policy={cfg.batching.policy}{policies} measures the gradient noise of one learner's batch, "
             f"which a data-parallel learner (learner.num_workers={cfg.learner.num_workers}) does not take; use "
             f"another policy or learner.num_workers=1")
-    require(cfg.learner.sharding != "fsdp" or cfg.learner.num_workers == 1 or not cfg.continual.ewc_lambda,
-            "continual.ewc_lambda > 0 (EWC) keeps a full Fisher estimate and anchor of every parameter, which a "
-            "sharded learner (learner.sharding=fsdp) does not hold; use learner.sharding=ddp or "
-            "continual.ewc_lambda=0")
     check_dev_overlap(cfg)
     check_kind(cfg)
     check_domains(cfg)

@@ -33,7 +33,7 @@ class LearnerConfig:
     #   every update under torch DDP (NCCL on GPUs, gloo on CPU); 1 = one learner process (docs/distributed.md)
     sharding: Literal["ddp", "fsdp"] = "ddp"  # with num_workers > 1: every rank holds the whole model (ddp), or
     #   1/N of its parameters, gradients and optimizer state (fsdp: FSDP2 fully_shard per block; rank 0 also keeps
-    #   the full weights for evaluation, publishing and checkpoints; not with EWC). One learner shards nothing
+    #   the full weights for evaluation, publishing and checkpoints). One learner shards nothing
     placement_strategy: Literal["PACK", "STRICT_PACK", "SPREAD"] = "PACK"  # with num_workers > 1: where the ranks'
     #   bundles go: as few nodes as fit (PACK), one node (STRICT_PACK: NCCL stays off the network), or spread out
     group_timeout_s: float = 300.0  # with num_workers > 1: a collective waiting longer fails the group, which

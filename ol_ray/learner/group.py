@@ -96,6 +96,16 @@ def share_step(cfg: Config, model: Any, optimizer: torch.optim.Optimizer, share:
                          data_parallel=data_parallel)
 
 
+def load_penalty(ewc: Optional[ElasticWeights], state: Optional[dict[str, Any]], data_parallel: DataParallel,
+                 model: Any, device: torch.device) -> None:
+    """EWC's state (rank 0's, whole) into a rank's penalty, cut into the rank's shards when sharded."""
+    if ewc is None or state is None:
+        return
+    ewc.load_state_dict(state, device)
+    if data_parallel.sharded:
+        ewc.fisher, ewc.anchor = (data_parallel.shard_like(model, part) for part in (ewc.fisher, ewc.anchor))
+
+
 def parameter_sums(model: Any) -> list[float]:
     """Each parameter's sum (of the whole parameter: a shard's are all-gathered, on every rank together): equal on
     every rank while the group is in step."""
@@ -150,8 +160,7 @@ class GroupWorker:
         return os.getpid()
 
     def set_penalty(self, state: Optional[dict[str, Any]]) -> None:
-        if self.ewc is not None and state is not None:
-            self.ewc.load_state_dict(state, self.device)
+        load_penalty(self.ewc, state, self.data_parallel, self.model, self.device)
 
     def step(self, share: TrainBatch, normaliser: int, lrs: list[float], limit: int) -> dict[str, Any]:
         """Step this rank's share at rank 0's learning rates; its per-sample figures, or {"out_of_memory": size}
@@ -209,6 +218,10 @@ class LearnerGroup:
             # (the learner's keeps the learning rate and is given the gathered state for checkpoints)
             self.model = self.data_parallel.wrap(copy.deepcopy(model) if sharded else model, device)
             self.stepper = make_optimizer(self.model, lcfg.lr, lcfg.weight_decay, device) if sharded else optimizer
+            # sharded, rank 0 also takes its penalty from its shards (the learner's own reads the full model)
+            self.ewc = ElasticWeights(cfg.continual.ewc_lambda, cfg.continual.ewc_decay) \
+                if sharded and cfg.continual.ewc_lambda else None
+            load_penalty(self.ewc, ewc_state, self.data_parallel, self.model, device)
             ray.get(joins, timeout=lcfg.group_timeout_s)
             shared = ray.put(state)
             loads = [worker.load.remote(shared) for worker in self.workers]
@@ -242,6 +255,7 @@ class LearnerGroup:
         refs = [worker.step.remote(share_of(batch, part), size, lrs, limit)
                 for worker, part in zip(self.workers, positions[1:])]
         out_of_memory = 0
+        penalty = self.ewc.penalty if self.ewc is not None else penalty  # sharded: rank 0's shards' part
         try:
             stats = share_step(self.cfg, self.model, self.stepper, share_of(batch, positions[0]), size,
                                self.pad_id, self.device, limit, self.data_parallel, penalty)
@@ -290,6 +304,7 @@ class LearnerGroup:
         ref = ray.put(on_cpu(state))
         for worker in self.workers:
             worker.set_penalty.remote(ref)
+        load_penalty(self.ewc, state, self.data_parallel, self.model, self.device)
 
     def optimizer_state(self) -> dict[str, Any]:
         """The optimizer state, in the single learner's format (for a checkpoint): rank 0's own under DDP, gathered

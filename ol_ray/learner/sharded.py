@@ -14,7 +14,8 @@ agree on the largest count (`even_plan`, one all-reduce) and a rank with fewer p
 sample at weight 0. An out-of-memory error inside a micro-batch leaves the other ranks inside a collective, so it
 cannot be agreed on and retried as DDP's local micro-batches are: the group fails and restarts from its newest
 checkpoint (`ol_ray.learner.group`). The gradient norm that clipping and the non-finite check read is the global
-one (a DTensor norm, reduced over the ranks).
+one (a DTensor norm, reduced over the ranks). EWC's Fisher estimate and anchor, estimated whole on rank 0, are cut
+into each rank's shards (`shard_like`), so that its penalty and gradient are each rank's part of the whole.
 
 Rank 0 keeps a full, plain copy of the weights for what it does alone (evaluation, replay rescoring, publishing,
 checkpoints): after each update every rank all-gathers the trainable parameters, one at a time, and rank 0 copies
@@ -114,6 +115,16 @@ class Sharded(DataParallel):
                     value = full(param)
                     if plain is not None:
                         into[name].copy_(value)  # a name rank 0's model lacks is an error, not a stale weight
+
+    def shard_like(self, model: nn.Module, tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
+        """Full tensors named like the model's parameters (EWC's Fisher estimate and anchor), each cut into this
+        rank's shard of its parameter (no communication: every rank holds the full tensors)."""
+        from torch.distributed.tensor import distribute_tensor
+
+        params = dict(model.named_parameters())
+        return {name: distribute_tensor(value.to(params[name].device), params[name].device_mesh,
+                                        params[name].placements, src_data_rank=None)
+                for name, value in tensors.items()}
 
     def gather_optimizer(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> Optional[dict[str, Any]]:
         """Every rank: the optimizer state gathered; on rank 0 in the single learner's format (by index, on the

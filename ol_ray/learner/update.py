@@ -110,8 +110,6 @@ def weighted_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: Tra
     plan, first_half = micro_batch_plan(lengths, micro_batch_tokens, micro_batch_size, noise_probe)
     real = len(plan)  # FSDP: the plan is padded to every rank's count with weight-0 stand-ins (None)
     if data_parallel is not None:
-        if data_parallel.sharded and penalty is not None:
-            raise ValueError("a regulariser (EWC) reads every parameter whole; it is not taken sharded")
         plan = data_parallel.even_plan(plan, device)
     params = [p for group in optimizer.param_groups for p in group["params"]]
     meter = ActivationMeter(model) if measure_memory and device.type != "cuda" else None
@@ -171,6 +169,7 @@ def weighted_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: Tra
     if regulariser is not None:  # the data gradient's noise measure and loss leave the penalty out
         if "noise_small_sq" in stats:
             stats["noise_big_sq"] = _grad_sq(params)
+        regulariser = regulariser.full_tensor() if hasattr(regulariser, "full_tensor") else regulariser  # FSDP
         regulariser.backward()
         stats["penalty"] = float(regulariser.detach())
     if measure_memory and device.type == "cuda" and real:

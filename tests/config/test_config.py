@@ -63,8 +63,6 @@ def test_yaml_then_dotted_overrides(tmp_path):
     (("learner.num_workers=2", "batching.policy=adaptive"), "batching.policy=adaptive"),
     ("learner.placement_strategy=ANYWHERE", "learner.placement_strategy"),
     ("learner.sharding=zero3", "learner.sharding"),
-    (("learner.sharding=fsdp", "learner.num_workers=2", "continual.ewc_lambda=5", "continual.replay_size=8"),
-     "continual.ewc_lambda"),
     ("learner.group_timeout_s=0", "learner.group_timeout_s"),
     ("output.monitor_every_s=0", "output.monitor_every_s"),
     ("selection.epsilon=1.5", "selection.epsilon"),

@@ -1,9 +1,10 @@
 """Data-parallel updates on CPU with gloo, under DDP and under FSDP2: 2 ranks in 2 processes give the single
 learner's update, to float tolerance, over 20 weighted updates with non-uniform weights, batches that do not divide
-by 2 (one of a single sample), micro-batching (shares of different micro-batch counts), a non-finite update that
-every rank skips together; under DDP also a regulariser, and an out-of-memory error on one rank that every rank
-retries together with smaller micro-batches; under FSDP also a LoRA model, and an out-of-memory error on one rank
-that fails both at once (it cannot be agreed on inside the collectives)."""
+by 2 (one of a single sample), micro-batching (shares of different micro-batch counts), a regulariser (a DTensor
+penalty under FSDP), a non-finite update that every rank skips together; under DDP also an out-of-memory error on
+one rank that every rank retries together with smaller micro-batches; under FSDP also a LoRA model, the optimizer
+state's round trip, and an out-of-memory error on one rank that fails both at once (it cannot be agreed on inside
+the collectives)."""
 
 import datetime
 import os
@@ -119,13 +120,14 @@ def rank_main(rank, world, port, model_dir, out_dir, backend="gloo"):
         model, records, ooms = train(model_dir, rank, world, DataParallel(), device=device)
         torch.save({"state": model.module.cpu().state_dict(), "records": records, "ooms": ooms},
                    os.path.join(out_dir, f"rank{rank}.pt"))
-        model, records, _ = train(model_dir, rank, world, Sharded(), device=device, regularised=False)
+        model, records, _ = train(model_dir, rank, world, Sharded(), device=device)
         state = {name: full(value).cpu() for name, value in model.state_dict().items()}  # every shard gathered
         torch.save({"state": state, "records": records}, os.path.join(out_dir, f"rank{rank}-fsdp.pt"))
-        model, records, _ = train(model_dir, rank, world, Sharded(), device=device, regularised=False, lora=True)
+        model, records, _ = train(model_dir, rank, world, Sharded(), device=device, lora=True)
         state = {name: full(value).cpu() for name, value in model.state_dict().items()}
         torch.save({"state": state, "records": records}, os.path.join(out_dir, f"rank{rank}-fsdp-lora.pt"))
         torch.save(optimizer_round_trip(model_dir, rank, device), os.path.join(out_dir, f"rank{rank}-optim.pt"))
+        torch.save(sharded_ewc(model_dir, device), os.path.join(out_dir, f"rank{rank}-ewc.pt"))
         if backend == "gloo":  # NCCL cannot fail rank 0 at once: it waits out the timeout (docs/distributed.md)
             torch.save(unagreed_out_of_memory(model, rank, device), os.path.join(out_dir, f"rank{rank}-oom.pt"))
     finally:
@@ -162,6 +164,34 @@ def optimizer_round_trip(model_dir, rank, device):
     again = Sharded().gather_optimizer(again_model, again_optimizer)
     return {"untouched": untouched, "empty": None if empty is None else empty["state"], "gathered": gathered[0],
             "again": again}
+
+
+def sharded_ewc(model_dir, device):
+    """EWC under FSDP: a Fisher estimate and anchor made whole (as rank 0 makes them), cut into this rank's shards,
+    give the whole model's penalty and, gathered, its gradient."""
+    import copy
+
+    from ol_ray.continual.ewc import ElasticWeights
+    from ol_ray.learner.group import load_penalty
+    from ol_ray.learner.sharded import Sharded, full
+
+    torch.manual_seed(0)
+    plain = load_model(ModelConfig(name_or_path=model_dir, num_labels=2)).to(device)
+    model = Sharded().wrap(copy.deepcopy(plain), device)
+    rng = torch.Generator().manual_seed(1)
+    state = {"fisher": {n: torch.rand(p.shape, generator=rng) for n, p in plain.named_parameters()},
+             "anchor": {n: p.detach() + 0.01 * torch.randn(p.shape, generator=rng) for n, p in plain.named_parameters()},
+             "refreshes": 1}
+    whole, shards = ElasticWeights(10.0, 0.5), ElasticWeights(10.0, 0.5)
+    whole.load_state_dict(state, device)
+    want = whole.penalty(plain)
+    want.backward()
+    load_penalty(shards, state, Sharded(), model, device)
+    got = shards.penalty(model).full_tensor()
+    got.backward()
+    gathered = {name: full(p.grad) for name, p in model.named_parameters()}
+    return {"want": float(want), "got": float(got),
+            "gradients": all(torch.allclose(gathered[name], p.grad, atol=1e-6) for name, p in plain.named_parameters())}
 
 
 def unagreed_out_of_memory(model, rank, device):
@@ -215,11 +245,10 @@ def check_two_ranks(model_dir, tmp_path, backend, device=CPU, tolerance=1e-5):
     assert ranks[0]["ooms"][0][0] == oom_update((5, 10), 2) and ranks[0]["ooms"][0][1] > 1
     check_same_updates(ranks, single, expected, tolerance)
     # FSDP: each rank held half of every block; their uneven micro-batch counts were padded to one
-    single, expected, _ = train(model_dir, device=device, regularised=False)  # EWC is refused with FSDP
     check_same_updates([torch.load(tmp_path / f"rank{rank}-fsdp.pt", weights_only=False) for rank in (0, 1)],
-                       single.cpu(), expected, tolerance)
+                       single, expected, tolerance)
     # LoRA under FSDP: the adapters and the head train, sharded with the frozen weights
-    single, expected, _ = train(model_dir, device=device, regularised=False, lora=True)
+    single, expected, _ = train(model_dir, device=device, lora=True)
     check_same_updates([torch.load(tmp_path / f"rank{rank}-fsdp-lora.pt", weights_only=False) for rank in (0, 1)],
                        single.cpu(), expected, tolerance)
     # the optimizer state between the shards and rank 0: a fresh one untouched, a stepped one's round trip exact
@@ -230,6 +259,8 @@ def check_two_ranks(model_dir, tmp_path, backend, device=CPU, tolerance=1e-5):
     for index, values in gathered["state"].items():
         for key, value in values.items():
             assert torch.equal(torch.as_tensor(value), torch.as_tensor(again["state"][index][key])), (index, key)
+    for got in (torch.load(tmp_path / f"rank{rank}-ewc.pt", weights_only=False) for rank in (0, 1)):
+        assert got["got"] == pytest.approx(got["want"], rel=1e-5) and got["want"] > 0 and got["gradients"]
     if backend != "gloo":
         return
     # an out-of-memory error inside FSDP's collectives on rank 1: it names its micro-batch (of several samples)
