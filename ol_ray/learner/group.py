@@ -15,9 +15,10 @@ single learner's format, so it resumes with any N and either sharding.
 
 The ranks are gang-scheduled in a placement group the driver reserves (`ol_ray.driver.cluster`): bundle 0 holds
 rank 0, bundle r rank r, each with the learner's num_cpus / num_gpus / resources, packed onto as few nodes as fit.
-The workers start first (`start_workers`), while rank 0 loads and restores; they form a torch.distributed process
-group at rank 0's address (NCCL on GPUs, gloo on CPU); rank 0's weights are broadcast when the model is wrapped, and
-rank 0 sends its optimizer and EWC state once (after a restore they are the checkpoint's).
+The workers start first (`start_workers`) and build their models while rank 0 loads and restores; when rank 0 is
+ready they form a torch.distributed process group at its address (NCCL on GPUs, gloo on CPU); rank 0's weights are
+broadcast when the model is wrapped, and rank 0 sends its optimizer and EWC state once (after a restore they are the
+checkpoint's).
 
 Ray Train's `TorchTrainer` runs a training function to completion over a dataset; this learner is long-lived and fed
 call by call by the driver, with its decisions on rank 0. So the group follows the pattern of verl's and OpenRLHF's
