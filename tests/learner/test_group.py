@@ -35,22 +35,24 @@ def updates(run_dir):
 
 def test_two_ranks_train_what_one_learner_trains_and_resume_sharded_and_as_one(ray_local, tiny_model_without_dropout,
                                                                                 sst2_rows, tmp_path):
-    """Lockstep (each pool scored with the weights of the update just made): 2 DDP ranks on the first 48 rows, then
-    the same run resumed from their checkpoint by 2 FSDP ranks to 96 rows (the checkpoint's optimizer state
-    scattered to the shards), then by one learner to 144 rows (from the state the shards gathered), pick and lose
-    what the single-process loop does on the 144 rows, update by update."""
+    """Lockstep (each pool scored with the weights of the update just made): 2 FSDP ranks on the first 48 rows,
+    then the same run resumed from their checkpoint (the optimizer state the shards gathered) by 2 DDP ranks to 96
+    rows, then by one learner to 144 rows, pick and lose what the single-process loop does on the 144 rows, update
+    by update."""
     from ol_ray.bench.loop import read_stream, run_plain
 
     stream = write_sst2_tsv(tmp_path / "train.tsv", sst2_rows[:144])
     run_dir = tmp_path / "run"
     base = [f"stream.path={stream}", f"model.name_or_path={tiny_model_without_dropout}", *LOCKSTEP,
             f"output.run_dir={run_dir}"]
-    first = run_pipeline(load_config(None, [*base, "stream.max_samples=48", "learner.num_workers=2"]))
-    assert first["updates"] == 2 and first["accounting_ok"] and first["learner_ranks"] == 2
-    sharded = run_pipeline(load_config(None, [*base, "stream.max_samples=96", "learner.num_workers=2",
-                                              "learner.sharding=fsdp"]), resume=True)
-    assert sharded["restored_from"] and sharded["updates"] == 4 and sharded["accounting_ok"]
-    assert sharded["learner_ranks"] == 2 and sharded["config"]["learner"]["sharding"] == "fsdp"
+    sharded = run_pipeline(load_config(None, [*base, "stream.max_samples=48", "learner.num_workers=2",
+                                              "learner.sharding=fsdp"]))
+    assert sharded["updates"] == 2 and sharded["accounting_ok"] and sharded["learner_ranks"] == 2
+    assert sharded["config"]["learner"]["sharding"] == "fsdp"
+    copies = run_pipeline(load_config(None, [*base, "stream.max_samples=96", "learner.num_workers=2",
+                                             "learner.sharding=ddp"]), resume=True)
+    assert copies["restored_from"] and copies["updates"] == 4 and copies["accounting_ok"]
+    assert copies["learner_ranks"] == 2
     last = run_pipeline(load_config(None, [*base, "stream.max_samples=144", "learner.num_workers=1"]), resume=True)
     assert last["restored_from"] and last["updates"] == 6 and last["accounting_ok"] and last["learner_ranks"] == 1
     assert last["samples_read"] == 144 and no_actors_left() == []
@@ -65,16 +67,17 @@ def test_two_ranks_train_what_one_learner_trains_and_resume_sharded_and_as_one(r
 
 
 def test_a_killed_worker_restarts_the_group_from_its_checkpoint(ray_local, tiny_model_dir, sst2_rows, tmp_path):
-    """A worker killed mid-run: the group fails, rank 0 restarts and forms a new group from the newest checkpoint
-    (optimizer and EWC state sent to the new worker), the driver replays from there, the ranks are still in step two
-    updates past where the old group stopped, and every sample read is accounted for once; evaluation, replay and
-    EWC run throughout."""
+    """A worker of a sharded group (FSDP) killed mid-run: the group fails, rank 0 restarts and forms a new group
+    from the newest checkpoint (optimizer state scattered to the new shards, EWC state cut into them), the driver
+    replays from there, rank 0's full copy still equals the shards two updates past where the old group stopped,
+    and every sample read is accounted for once; evaluation, replay and EWC run throughout."""
     from tests.bench.test_faults import assert_balanced, in_thread, records, result_of, small_config, wait_for
 
     stream = write_sst2_tsv(tmp_path / "train.tsv", sst2_rows[:450])
     dev = write_sst2_tsv(tmp_path / "dev.tsv", sst2_rows[-100:])
     run_dir = str(tmp_path / "run")
     cfg = small_config(tiny_model_dir, stream, run_dir, "learner.num_workers=2", "learner.group_timeout_s=60",
+                       "learner.sharding=fsdp",
                        f"eval.path={dev}", "eval.every_updates=5",
                        "continual.replay_size=64", "continual.replay_fraction=0.25", "continual.ewc_lambda=10",
                        "continual.ewc_every_updates=4")
@@ -84,7 +87,7 @@ def test_a_killed_worker_restarts_the_group_from_its_checkpoint(ray_local, tiny_
     first = ray.get(learner.group_info.remote())
     os.kill(first["worker_pids"][0], signal.SIGKILL)
     again = wait_for(lambda: _group_after(learner, first), timeout=120, what="a new group two updates on")
-    for sums in again["parameter_sums"][1:]:  # the new worker holds rank 0's weights
+    for sums in again["parameter_sums"][1:]:  # the new shards, gathered, hold rank 0's weights
         assert sums == pytest.approx(again["parameter_sums"][0], rel=1e-6)
     summary = result_of(thread, box)
     assert summary["learner_restarts"] == 1
