@@ -283,7 +283,7 @@ class LearnerGroup:
         answered by now; 0 when the failure was no such error."""
         if isinstance(error, UnagreedOutOfMemory):
             return error.size
-        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=2)  # a worker that left the group has answered
+        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=5)  # a worker that left the group has answered
         for ref in ready:
             try:
                 ray.get(ref)
