@@ -4,6 +4,7 @@ checkpoint written at a window boundary. Kept apart from `ol_ray.learner.core` s
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -36,8 +37,8 @@ def save_memory_ceiling(run_dir: str, ceiling: int) -> None:
 
 def carried_memory_ceiling(learner: Any) -> None:
     """The lower of the learner's ceiling and one a failed group left for it (`save_memory_ceiling`)."""
-    path = os.path.join(learner.run_dir or "", MEMORY_CEILING)
-    if not learner.run_dir or not os.path.exists(path):
+    path = os.path.join(learner.run_dir, MEMORY_CEILING) if learner.run_dir else ""
+    if not path or not os.path.exists(path):
         return
     with open(path, encoding="utf-8") as handle:
         carried = int(json.load(handle)["micro_batch_samples"])
@@ -141,7 +142,7 @@ def save(learner: Any) -> dict[str, Any]:
         replay.columns() if replay is not None else None)
     learner.updates_at_checkpoint = learner.updates
     learner.changed_since_checkpoint = False
-    if os.path.exists(os.path.join(learner.run_dir, MEMORY_CEILING)):  # the checkpoint carries the ceiling now
+    with contextlib.suppress(FileNotFoundError):  # the checkpoint carries a failed group's ceiling from now on
         os.remove(os.path.join(learner.run_dir, MEMORY_CEILING))
     return CheckpointRecord(
         update=learner.updates, time=time.time(), path=learner.checkpoint_path, cursor=learner.cursor,

@@ -115,6 +115,13 @@ class DataParallel:
         """The micro-batches every rank runs: DDP's own (they need not be as many on every rank)."""
         return plan
 
+    def gather_into(self, model: nn.Module, plain: Optional[nn.Module]) -> None:
+        """After a step: nothing to gather (rank 0's model is the one DDP wraps; `Sharded` gathers its shards)."""
+
+    def load_optimizer(self, model: nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+        """Rank 0's optimizer state (the single learner's format) into this rank's optimizer."""
+        optimizer.load_state_dict(state)
+
     def sum_values(self, values: Sequence[float], device: torch.device) -> list[float]:
         """Each value summed over the ranks."""
         tensor = torch.tensor(list(values), dtype=torch.float64, device=device)

@@ -153,10 +153,7 @@ class GroupWorker:
         """Rank 0's pad id, optimizer state (scattered to the shards: with rank 0) and EWC state; returns this
         process's id."""
         self.pad_id = state["pad_id"]
-        if self.data_parallel.sharded:
-            self.data_parallel.load_optimizer(self.model, self.optimizer, state["optimizer"])
-        else:
-            self.optimizer.load_state_dict(state["optimizer"])
+        self.data_parallel.load_optimizer(self.model, self.optimizer, state["optimizer"])
         self.set_penalty(state.get("ewc"))
         return os.getpid()
 
@@ -172,7 +169,7 @@ class GroupWorker:
         try:
             stats = share_step(self.cfg, self.model, self.optimizer, share, normaliser, self.pad_id, self.device,
                                limit, self.data_parallel, self.ewc.penalty if self.ewc is not None else None)
-            if self.data_parallel.sharded and not stats["skipped"]:
+            if not stats["skipped"]:  # sharded: the new weights, for rank 0's full copy
                 self.data_parallel.gather_into(self.model, None)
         except GroupOutOfMemory as error:
             self.optimizer.zero_grad(set_to_none=True)
@@ -260,7 +257,7 @@ class LearnerGroup:
         try:
             stats = share_step(self.cfg, self.model, self.stepper, share_of(batch, positions[0]), size,
                                self.pad_id, self.device, limit, self.data_parallel, penalty)
-            if self.data_parallel.sharded and not stats["skipped"]:  # rank 0's full copy takes the new weights
+            if not stats["skipped"]:  # sharded: rank 0's full copy takes the new weights
                 self.data_parallel.gather_into(self.model, self.plain)
         except GroupOutOfMemory as error:
             out_of_memory = error.largest
